@@ -1,0 +1,101 @@
+package transport
+
+import (
+	"github.com/google/uuid"
+)
+
+// ValidateAggregateType checks an aggregate type name against the API's
+// pattern ^[a-z0-9]+[a-z0-9\-_]+[a-z0-9]+$: at least three characters, lower
+// case letters, digits, '-' and '_', starting and ending with a letter or
+// digit.
+func ValidateAggregateType(name string) error {
+	if !validName(name, false) {
+		return invalidf("aggregate type %q must match ^[a-z0-9]+[a-z0-9\\-_]+[a-z0-9]+$", clip(name))
+	}
+	return nil
+}
+
+// ValidateEventType checks an event type name against the API's pattern
+// ^[a-zA-Z0-9]+[a-zA-Z0-9\-_]+[a-zA-Z0-9]+$.
+func ValidateEventType(name string) error {
+	if !validName(name, true) {
+		return invalidf("event type %q must match ^[a-zA-Z0-9]+[a-zA-Z0-9\\-_]+[a-zA-Z0-9]+$", clip(name))
+	}
+	return nil
+}
+
+// ValidateID checks that id is a UUID in its canonical 36-character form.
+func ValidateID(id string) error {
+	if !isUUID(id) {
+		return invalidf("aggregate id %q is not a UUID", clip(id))
+	}
+	return nil
+}
+
+// ValidateTenant checks that a tenant id is empty (default tenant) or a UUID.
+func ValidateTenant(tenant string) error {
+	if tenant != "" && !isUUID(tenant) {
+		return invalidf("tenant id %q is not a UUID", clip(tenant))
+	}
+	return nil
+}
+
+// ValidateEvents checks a batch before it is stored: 1 to MaxBatchEvents
+// events, valid event types, event ids empty or UUIDs, data empty or valid
+// JSON is left to the store, encryptedData within MaxEncryptedData.
+func ValidateEvents(events []Event) error {
+	if len(events) == 0 {
+		return invalidf("a batch needs at least one event")
+	}
+	if len(events) > MaxBatchEvents {
+		return invalidf("a batch holds at most %d events, got %d", MaxBatchEvents, len(events))
+	}
+	for i := range events {
+		e := &events[i]
+		if err := ValidateEventType(e.EventType); err != nil {
+			return err
+		}
+		if e.EventID != "" && !isUUID(e.EventID) {
+			return invalidf("event %d: eventId %q is not a UUID", i, clip(e.EventID))
+		}
+		if len(e.EncryptedData) > MaxEncryptedData {
+			return invalidf("event %d: encryptedData is %d bytes, at most %d allowed", i, len(e.EncryptedData), MaxEncryptedData)
+		}
+	}
+	return nil
+}
+
+func validName(s string, upper bool) bool {
+	if len(s) < 3 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case upper && c >= 'A' && c <= 'Z':
+		case (c == '-' || c == '_') && i > 0 && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	_, err := uuid.Parse(s)
+	return err == nil
+}
+
+// clip shortens a bad value quoted in an error message so a huge input does
+// not become a huge message.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
