@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"strconv"
+
 	"github.com/google/uuid"
 )
 
@@ -10,7 +12,7 @@ import (
 // digit.
 func ValidateAggregateType(name string) error {
 	if !validName(name, false) {
-		return invalidf("aggregate type %q must match ^[a-z0-9]+[a-z0-9\\-_]+[a-z0-9]+$", clip(name))
+		return invalidf("aggregate type %s must match ^[a-z0-9]+[a-z0-9\\-_]+[a-z0-9]+$", clip(name))
 	}
 	return nil
 }
@@ -19,7 +21,7 @@ func ValidateAggregateType(name string) error {
 // ^[a-zA-Z0-9]+[a-zA-Z0-9\-_]+[a-zA-Z0-9]+$.
 func ValidateEventType(name string) error {
 	if !validName(name, true) {
-		return invalidf("event type %q must match ^[a-zA-Z0-9]+[a-zA-Z0-9\\-_]+[a-zA-Z0-9]+$", clip(name))
+		return invalidf("event type %s must match ^[a-zA-Z0-9]+[a-zA-Z0-9\\-_]+[a-zA-Z0-9]+$", clip(name))
 	}
 	return nil
 }
@@ -27,7 +29,7 @@ func ValidateEventType(name string) error {
 // ValidateID checks that id is a UUID in its canonical 36-character form.
 func ValidateID(id string) error {
 	if !isUUID(id) {
-		return invalidf("aggregate id %q is not a UUID", clip(id))
+		return invalidf("aggregate id %s is not a UUID", clip(id))
 	}
 	return nil
 }
@@ -35,7 +37,7 @@ func ValidateID(id string) error {
 // ValidateTenant checks that a tenant id is empty (default tenant) or a UUID.
 func ValidateTenant(tenant string) error {
 	if tenant != "" && !isUUID(tenant) {
-		return invalidf("tenant id %q is not a UUID", clip(tenant))
+		return invalidf("tenant id %s is not a UUID", clip(tenant))
 	}
 	return nil
 }
@@ -56,7 +58,7 @@ func ValidateEvents(events []Event) error {
 			return err
 		}
 		if e.EventID != "" && !isUUID(e.EventID) {
-			return invalidf("event %d: eventId %q is not a UUID", i, clip(e.EventID))
+			return invalidf("event %d: eventId %s is not a UUID", i, clip(e.EventID))
 		}
 		if len(e.EncryptedData) > MaxEncryptedData {
 			return invalidf("event %d: encryptedData is %d bytes, at most %d allowed", i, len(e.EncryptedData), MaxEncryptedData)
@@ -90,12 +92,16 @@ func isUUID(s string) bool {
 	return err == nil
 }
 
-// clip shortens a bad value quoted in an error message so a huge input does
-// not become a huge message.
+// clip quotes a bad value for an error message, in ASCII and at most about
+// 80 bytes, so a huge or binary input never becomes a huge message.
 func clip(s string) string {
 	const max = 64
-	if len(s) <= max {
-		return s
+	if len(s) > max {
+		s = s[:max]
 	}
-	return s[:max] + "..."
+	q := strconv.QuoteToASCII(s)
+	if len(q) > max+16 {
+		q = q[:max+16] + "..."
+	}
+	return q
 }
