@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/google/uuid"
+
+	"github.com/sourced-go/sourced/internal/naming"
 )
 
 // ValidateAggregateType checks an aggregate type name against the API's
@@ -11,8 +13,8 @@ import (
 // case letters, digits, '-' and '_', starting and ending with a letter or
 // digit.
 func ValidateAggregateType(name string) error {
-	if !validName(name, false) {
-		return invalidf("aggregate type %s must match ^[a-z0-9]+[a-z0-9\\-_]+[a-z0-9]+$", clip(name))
+	if !naming.ValidAggregateType(name) {
+		return invalidf("aggregate type %s must match %s", clip(name), naming.AggregateTypePattern)
 	}
 	return nil
 }
@@ -20,8 +22,8 @@ func ValidateAggregateType(name string) error {
 // ValidateEventType checks an event type name against the API's pattern
 // ^[a-zA-Z0-9]+[a-zA-Z0-9\-_]+[a-zA-Z0-9]+$.
 func ValidateEventType(name string) error {
-	if !validName(name, true) {
-		return invalidf("event type %s must match ^[a-zA-Z0-9]+[a-zA-Z0-9\\-_]+[a-zA-Z0-9]+$", clip(name))
+	if !naming.ValidEventType(name) {
+		return invalidf("event type %s must match %s", clip(name), naming.EventTypePattern)
 	}
 	return nil
 }
@@ -65,23 +67,6 @@ func ValidateEvents(events []Event) error {
 		}
 	}
 	return nil
-}
-
-func validName(s string, upper bool) bool {
-	if len(s) < 3 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case upper && c >= 'A' && c <= 'Z':
-		case (c == '-' || c == '_') && i > 0 && i < len(s)-1:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func isUUID(s string) bool {
