@@ -84,11 +84,11 @@ func (e *Error) Error() string {
 		b.WriteString(e.Tenant)
 		b.WriteByte(']')
 	}
-	b.WriteString(": ")
 	if e.Kind != nil {
+		b.WriteString(": ")
 		b.WriteString(e.Kind.Error())
-	} else {
-		b.WriteString("failed")
+	} else if e.Err == nil {
+		b.WriteString(": failed")
 	}
 	if errors.Is(e.Kind, ErrConflict) && !e.Expected.IsAny() {
 		fmt.Fprintf(&b, " (expected version %s)", e.Expected)
