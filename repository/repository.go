@@ -109,6 +109,7 @@ type Repository[S any] struct {
 	t   transport.Transport
 	def *aggregate.Definition[S]
 	cfg config
+	seq *sequencer
 }
 
 // New returns a repository for aggregates defined by def, stored through t.
@@ -117,7 +118,7 @@ func New[S any](t transport.Transport, def *aggregate.Definition[S], opts ...Opt
 	for _, o := range opts {
 		o(&c)
 	}
-	return &Repository[S]{t: t, def: def, cfg: c}
+	return &Repository[S]{t: t, def: def, cfg: c, seq: newSequencer()}
 }
 
 // ForTenant returns a copy of the repository scoped to tenant.

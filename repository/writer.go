@@ -29,6 +29,9 @@ type writer[S any] struct {
 	op         string
 	ref        transport.Ref
 	unresolved []sent
+	// fromResolve: the success is an earlier ambiguous batch, whose
+	// announcement was already ended.
+	fromResolve bool
 }
 
 // run stores what prepare returns. With rerun, conflicts are retried by
@@ -50,6 +53,7 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 				return backoff.Permanent(err)
 			}
 			if landed {
+				w.fromResolve = true
 				res, published = Result{Version: b.base + 1, Events: len(b.events)}, b.events
 				return nil
 			}
@@ -66,7 +70,14 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 			return nil
 		}
 		base := root.Version()
+		seq := w.repo.cfg.publisher != nil
+		if seq {
+			w.repo.seq.announce(w.ref.Tenant, w.ref.ID, base+1)
+		}
 		err := w.repo.t.Store(ctx, w.ref, toWire(events), transport.Exactly(base))
+		if seq && err != nil {
+			w.repo.seq.done(w.ref.Tenant, w.ref.ID, base+1)
+		}
 		switch {
 		case err == nil:
 			root.Commit(base + 1)
@@ -148,6 +159,10 @@ func (w *writer[S]) publish(ctx context.Context, version int64, events []aggrega
 	p := w.repo.cfg.publisher
 	if p == nil || len(events) == 0 {
 		return nil
+	}
+	if !w.fromResolve {
+		w.repo.seq.waitTurn(w.ref.Tenant, w.ref.ID, version)
+		defer w.repo.seq.done(w.ref.Tenant, w.ref.ID, version)
 	}
 	envs := make([]eventbus.Envelope, len(events))
 	for i, e := range events {

@@ -1,0 +1,296 @@
+package eventbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+)
+
+var (
+	// ErrClosed: Publish or Subscribe after Close.
+	ErrClosed = errors.New("event bus closed")
+	// ErrQueueFull: an async subscriber's queue is full and the
+	// subscription asked to fail rather than block.
+	ErrQueueFull = errors.New("subscriber queue full")
+	// ErrHandler: a sync handler failed (wrapped in *HandlerError).
+	ErrHandler = errors.New("event handler failed")
+)
+
+// HandlerError reports a failed handler: which subscription and which event.
+type HandlerError struct {
+	Subscription string
+	Event        Envelope
+	Err          error
+}
+
+// Error names the subscription, the aggregate and the event.
+func (e *HandlerError) Error() string {
+	return fmt.Sprintf("subscription %q: %s %s/%s version %d (event %s): %v",
+		e.Subscription, e.Event.EventType, e.Event.AggregateType, e.Event.AggregateID, e.Event.Version, e.Event.EventID, e.Err)
+}
+
+// Unwrap returns ErrHandler and the handler's own error.
+func (e *HandlerError) Unwrap() []error { return []error{ErrHandler, e.Err} }
+
+// Handler handles one event.
+type Handler func(ctx context.Context, env Envelope) error
+
+// Option configures a Bus.
+type Option func(*Bus)
+
+// WithLogger sets the logger (default zap.NewNop()).
+func WithLogger(l *zap.Logger) Option {
+	return func(b *Bus) {
+		if l != nil {
+			b.log = l
+		}
+	}
+}
+
+// Bus delivers published events to subscriptions. It is safe for concurrent
+// use. The zero value is not usable; call New.
+type Bus struct {
+	log  *zap.Logger
+	mu   sync.Mutex // serialises changes to subs
+	subs atomic.Pointer[[]*Subscription]
+	// state is held for reading by every Publish and for writing by Close,
+	// so Close waits for publishes under way to finish queuing.
+	state  sync.RWMutex
+	closed bool
+	seed   maphash.Seed
+}
+
+// New returns a bus with no subscriptions.
+func New(opts ...Option) *Bus {
+	b := &Bus{log: zap.NewNop(), seed: maphash.MakeSeed()}
+	b.subs.Store(&[]*Subscription{})
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
+
+// Publish delivers events to every matching subscription: sync handlers run
+// now, in order; async subscriptions get the events queued. It returns the
+// sync handlers' errors joined (each a *HandlerError), ErrQueueFull, or
+// ctx's error if it ended while Publish waited for queue space.
+func (b *Bus) Publish(ctx context.Context, events []Envelope) error {
+	b.state.RLock()
+	defer b.state.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	var errs []error
+	for _, s := range *b.subs.Load() {
+		for i := range events {
+			env := &events[i]
+			if !s.match(env) {
+				continue
+			}
+			if err := s.deliver(ctx, env); err != nil {
+				errs = append(errs, err)
+				if !errors.Is(err, ErrHandler) {
+					// Queue full or ctx done: the rest cannot be queued in order.
+					break
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops accepting events, waits for async queues to drain until ctx
+// ends, and stops every worker. It returns ctx's error if the queues did not
+// drain in time (their remaining events are dead-lettered as undelivered).
+func (b *Bus) Close(ctx context.Context) error {
+	b.state.Lock()
+	was := b.closed
+	b.closed = true
+	b.state.Unlock()
+	if was {
+		return nil
+	}
+	var errs []error
+	for _, s := range *b.subs.Load() {
+		if err := s.stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// FullPolicy says what Publish does when an async queue is full.
+type FullPolicy int
+
+const (
+	// Block waits for room, honouring the publisher's ctx.
+	Block FullPolicy = iota
+	// Fail returns ErrQueueFull at once.
+	Fail
+)
+
+// SubscribeOption configures a subscription.
+type SubscribeOption func(*Subscription)
+
+// Sync runs the handler inside Publish (the default).
+func Sync() SubscribeOption { return func(s *Subscription) { s.async = false } }
+
+// Async delivers through a bounded queue served by workers goroutines
+// (default 1); events of one aggregate always go to the same worker.
+func Async() SubscribeOption { return func(s *Subscription) { s.async = true } }
+
+// Workers sets the number of workers of an async subscription.
+func Workers(n int) SubscribeOption {
+	return func(s *Subscription) {
+		if n > 0 {
+			s.workers = n
+		}
+	}
+}
+
+// QueueSize sets the capacity of each worker's queue (default 1024).
+func QueueSize(n int) SubscribeOption {
+	return func(s *Subscription) {
+		if n > 0 {
+			s.queueSize = n
+		}
+	}
+}
+
+// OnFull sets what Publish does when the queue is full (default Block).
+func OnFull(p FullPolicy) SubscribeOption { return func(s *Subscription) { s.onFull = p } }
+
+// Retry sets the retry policy of a failing async handler, as a factory (a
+// backoff.BackOff is stateful). Default: exponential from 50ms, at most 5
+// retries and 30s.
+func Retry(policy func() backoff.BackOff) SubscribeOption {
+	return func(s *Subscription) {
+		if policy != nil {
+			s.retry = policy
+		}
+	}
+}
+
+// DeadLetter receives the events an async handler could not handle after
+// its retries, and those left in queues when Close ran out of time.
+func DeadLetter(fn func(env Envelope, err error)) SubscribeOption {
+	return func(s *Subscription) { s.deadLetter = fn }
+}
+
+// Named sets the event type name a typed subscription listens to (default:
+// E's Go type name, as package aggregate names events).
+func Named(eventType string) SubscribeOption {
+	return func(s *Subscription) { s.eventType = eventType }
+}
+
+// Label names the subscription in logs and errors.
+func Label(name string) SubscribeOption { return func(s *Subscription) { s.name = name } }
+
+func defaultRetry() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 50 * time.Millisecond
+	b.MaxElapsedTime = 30 * time.Second
+	b.Reset()
+	return backoff.WithMaxRetries(b, 5)
+}
+
+// Subscribe registers a handler for events of type E. It receives the
+// payload decoded (or, when published by a repository in this process, the
+// recorded value itself) with its envelope.
+func Subscribe[E any](b *Bus, h func(ctx context.Context, env Envelope, e E) error, opts ...SubscribeOption) (*Subscription, error) {
+	if h == nil {
+		return nil, errors.New("eventbus: nil handler")
+	}
+	t := reflect.TypeFor[E]()
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	handler := func(ctx context.Context, env Envelope) error {
+		if v, ok := env.Value.(E); ok {
+			return h(ctx, env, v)
+		}
+		var e E
+		if len(env.Data) > 0 {
+			if err := json.Unmarshal(env.Data, &e); err != nil {
+				return fmt.Errorf("decode %s into %T: %w", env.EventType, e, err)
+			}
+		}
+		return h(ctx, env, e)
+	}
+	s := newSubscription(b, handler, opts)
+	if s.eventType == "" {
+		s.eventType = t.Name()
+	}
+	if s.name == "" {
+		s.name = s.eventType
+	}
+	typ := s.eventType
+	s.match = func(env *Envelope) bool { return env.EventType == typ }
+	return b.add(s)
+}
+
+// SubscribeAggregate registers a handler for every event of an aggregate
+// type.
+func SubscribeAggregate(b *Bus, aggregateType string, h Handler, opts ...SubscribeOption) (*Subscription, error) {
+	if h == nil {
+		return nil, errors.New("eventbus: nil handler")
+	}
+	s := newSubscription(b, h, opts)
+	if s.name == "" {
+		s.name = aggregateType
+	}
+	s.match = func(env *Envelope) bool { return env.AggregateType == aggregateType }
+	return b.add(s)
+}
+
+// SubscribeAll registers a handler for every event.
+func SubscribeAll(b *Bus, h Handler, opts ...SubscribeOption) (*Subscription, error) {
+	if h == nil {
+		return nil, errors.New("eventbus: nil handler")
+	}
+	s := newSubscription(b, h, opts)
+	if s.name == "" {
+		s.name = "all"
+	}
+	s.match = func(*Envelope) bool { return true }
+	return b.add(s)
+}
+
+func (b *Bus) add(s *Subscription) (*Subscription, error) {
+	b.state.RLock()
+	defer b.state.RUnlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s.start()
+	old := *b.subs.Load()
+	next := make([]*Subscription, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, s)
+	b.subs.Store(&next)
+	return s, nil
+}
+
+func (b *Bus) remove(s *Subscription) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := *b.subs.Load()
+	next := make([]*Subscription, 0, len(old))
+	for _, o := range old {
+		if o != s {
+			next = append(next, o)
+		}
+	}
+	b.subs.Store(&next)
+}
