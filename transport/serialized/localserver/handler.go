@@ -1,0 +1,307 @@
+package localserver
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
+)
+
+// DefaultMaxBodyBytes bounds a request body: a full batch of
+// transport.MaxBatchEvents events with maximal encryptedData and room for
+// their data.
+const DefaultMaxBodyBytes = 8 << 20
+
+// Option configures a handler.
+type Option func(*handler)
+
+// WithKeys requires every request to carry these keys. Without it the
+// server accepts any request (and the binary says so loudly).
+func WithKeys(accessKey, secretKey string) Option {
+	return func(h *handler) {
+		a, s := sha256.Sum256([]byte(accessKey)), sha256.Sum256([]byte(secretKey))
+		h.access, h.secret, h.keyed = a[:], s[:], true
+	}
+}
+
+// WithLogger sets the request logger (default zap.NewNop()).
+func WithLogger(l *zap.Logger) Option {
+	return func(h *handler) {
+		if l != nil {
+			h.log = l
+		}
+	}
+}
+
+// WithMaxBodyBytes bounds request bodies (default DefaultMaxBodyBytes).
+func WithMaxBodyBytes(n int64) Option {
+	return func(h *handler) {
+		if n > 0 {
+			h.maxBody = n
+		}
+	}
+}
+
+// WithRateLimit allows limit requests per window; more get 429. The default
+// is 100,000 a minute, which local use never reaches.
+func WithRateLimit(limit int, window time.Duration) Option {
+	return func(h *handler) {
+		if limit > 0 && window > 0 {
+			h.limit, h.window = limit, window
+		}
+	}
+}
+
+// WithClock sets the clock of the rate-limit window.
+func WithClock(now func() time.Time) Option {
+	return func(h *handler) {
+		if now != nil {
+			h.now = now
+		}
+	}
+}
+
+type handler struct {
+	backend        transport.Transport
+	access, secret []byte
+	keyed          bool
+	log            *zap.Logger
+	maxBody        int64
+	now            func() time.Time
+	mux            *http.ServeMux
+
+	limit  int
+	window time.Duration
+	rateMu sync.Mutex
+	start  time.Time
+	used   int
+}
+
+// NewHandler returns the API over backend.
+func NewHandler(backend transport.Transport, opts ...Option) http.Handler {
+	h := &handler{backend: backend, log: zap.NewNop(), maxBody: DefaultMaxBodyBytes, now: time.Now,
+		limit: 100_000, window: time.Minute}
+	for _, o := range opts {
+		o(h)
+	}
+	m := http.NewServeMux()
+	m.HandleFunc("GET /aggregates/{type}/{id}", h.load)
+	m.HandleFunc("HEAD /aggregates/{type}/{id}", h.exists)
+	m.HandleFunc("POST /aggregates/{type}/{id}/events", h.store)
+	m.HandleFunc("POST /aggregates/{type}/events", h.storeBulk)
+	m.HandleFunc("DELETE /aggregates/{type}/{id}", h.deleteAggregate)
+	m.HandleFunc("DELETE /aggregates/{type}", h.deleteType)
+	m.HandleFunc("GET /aggregates/{type}", h.list)
+	h.mux = m
+	return h
+}
+
+// statusWriter remembers the status for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	w := &statusWriter{ResponseWriter: rw}
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("handler panic", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Any("panic", p))
+			if w.status == 0 {
+				writeError(w, http.StatusInternalServerError, "internal error")
+			}
+		}
+		h.log.Info("request", zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			zap.Int("status", w.status), zap.Duration("duration", time.Since(began)),
+			zap.String("tenant", r.Header.Get(wire.HeaderTenantID)))
+	}()
+	if !h.rate(w) {
+		writeJSON(w, http.StatusTooManyRequests, wire.ErrorResponse{Code: http.StatusTooManyRequests, Message: "rate limit exceeded"})
+		return
+	}
+	if h.keyed && !h.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "missing or invalid access keys")
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// authorized compares digests of the keys in constant time, so neither the
+// keys nor their lengths leak through timing.
+func (h *handler) authorized(r *http.Request) bool {
+	a := sha256.Sum256([]byte(r.Header.Get(wire.HeaderAccessKey)))
+	s := sha256.Sum256([]byte(r.Header.Get(wire.HeaderSecretAccessKey)))
+	okA := subtle.ConstantTimeCompare(a[:], h.access)
+	okS := subtle.ConstantTimeCompare(s[:], h.secret)
+	return okA&okS == 1
+}
+
+// rate counts the request in a fixed window, sets the rate-limit headers and
+// reports whether it is allowed.
+func (h *handler) rate(w http.ResponseWriter) bool {
+	now := h.now()
+	h.rateMu.Lock()
+	if h.start.IsZero() || now.Sub(h.start) >= h.window {
+		h.start, h.used = now, 0
+	}
+	h.used++
+	used, reset := h.used, h.start.Add(h.window)
+	h.rateMu.Unlock()
+	remaining := max(h.limit-used, 0)
+	hd := w.Header()
+	hd.Set(wire.HeaderRateLimitLimit, strconv.Itoa(h.limit))
+	hd.Set(wire.HeaderRateLimitRemaining, strconv.Itoa(remaining))
+	hd.Set(wire.HeaderRateLimitReset, strconv.FormatInt(reset.Unix(), 10))
+	return used <= h.limit
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"code":500,"message":"encoding failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, wire.ErrorResponse{Code: status, Message: msg})
+}
+
+// phase says where an ErrInvalid came from: the path and query (400) or the
+// body (422).
+type phase int
+
+const (
+	inPath phase = iota
+	inBody
+)
+
+// fail maps a transport error to its status code, in one place.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error, p phase) {
+	var te *transport.Error
+	var msgs []string
+	if errors.As(err, &te) {
+		msgs = te.Messages
+	}
+	switch {
+	case errors.Is(err, transport.ErrInvalid):
+		if p == inBody {
+			if len(msgs) == 0 {
+				msgs = []string{"invalid request body"}
+			}
+			writeJSON(w, http.StatusUnprocessableEntity, wire.ErrorResponse{Errors: msgs})
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, wire.ErrorResponse{Code: http.StatusBadRequest, Message: firstOr(msgs, "bad request"), Errors: msgs})
+	case errors.Is(err, transport.ErrConflict):
+		writeError(w, http.StatusConflict, "expected version does not match")
+	case errors.Is(err, transport.ErrNotFound):
+		writeError(w, http.StatusNotFound, "aggregate not found")
+	case errors.Is(err, transport.ErrBadDeleteToken):
+		writeError(w, http.StatusForbidden, "invalid or expired delete token")
+	case errors.Is(err, transport.ErrUnauthorized):
+		writeError(w, http.StatusUnauthorized, "unauthorized")
+	case errors.Is(err, transport.ErrRateLimited):
+		writeError(w, http.StatusTooManyRequests, "rate limit exceeded")
+	case errors.Is(err, transport.ErrUnavailable), errors.Is(err, transport.ErrAmbiguous):
+		writeError(w, http.StatusServiceUnavailable, "store unavailable")
+	default:
+		h.log.Error("backend failure", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "internal error")
+	}
+}
+
+func firstOr(msgs []string, def string) string {
+	if len(msgs) > 0 {
+		return msgs[0]
+	}
+	return def
+}
+
+func invalid(msg string) error {
+	return &transport.Error{Op: "validate", Kind: transport.ErrInvalid, Messages: []string{msg}}
+}
+
+// ref reads and checks the tenant, type and id of a request.
+func ref(r *http.Request) (transport.Ref, error) {
+	ref := transport.Ref{Tenant: r.Header.Get(wire.HeaderTenantID), Type: r.PathValue("type"), ID: r.PathValue("id")}
+	if ref.ID == "" {
+		return ref, (transport.Scope{Tenant: ref.Tenant, Type: ref.Type}).Validate()
+	}
+	return ref, ref.Validate()
+}
+
+// intParam reads a non-negative integer query parameter.
+func intParam(r *http.Request, name string, def int64) (int64, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, invalid(fmt.Sprintf("query parameter %s must be a non-negative integer", name))
+	}
+	return n, nil
+}
+
+// decode reads a JSON body within the size bound; a second value or
+// trailing garbage is an error.
+func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) (status int, err error) {
+	body := http.MaxBytesReader(w, r.Body, h.maxBody)
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", h.maxBody)
+		}
+		if errors.Is(err, io.EOF) {
+			return http.StatusUnprocessableEntity, errors.New("empty request body")
+		}
+		return http.StatusUnprocessableEntity, fmt.Errorf("invalid JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", h.maxBody)
+		}
+		return http.StatusUnprocessableEntity, errors.New("invalid JSON: data after the body")
+	}
+	return 0, nil
+}
+
+func bodyError(w http.ResponseWriter, status int, err error) {
+	if status == http.StatusUnprocessableEntity {
+		writeJSON(w, status, wire.ErrorResponse{Errors: []string{err.Error()}})
+		return
+	}
+	writeError(w, status, err.Error())
+}

@@ -1,0 +1,198 @@
+package localserver
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
+)
+
+func (h *handler) load(w http.ResponseWriter, r *http.Request) {
+	ref, err := ref(r)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	since, err := intParam(r, "since", 0)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	limit, err := intParam(r, "limit", transport.DefaultLimit)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	if limit == 0 || limit > transport.MaxLimit {
+		limit = transport.MaxLimit
+	}
+	page, err := h.backend.Load(r.Context(), ref, since, int(limit))
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	etag := fmt.Sprintf(`"%d-%d-%d"`, page.Version, since, limit)
+	w.Header().Set("ETag", etag)
+	if match := r.Header.Get("If-None-Match"); match != "" && match == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	events := page.Events
+	if events == nil {
+		events = []transport.Event{}
+	}
+	writeJSON(w, http.StatusOK, wire.LoadResponse{AggregateID: ref.ID, AggregateType: ref.Type,
+		AggregateVersion: page.Version, Events: events, HasMore: page.HasMore})
+}
+
+func (h *handler) exists(w http.ResponseWriter, r *http.Request) {
+	ref, err := ref(r)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	ok, err := h.backend.Exists(r.Context(), ref)
+	switch {
+	case err != nil:
+		h.fail(w, r, err, inPath)
+	case ok:
+		w.WriteHeader(http.StatusOK)
+	default:
+		w.WriteHeader(http.StatusNotFound)
+	}
+}
+
+func (h *handler) store(w http.ResponseWriter, r *http.Request) {
+	ref, err := ref(r)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	var req wire.StoreRequest
+	if status, err := h.decode(w, r, &req); err != nil {
+		bodyError(w, status, err)
+		return
+	}
+	if req.ExpectedVersion != nil && *req.ExpectedVersion < 0 {
+		h.fail(w, r, invalid("expectedVersion must not be negative"), inBody)
+		return
+	}
+	if err := transport.ValidateEvents(req.Events); err != nil {
+		h.fail(w, r, err, inBody)
+		return
+	}
+	if err := h.backend.Store(r.Context(), ref, req.Events, wire.ToExpected(req.ExpectedVersion)); err != nil {
+		h.fail(w, r, err, inBody)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (h *handler) storeBulk(w http.ResponseWriter, r *http.Request) {
+	ref, err := ref(r)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	var req wire.BulkRequest
+	if status, err := h.decode(w, r, &req); err != nil {
+		bodyError(w, status, err)
+		return
+	}
+	if len(req.Batches) == 0 {
+		h.fail(w, r, invalid("batches must not be empty"), inBody)
+		return
+	}
+	batches := make([]transport.Batch, len(req.Batches))
+	for i, b := range req.Batches {
+		if b.ExpectedVersion != nil && *b.ExpectedVersion < 0 {
+			h.fail(w, r, invalid(fmt.Sprintf("batch %d: expectedVersion must not be negative", i)), inBody)
+			return
+		}
+		if err := transport.ValidateID(b.AggregateID); err != nil {
+			h.fail(w, r, err, inBody)
+			return
+		}
+		if err := transport.ValidateEvents(b.Events); err != nil {
+			h.fail(w, r, err, inBody)
+			return
+		}
+		batches[i] = transport.Batch{AggregateID: b.AggregateID, Events: b.Events, Expected: wire.ToExpected(b.ExpectedVersion)}
+	}
+	if err := h.backend.StoreBulk(r.Context(), ref.Scope(), batches); err != nil {
+		h.fail(w, r, err, inBody)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (h *handler) deleteAggregate(w http.ResponseWriter, r *http.Request) {
+	ref, err := ref(r)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	h.delete(w, r, transport.DeleteAggregate(ref))
+}
+
+func (h *handler) deleteType(w http.ResponseWriter, r *http.Request) {
+	ref, err := ref(r)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	h.delete(w, r, transport.DeleteAllOfType(ref.Scope()))
+}
+
+func (h *handler) delete(w http.ResponseWriter, r *http.Request, target transport.DeleteTarget) {
+	token := r.URL.Query().Get("deleteToken")
+	if token == "" {
+		tok, err := h.backend.RequestDelete(r.Context(), target)
+		if err != nil {
+			h.fail(w, r, err, inPath)
+			return
+		}
+		writeJSON(w, http.StatusOK, wire.DeleteResponse{DeleteToken: tok})
+		return
+	}
+	if err := h.backend.ConfirmDelete(r.Context(), target, token); err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	ref, err := ref(r)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	lister, ok := h.backend.(transport.Lister)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this store cannot list aggregates")
+		return
+	}
+	skip, err := intParam(r, "skip", 0)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	limit, err := intParam(r, "limit", transport.DefaultLimit)
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	page, err := lister.List(r.Context(), ref.Scope(), int(min(skip, 1<<31)), int(min(limit, transport.MaxLimit)))
+	if err != nil {
+		h.fail(w, r, err, inPath)
+		return
+	}
+	resp := wire.ListResponse{Aggregates: make([]wire.ListItem, len(page.Aggregates)), HasMore: page.HasMore}
+	for i, a := range page.Aggregates {
+		resp.Aggregates[i] = wire.ListItem{AggregateID: a.AggregateID, AggregateType: a.AggregateType,
+			AggregateVersion: a.AggregateVersion, LastUpdatedAt: a.LastUpdatedAt.UnixMilli()}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}

@@ -1,0 +1,79 @@
+package localserver
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/memory"
+)
+
+// Server is a local API server listening on a loopback port, for tests and
+// development, in the spirit of httptest.Server.
+type Server struct {
+	// URL is the base URL, http://127.0.0.1:<port>.
+	URL      string
+	listener net.Listener
+	srv      *http.Server
+	done     chan struct{}
+}
+
+// NewServer starts serving the API over backend (a fresh memory transport
+// when nil) on 127.0.0.1 at a free port. It panics if it cannot listen, as
+// httptest.NewServer does; use Listen for an error instead.
+func NewServer(backend transport.Transport, opts ...Option) *Server {
+	s, err := Listen("127.0.0.1:0", backend, opts...)
+	if err != nil {
+		panic("localserver: " + err.Error())
+	}
+	return s
+}
+
+// Listen starts serving the API over backend (a fresh memory transport when
+// nil) on addr.
+func Listen(addr string, backend transport.Transport, opts ...Option) (*Server, error) {
+	if backend == nil {
+		backend = memory.New()
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		URL:      "http://" + l.Addr().String(),
+		listener: l,
+		srv: &http.Server{
+			Handler:           NewHandler(backend, opts...),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+		},
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		_ = s.srv.Serve(l)
+	}()
+	return s, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// Shutdown stops accepting connections and waits for requests under way
+// until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	<-s.done
+	return err
+}
+
+// Close stops the server at once.
+func (s *Server) Close() {
+	_ = s.srv.Close()
+	<-s.done
+}
