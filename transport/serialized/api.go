@@ -1,0 +1,221 @@
+package serialized
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
+)
+
+func aggregatePath(ref transport.Ref) string {
+	return "/aggregates/" + url.PathEscape(ref.Type) + "/" + url.PathEscape(ref.ID)
+}
+
+func typePath(typ string) string { return "/aggregates/" + url.PathEscape(typ) }
+
+func invalid(op string, ref transport.Ref, err error) error {
+	return transport.Wrap(err, op, ref, transport.ErrInvalid)
+}
+
+// Load implements transport.Transport: GET /aggregates/{type}/{id}.
+func (c *Client) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
+	const op = "load"
+	if err := ref.Validate(); err != nil {
+		return transport.Page{}, invalid(op, ref, err)
+	}
+	if since < 0 || limit < 0 {
+		e := transport.NewError(op, ref, transport.ErrInvalid)
+		e.Messages = []string{"since and limit must not be negative"}
+		return transport.Page{}, e
+	}
+	if limit == 0 || limit > transport.MaxLimit {
+		limit = transport.MaxLimit
+	}
+	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}}
+	res, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodGet, path: aggregatePath(ref), query: q})
+	if err != nil {
+		return transport.Page{}, err
+	}
+	var lr wire.LoadResponse
+	if err := json.Unmarshal(res.body, &lr); err != nil {
+		e := transport.NewError(op, ref, transport.ErrUnavailable)
+		e.StatusCode, e.Messages = res.status, []string{"malformed response: " + err.Error()}
+		return transport.Page{}, e
+	}
+	if lr.Events == nil {
+		lr.Events = []transport.Event{}
+	}
+	return transport.Page{Events: lr.Events, Version: lr.AggregateVersion, HasMore: lr.HasMore}, nil
+}
+
+// Store implements transport.Transport: POST /aggregates/{type}/{id}/events.
+func (c *Client) Store(ctx context.Context, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
+	const op = "store"
+	if err := ref.Validate(); err != nil {
+		return invalid(op, ref, err)
+	}
+	if err := transport.ValidateEvents(events); err != nil {
+		return invalid(op, ref, err)
+	}
+	if !expected.Valid() {
+		e := transport.NewError(op, ref, transport.ErrInvalid)
+		e.Messages = []string{"expected version must not be negative"}
+		return e
+	}
+	body, err := json.Marshal(wire.StoreRequest{Events: events, ExpectedVersion: wire.FromExpected(expected)})
+	if err != nil {
+		return invalid(op, ref, err)
+	}
+	_, err = c.do(ctx, call{op: op, ref: ref, method: http.MethodPost, path: aggregatePath(ref) + "/events", body: body})
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.Expected.IsAny() {
+			te.Expected = expected
+		}
+	}
+	return err
+}
+
+// StoreBulk implements transport.Transport: POST /aggregates/{type}/events.
+func (c *Client) StoreBulk(ctx context.Context, scope transport.Scope, batches []transport.Batch) error {
+	const op = "store bulk"
+	ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
+	if err := scope.Validate(); err != nil {
+		return invalid(op, ref, err)
+	}
+	if len(batches) == 0 {
+		e := transport.NewError(op, ref, transport.ErrInvalid)
+		e.Messages = []string{"a bulk store needs at least one batch"}
+		return e
+	}
+	req := wire.BulkRequest{Batches: make([]wire.BulkBatch, len(batches))}
+	seen := make(map[string]struct{}, len(batches))
+	for i, b := range batches {
+		bref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
+		if err := transport.ValidateID(b.AggregateID); err != nil {
+			return invalid(op, bref, err)
+		}
+		if _, dup := seen[b.AggregateID]; dup {
+			e := transport.NewError(op, bref, transport.ErrInvalid)
+			e.Messages = []string{"aggregate ids in one bulk store must be unique"}
+			return e
+		}
+		seen[b.AggregateID] = struct{}{}
+		if err := transport.ValidateEvents(b.Events); err != nil {
+			return invalid(op, bref, err)
+		}
+		if !b.Expected.Valid() {
+			e := transport.NewError(op, bref, transport.ErrInvalid)
+			e.Messages = []string{"expected version must not be negative"}
+			return e
+		}
+		req.Batches[i] = wire.BulkBatch{AggregateID: b.AggregateID, Events: b.Events, ExpectedVersion: wire.FromExpected(b.Expected)}
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return invalid(op, ref, err)
+	}
+	_, err = c.do(ctx, call{op: op, ref: ref, method: http.MethodPost, path: typePath(scope.Type) + "/events", body: body})
+	return err
+}
+
+// Exists implements transport.Transport: HEAD /aggregates/{type}/{id}.
+func (c *Client) Exists(ctx context.Context, ref transport.Ref) (bool, error) {
+	const op = "exists"
+	if err := ref.Validate(); err != nil {
+		return false, invalid(op, ref, err)
+	}
+	_, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodHead, path: aggregatePath(ref)})
+	switch {
+	case err == nil:
+		return true, nil
+	case isNotFound(err):
+		return false, nil
+	}
+	return false, err
+}
+
+func isNotFound(err error) bool { return errors.Is(err, transport.ErrNotFound) }
+
+func deletePath(target transport.DeleteTarget) string {
+	if target.AllOfType {
+		return typePath(target.Type)
+	}
+	return aggregatePath(transport.Ref{Type: target.Type, ID: target.ID})
+}
+
+// RequestDelete implements transport.Transport: DELETE without a token.
+func (c *Client) RequestDelete(ctx context.Context, target transport.DeleteTarget) (string, error) {
+	const op = "request delete"
+	ref := transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
+	if err := target.Validate(); err != nil {
+		return "", invalid(op, ref, err)
+	}
+	res, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodDelete, path: deletePath(target)})
+	if err != nil {
+		return "", err
+	}
+	var dr wire.DeleteResponse
+	if err := json.Unmarshal(res.body, &dr); err != nil || dr.DeleteToken == "" {
+		e := transport.NewError(op, ref, transport.ErrUnavailable)
+		e.StatusCode, e.Messages = res.status, []string{"malformed response: no deleteToken"}
+		return "", e
+	}
+	return dr.DeleteToken, nil
+}
+
+// ConfirmDelete implements transport.Transport: DELETE with the token.
+// 200 and 204 both mean done; 403 is transport.ErrBadDeleteToken.
+func (c *Client) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
+	const op = "confirm delete"
+	ref := transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
+	if err := target.Validate(); err != nil {
+		return invalid(op, ref, err)
+	}
+	if token == "" {
+		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
+	}
+	_, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodDelete, path: deletePath(target),
+		query: url.Values{"deleteToken": {token}}})
+	return err
+}
+
+// List implements transport.Lister: GET /aggregates/{type}.
+func (c *Client) List(ctx context.Context, scope transport.Scope, skip, limit int) (transport.ListPage, error) {
+	const op = "list"
+	ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
+	if err := scope.Validate(); err != nil {
+		return transport.ListPage{}, invalid(op, ref, err)
+	}
+	if skip < 0 || limit < 0 {
+		e := transport.NewError(op, ref, transport.ErrInvalid)
+		e.Messages = []string{"skip and limit must not be negative"}
+		return transport.ListPage{}, e
+	}
+	if limit == 0 || limit > transport.MaxLimit {
+		limit = transport.MaxLimit
+	}
+	q := url.Values{"skip": {strconv.Itoa(skip)}, "limit": {strconv.Itoa(limit)}}
+	res, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodGet, path: typePath(scope.Type), query: q})
+	if err != nil {
+		return transport.ListPage{}, err
+	}
+	var lr wire.ListResponse
+	if err := json.Unmarshal(res.body, &lr); err != nil {
+		e := transport.NewError(op, ref, transport.ErrUnavailable)
+		e.StatusCode, e.Messages = res.status, []string{"malformed response: " + err.Error()}
+		return transport.ListPage{}, e
+	}
+	page := transport.ListPage{Aggregates: make([]transport.AggregateInfo, len(lr.Aggregates)), HasMore: lr.HasMore}
+	for i, a := range lr.Aggregates {
+		page.Aggregates[i] = transport.AggregateInfo{AggregateID: a.AggregateID, AggregateType: a.AggregateType,
+			AggregateVersion: a.AggregateVersion, LastUpdatedAt: time.UnixMilli(a.LastUpdatedAt)}
+	}
+	return page, nil
+}

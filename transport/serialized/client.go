@@ -1,0 +1,260 @@
+package serialized
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/sourced-go/sourced/transport"
+)
+
+// DefaultBaseURL is the hosted Serialized API.
+const DefaultBaseURL = "https://api.serialized.io"
+
+// Defaults that fit a hosted API.
+const (
+	DefaultTimeout          = 60 * time.Second
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultMaxResponseBytes = 64 << 20
+)
+
+// Environment variables NewFromEnv reads.
+const (
+	EnvAccessKey = "SERIALIZED_ACCESS_KEY"
+	EnvSecretKey = "SERIALIZED_SECRET_ACCESS_KEY"
+	EnvBaseURL   = "SERIALIZED_BASE_URL"
+)
+
+// Option configures a Client.
+type Option func(*settings)
+
+type settings struct {
+	baseURL string
+	access  string
+	secret  string
+	hc      *http.Client
+	log     *zap.Logger
+	retry   func() backoff.BackOff
+	timeout time.Duration
+	maxResp int64
+	maxWait time.Duration
+	now     func() time.Time
+	errs    []error
+}
+
+// WithBaseURL sets the API's base URL (default DefaultBaseURL).
+func WithBaseURL(u string) Option { return func(s *settings) { s.baseURL = u } }
+
+// WithKeys sets the access key and the secret access key.
+func WithKeys(accessKey, secretKey string) Option {
+	return func(s *settings) { s.access, s.secret = accessKey, secretKey }
+}
+
+// WithHTTPClient uses hc for every request (its Transport and Jar; the
+// Client's own timeout applies per attempt through the request context).
+func WithHTTPClient(hc *http.Client) Option {
+	return func(s *settings) {
+		if hc != nil {
+			s.hc = hc
+		}
+	}
+}
+
+// WithLogger sets the logger (default zap.NewNop()).
+func WithLogger(l *zap.Logger) Option {
+	return func(s *settings) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithRetry sets the retry policy of one call, as a factory (a
+// backoff.BackOff is stateful). Default: DefaultRetry.
+func WithRetry(policy func() backoff.BackOff) Option {
+	return func(s *settings) {
+		if policy != nil {
+			s.retry = policy
+		}
+	}
+}
+
+// WithTimeout bounds each attempt of a request (default DefaultTimeout).
+func WithTimeout(d time.Duration) Option {
+	return func(s *settings) {
+		if d > 0 {
+			s.timeout = d
+		}
+	}
+}
+
+// WithMaxResponseBytes bounds the size of a response body the client reads
+// (default DefaultMaxResponseBytes); a larger one fails the call.
+func WithMaxResponseBytes(n int64) Option {
+	return func(s *settings) {
+		if n > 0 {
+			s.maxResp = n
+		}
+	}
+}
+
+// WithMaxRateLimitWait bounds how long the client waits for a rate-limit
+// window to reset before it retries (default 1 minute).
+func WithMaxRateLimitWait(d time.Duration) Option {
+	return func(s *settings) {
+		if d >= 0 {
+			s.maxWait = d
+		}
+	}
+}
+
+// WithClock sets the clock used to read Serialized-RateLimit-Reset.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// WithEnv reads the keys (and the base URL, if set) from getenv, as
+// NewFromEnv does from the process environment. Missing keys are an error.
+func WithEnv(getenv func(string) string) Option {
+	return func(s *settings) {
+		if getenv == nil {
+			s.errs = append(s.errs, errors.New("serialized: WithEnv: nil getenv"))
+			return
+		}
+		s.access, s.secret = getenv(EnvAccessKey), getenv(EnvSecretKey)
+		if u := getenv(EnvBaseURL); u != "" {
+			s.baseURL = u
+		}
+		var missing []string
+		if s.access == "" {
+			missing = append(missing, EnvAccessKey)
+		}
+		if s.secret == "" {
+			missing = append(missing, EnvSecretKey)
+		}
+		if len(missing) > 0 {
+			s.errs = append(s.errs, fmt.Errorf("serialized: %s not set", strings.Join(missing, " and ")))
+		}
+	}
+}
+
+// DefaultRetry is the default policy of one call: exponential backoff from
+// 100ms, doubling up to 5s, ±50% jitter, at most 5 retries and 30s.
+func DefaultRetry() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.RandomizationFactor = 0.5
+	b.Multiplier = 2
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 30 * time.Second
+	b.Reset()
+	return backoff.WithMaxRetries(b, 5)
+}
+
+// Client is the HTTP transport. It implements transport.Transport and
+// transport.Lister and is safe for concurrent use.
+type Client struct {
+	base    *url.URL
+	access  string
+	secret  string
+	hc      *http.Client
+	log     *zap.Logger
+	retry   func() backoff.BackOff
+	timeout time.Duration
+	maxResp int64
+	maxWait time.Duration
+	now     func() time.Time
+}
+
+var (
+	_ transport.Transport = (*Client)(nil)
+	_ transport.Lister    = (*Client)(nil)
+)
+
+// newHTTPClient is the default: pooled connections and bounded dials.
+func newHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 10 * time.Second
+	t.ResponseHeaderTimeout = DefaultTimeout
+	t.MaxIdleConns = 100
+	t.MaxIdleConnsPerHost = 64
+	t.IdleConnTimeout = 90 * time.Second
+	return &http.Client{Transport: t}
+}
+
+// New returns a client. It fails for a malformed base URL or options that
+// contradict each other; it sends nothing.
+func New(opts ...Option) (*Client, error) {
+	s := &settings{baseURL: DefaultBaseURL, log: zap.NewNop(), retry: DefaultRetry, timeout: DefaultTimeout,
+		maxResp: DefaultMaxResponseBytes, maxWait: time.Minute, now: time.Now}
+	for _, o := range opts {
+		if o != nil {
+			o(s)
+		}
+	}
+	if err := errors.Join(s.errs...); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(strings.TrimRight(s.baseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return nil, fmt.Errorf("serialized: base URL %q must be an http or https URL without credentials", redactURL(s.baseURL))
+	}
+	if s.hc == nil {
+		s.hc = newHTTPClient()
+	}
+	return &Client{base: u, access: s.access, secret: s.secret, hc: s.hc, log: s.log, retry: s.retry,
+		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now}, nil
+}
+
+// NewFromEnv returns a client configured from SERIALIZED_ACCESS_KEY,
+// SERIALIZED_SECRET_ACCESS_KEY and, if set, SERIALIZED_BASE_URL; opts apply
+// after them. A missing key is an error naming the variable.
+func NewFromEnv(opts ...Option) (*Client, error) {
+	return New(append([]Option{WithEnv(os.Getenv)}, opts...)...)
+}
+
+// BaseURL returns the API's base URL.
+func (c *Client) BaseURL() string { return c.base.String() }
+
+// String describes the client with its keys masked.
+func (c *Client) String() string {
+	return fmt.Sprintf("serialized.Client{baseURL: %s, accessKey: %s, secretKey: %s}", c.base, mask(c.access), mask(c.secret))
+}
+
+// GoString is String, so %#v masks the keys too.
+func (c *Client) GoString() string { return c.String() }
+
+// Format prints String for every verb, so no verb prints a key.
+func (c *Client) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+
+func mask(key string) string {
+	if key == "" {
+		return "(unset)"
+	}
+	return "****"
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if len(raw) > 100 {
+			return raw[:100] + "..."
+		}
+		return raw
+	}
+	u.User = url.User("****")
+	return u.String()
+}

@@ -1,0 +1,255 @@
+package serialized
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
+)
+
+// call is one API call: it may take several attempts.
+type call struct {
+	op     string
+	ref    transport.Ref
+	method string
+	path   string
+	query  url.Values
+	body   []byte
+}
+
+// response is what a successful attempt read.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// resetAware stretches the next wait to the rate-limit reset, if one is
+// pending.
+type resetAware struct {
+	backoff.BackOff
+	until   time.Time
+	now     func() time.Time
+	maxWait time.Duration
+}
+
+func (r *resetAware) NextBackOff() time.Duration {
+	d := r.BackOff.NextBackOff()
+	if d == backoff.Stop || r.until.IsZero() {
+		return d
+	}
+	wait := r.until.Sub(r.now())
+	r.until = time.Time{}
+	if wait > r.maxWait {
+		wait = r.maxWait
+	}
+	if wait > d {
+		return wait
+	}
+	return d
+}
+
+// do runs a call with retries. Every POST is treated as a store: retried
+// only when it certainly did not reach the server.
+func (c *Client) do(ctx context.Context, cl call) (response, error) {
+	policy := &resetAware{BackOff: c.retry(), now: c.now, maxWait: c.maxWait}
+	var res response
+	attempt := 0
+	op := func() error {
+		attempt++
+		r, err, retry := c.attempt(ctx, cl, policy)
+		if err == nil {
+			res = r
+			return nil
+		}
+		if ctx.Err() != nil || !retry {
+			return backoff.Permanent(err)
+		}
+		return err
+	}
+	notify := func(err error, wait time.Duration) {
+		c.log.Info("request failed, retrying", zap.String("op", cl.op), zap.String("method", cl.method),
+			zap.String("aggregate_type", cl.ref.Type), zap.String("aggregate_id", cl.ref.ID),
+			zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+	}
+	err := backoff.RetryNotify(op, backoff.WithContext(policy, ctx), notify)
+	if err != nil {
+		var te *transport.Error
+		if !errors.As(err, &te) {
+			// backoff returns ctx's error when the context ends between attempts.
+			err = transport.Wrap(err, cl.op, cl.ref, transport.ErrUnavailable)
+		}
+		return response{}, err
+	}
+	return res, nil
+}
+
+// attempt sends the request once. It returns the response, or an error and
+// whether trying again is safe and useful.
+func (c *Client) attempt(ctx context.Context, cl call, policy *resetAware) (response, error, bool) {
+	actx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var wrote atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }}
+	actx = httptrace.WithClientTrace(actx, trace)
+
+	u := *c.base
+	u.Path = c.base.Path + cl.path
+	u.RawQuery = cl.query.Encode()
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(actx, cl.method, u.String(), body)
+	if err != nil {
+		return response{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrInvalid), false
+	}
+	if c.access != "" || c.secret != "" {
+		req.Header.Set(wire.HeaderAccessKey, c.access)
+		req.Header.Set(wire.HeaderSecretAccessKey, c.secret)
+	}
+	if cl.ref.Tenant != "" {
+		req.Header.Set(wire.HeaderTenantID, cl.ref.Tenant)
+	}
+	req.Header.Set("Accept", "application/json")
+	if cl.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	store := cl.method == http.MethodPost
+	began := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		sent := wrote.Load()
+		c.log.Debug("request failed", c.fields(cl, 0, began, zap.Bool("sent", sent), zap.Error(scrub(err)))...)
+		if store && sent {
+			return response{}, c.errorf(cl, transport.ErrAmbiguous, 0, "the request was sent, then: %v", scrub(err)), false
+		}
+		if ctx.Err() != nil {
+			return response{}, transport.Wrap(ctx.Err(), cl.op, cl.ref, transport.ErrUnavailable), false
+		}
+		return response{}, c.errorf(cl, transport.ErrUnavailable, 0, "%v", scrub(err)), true
+	}
+	defer resp.Body.Close()
+	data, rerr := io.ReadAll(io.LimitReader(resp.Body, c.maxResp+1))
+	c.log.Debug("request", c.fields(cl, resp.StatusCode, began)...)
+	if rerr == nil && int64(len(data)) > c.maxResp {
+		return response{}, c.errorf(cl, transport.ErrUnavailable, resp.StatusCode, "response over %d bytes", c.maxResp), false
+	}
+	if rerr != nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		if store && resp.StatusCode/100 == 2 {
+			// The status line says the batch was stored; a store's body is empty.
+			return response{status: resp.StatusCode, header: resp.Header}, nil, false
+		}
+		if store {
+			return response{}, c.errorf(cl, transport.ErrAmbiguous, resp.StatusCode, "response broken: %v", scrub(rerr)), false
+		}
+		return response{}, c.errorf(cl, transport.ErrUnavailable, resp.StatusCode, "response broken: %v", scrub(rerr)), true
+	}
+	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotModified {
+		return response{status: resp.StatusCode, header: resp.Header, body: data}, nil, false
+	}
+	e := c.statusError(cl, resp, data)
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		if e.RateLimit != nil && !e.RateLimit.Reset.IsZero() {
+			policy.until = e.RateLimit.Reset
+		}
+		return response{}, e, true
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		return response{}, e, true
+	case resp.StatusCode >= 500:
+		if store {
+			e.Kind = transport.ErrAmbiguous
+			return response{}, e, false
+		}
+		return response{}, e, true
+	}
+	return response{}, e, false
+}
+
+func (c *Client) fields(cl call, status int, began time.Time, extra ...zap.Field) []zap.Field {
+	return append([]zap.Field{zap.String("op", cl.op), zap.String("method", cl.method), zap.String("path", cl.path),
+		zap.Int("status", status), zap.Duration("duration", time.Since(began)), zap.String("tenant", cl.ref.Tenant)}, extra...)
+}
+
+// statusError maps an HTTP status to the port's errors: the one place where
+// that happens.
+func (c *Client) statusError(cl call, resp *http.Response, body []byte) *transport.Error {
+	var kind error
+	switch s := resp.StatusCode; {
+	case s == http.StatusBadRequest, s == http.StatusUnprocessableEntity, s == http.StatusRequestEntityTooLarge:
+		kind = transport.ErrInvalid
+	case s == http.StatusUnauthorized:
+		kind = transport.ErrUnauthorized
+	case s == http.StatusForbidden:
+		kind = transport.ErrBadDeleteToken
+	case s == http.StatusNotFound:
+		kind = transport.ErrNotFound
+	case s == http.StatusConflict:
+		kind = transport.ErrConflict
+	case s == http.StatusTooManyRequests:
+		kind = transport.ErrRateLimited
+	case s >= 500:
+		kind = transport.ErrUnavailable
+	default:
+		kind = transport.ErrInvalid
+	}
+	e := transport.NewError(cl.op, cl.ref, kind)
+	e.StatusCode = resp.StatusCode
+	var er wire.ErrorResponse
+	if len(body) > 0 && json.Unmarshal(body, &er) == nil {
+		e.Messages = er.Errors
+		if len(e.Messages) == 0 && er.Message != "" {
+			e.Messages = []string{er.Message}
+		}
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.Header.Get(wire.HeaderRateLimitReset) != "" && kind == transport.ErrRateLimited {
+		e.RateLimit = rateLimit(resp.Header)
+	}
+	return e
+}
+
+func rateLimit(h http.Header) *transport.RateLimit {
+	rl := &transport.RateLimit{}
+	rl.Limit, _ = strconv.Atoi(h.Get(wire.HeaderRateLimitLimit))
+	rl.Remaining, _ = strconv.Atoi(h.Get(wire.HeaderRateLimitRemaining))
+	if s, err := strconv.ParseInt(h.Get(wire.HeaderRateLimitReset), 10, 64); err == nil && s > 0 {
+		rl.Reset = time.Unix(s, 0)
+	}
+	return rl
+}
+
+func (c *Client) errorf(cl call, kind error, status int, format string, args ...any) *transport.Error {
+	e := transport.NewError(cl.op, cl.ref, kind)
+	e.StatusCode = status
+	e.Messages = []string{fmt.Sprintf(format, args...)}
+	return e
+}
+
+// scrub removes the query string from URL errors: it may hold a delete
+// token.
+func scrub(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			u.RawQuery = ""
+			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
+		}
+	}
+	return err
+}
