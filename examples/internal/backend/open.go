@@ -1,7 +1,30 @@
 package backend
 
-import "github.com/sourced-go/sourced/transport"
+import (
+	"fmt"
 
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/serialized"
+)
+
+// openBackend picks the store: -api, or SERIALIZED_ACCESS_KEY set, means
+// the HTTP API; otherwise the embedded memory store.
 func openBackend(f *Flags, getenv func(string) string) (transport.Transport, string, error) {
-	return openMemory()
+	access, secret := getenv(serialized.EnvAccessKey), getenv(serialized.EnvSecretKey)
+	if f.API == "" && access == "" {
+		return openMemory()
+	}
+	opts := []serialized.Option{serialized.WithKeys(access, secret)}
+	base := f.API
+	if base == "" {
+		base = getenv(serialized.EnvBaseURL)
+	}
+	if base != "" {
+		opts = append(opts, serialized.WithBaseURL(base))
+	}
+	client, err := serialized.New(opts...)
+	if err != nil {
+		return nil, "", err
+	}
+	return client, fmt.Sprintf("Serialized API at %s", client.BaseURL()), nil
 }
