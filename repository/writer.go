@@ -50,6 +50,11 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 		if len(w.unresolved) > 0 {
 			b, landed, err := w.resolve(ctx)
 			if err != nil {
+				// The check itself failed: never run the command again
+				// without knowing; try the check again after a wait.
+				if errors.Is(err, transport.ErrUnavailable) || errors.Is(err, transport.ErrRateLimited) {
+					return err
+				}
 				return backoff.Permanent(err)
 			}
 			if landed {
