@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sourced-go/sourced/aggregate"
+	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/repository"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/memory"
@@ -159,4 +160,35 @@ func BenchmarkUpdateContended(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkUpdatePublish is BenchmarkUpdate with a bus and one sync
+// subscriber: the difference is what publishing adds to a write.
+func BenchmarkUpdatePublish(b *testing.B) {
+	ctx := context.Background()
+	tr := memory.New()
+	bus := eventbus.New()
+	defer bus.Close(ctx)
+	if _, err := eventbus.Subscribe(bus, func(context.Context, eventbus.Envelope, ItemAdded) error { return nil }); err != nil {
+		b.Fatal(err)
+	}
+	repo := repository.New(tr, baskets, repository.WithPublisher(bus))
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		batch := make([]transport.Event, 5)
+		for j := range batch {
+			batch[j] = transport.Event{EventType: "ItemAdded", Data: payload(j)}
+		}
+		if err := tr.Store(ctx, transport.Ref{Type: "basket", ID: ids[i]}, batch, transport.MustNotExist); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := repo.Update(ctx, ids[i], addItem); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
