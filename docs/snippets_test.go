@@ -1,0 +1,208 @@
+// Package docs_test compiles every Go block of the documentation: each block
+// in docs/*.md and README.md must appear, line for line, in this file (see
+// TestDocBlocksCompile), and this file is compiled and run by go test.
+package docs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/sourced-go/sourced/aggregate"
+	"github.com/sourced-go/sourced/eventbus"
+	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/memory"
+	"github.com/sourced-go/sourced/transport/serialized"
+	"github.com/sourced-go/sourced/transport/serialized/localserver"
+	"github.com/sourced-go/sourced/transport/transporttest"
+)
+
+// README: about twenty lines, verbatim inside a function.
+
+var errAlreadyClosed = errors.New("already closed")
+
+func readme(ctx context.Context) (repository.Result, error) {
+	type Ticket struct {
+		Title  string
+		Closed bool
+	}
+	type TicketOpened struct {
+		Title string `json:"title"`
+	}
+	type TicketClosed struct{}
+
+	var tickets = aggregate.MustNew[Ticket]("ticket",
+		aggregate.On(func(t *Ticket, e TicketOpened) { t.Title = e.Title }),
+		aggregate.On(func(t *Ticket, _ TicketClosed) { t.Closed = true }),
+	)
+
+	repo := repository.New(memory.New(), tickets) // or serialized.NewFromEnv()
+	id := uuid.NewString()
+	repo.Create(ctx, id, func(t *aggregate.Root[Ticket]) error {
+		return t.Record(TicketOpened{Title: "Printer on fire"})
+	})
+	res, err := repo.Update(ctx, id, func(t *aggregate.Root[Ticket]) error {
+		if t.State().Closed {
+			return errAlreadyClosed
+		}
+		return t.Record(TicketClosed{}) // stored with expectedVersion 1; on 409: reload, rerun
+	})
+	return res, err
+}
+
+// getting-started.md
+
+type Account struct {
+	Owner   string
+	Balance int64
+}
+
+type AccountOpened struct {
+	Owner string `json:"owner"`
+}
+
+type MoneyDeposited struct {
+	Amount int64 `json:"amount"`
+}
+
+var accounts = aggregate.MustNew[Account]("account",
+	aggregate.On(func(a *Account, e AccountOpened) { a.Owner = e.Owner }),
+	aggregate.On(func(a *Account, e MoneyDeposited) { a.Balance += e.Amount }),
+)
+
+var ErrBadAmount = errors.New("amount must be positive")
+
+func Open(owner string) func(*aggregate.Root[Account]) error {
+	return func(r *aggregate.Root[Account]) error {
+		return r.Record(AccountOpened{Owner: owner})
+	}
+}
+
+func Deposit(amount int64) func(*aggregate.Root[Account]) error {
+	return func(r *aggregate.Root[Account]) error {
+		if amount <= 0 {
+			return ErrBadAmount
+		}
+		return r.Record(MoneyDeposited{Amount: amount})
+	}
+}
+
+func gettingStarted() error {
+	ctx := context.Background()
+	repo := repository.New(memory.New(), accounts)
+
+	id := uuid.NewString()
+	if _, err := repo.Create(ctx, id, Open("ann")); err != nil {
+		return err
+	}
+	res, err := repo.Update(ctx, id, Deposit(250))
+	if err != nil {
+		return err
+	}
+	fmt.Println("stored", res.Events, "event at version", res.Version)
+
+	acct, err := repo.Load(ctx, id)
+	if err != nil {
+		return err
+	}
+	fmt.Println(acct.State().Owner, acct.State().Balance, acct.Version())
+	return nil
+}
+
+func gettingStartedHTTP() error {
+	client, err := serialized.NewFromEnv() // SERIALIZED_ACCESS_KEY, SERIALIZED_SECRET_ACCESS_KEY
+	if err != nil {
+		return err
+	}
+	repo := repository.New(client, accounts)
+	_ = repo
+	return nil
+}
+
+// concepts.md
+
+func conceptsErrors(ctx context.Context, repo *repository.Repository[Account], id string) {
+	_, err := repo.Update(ctx, id, Deposit(-5))
+	switch {
+	case errors.Is(err, ErrBadAmount):
+		// the command refused: nothing was stored
+	case errors.Is(err, transport.ErrNotFound):
+		// no such account
+	case errors.Is(err, transport.ErrConflict):
+		// still conflicting after every retry
+	case errors.Is(err, transport.ErrAmbiguous):
+		// the outcome is unknown: reload before deciding
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		fmt.Println(te.Op, te.AggregateType, te.AggregateID, te.StatusCode, te.Messages)
+	}
+}
+
+func conceptsBus(ctx context.Context, store transport.Transport) error {
+	bus := eventbus.New()
+	defer bus.Close(ctx)
+
+	_, err := eventbus.Subscribe(bus, func(ctx context.Context, env eventbus.Envelope, e MoneyDeposited) error {
+		fmt.Printf("%s got %d (version %d)\n", env.AggregateID, e.Amount, env.Version)
+		return nil
+	}, eventbus.Async(), eventbus.DeadLetter(func(env eventbus.Envelope, err error) {
+		fmt.Println("could not handle", env.EventID, err)
+	}))
+	if err != nil {
+		return err
+	}
+	repo := repository.New(store, accounts, repository.WithPublisher(bus))
+	_ = repo
+	return nil
+}
+
+// transports.md
+
+func transportsLocal() {
+	srv := localserver.NewServer(memory.New(), localserver.WithKeys("key", "secret"))
+	defer srv.Close()
+	client, _ := serialized.New(serialized.WithBaseURL(srv.URL), serialized.WithKeys("key", "secret"))
+	_ = client
+}
+
+func TestConformance(t *testing.T) {
+	transporttest.Run(t, func(t *testing.T) transport.Transport {
+		return memory.New() // your transport here, fresh and empty for each subtest
+	})
+}
+
+// operations.md
+
+func operations(logger *zap.Logger, store transport.Transport) {
+	client, err := serialized.New(
+		serialized.WithKeys("access", "secret"),
+		serialized.WithTimeout(10*time.Second),
+		serialized.WithHTTPClient(&http.Client{Transport: http.DefaultTransport}),
+		serialized.WithRetry(func() backoff.BackOff {
+			return backoff.WithMaxRetries(backoff.NewExponentialBackOff(), 3)
+		}),
+		serialized.WithLogger(logger),
+	)
+	_, _ = client, err
+
+	repo := repository.New(store, accounts,
+		repository.WithLogger(logger),
+		repository.WithRetry(func() backoff.BackOff {
+			b := backoff.NewExponentialBackOff()
+			b.InitialInterval = 10 * time.Millisecond
+			b.MaxElapsedTime = 5 * time.Second
+			return backoff.WithMaxRetries(b, 20)
+		}),
+	)
+	acme := repo.ForTenant("6f1c9b2e-4a57-4c1d-9a8e-3b2f1d0c9e7a")
+	_ = acme
+}
