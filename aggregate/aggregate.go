@@ -70,7 +70,7 @@ type Definition[S any] struct {
 // twice.
 func New[S any](aggregateType string, opts ...Option[S]) (*Definition[S], error) {
 	if !naming.ValidAggregateType(aggregateType) {
-		return nil, fmt.Errorf("%w: aggregate type %q must match %s", ErrDefinition, aggregateType, naming.AggregateTypePattern)
+		return nil, fmt.Errorf("%w: aggregate type %s must match %s (at most %d characters)", ErrDefinition, naming.Quote(aggregateType), naming.AggregateTypePattern, naming.MaxLength)
 	}
 	d := &Definition[S]{
 		typ:    aggregateType,
@@ -110,7 +110,7 @@ func OnNamed[S, E any](name string, h func(*S, E)) Option[S] {
 			return fmt.Errorf("nil handler for event %q", name)
 		}
 		if !naming.ValidEventType(name) {
-			return fmt.Errorf("event type %q must match %s", name, naming.EventTypePattern)
+			return fmt.Errorf("event type %s must match %s (at most %d characters)", naming.Quote(name), naming.EventTypePattern, naming.MaxLength)
 		}
 		if _, dup := d.byName[name]; dup {
 			return fmt.Errorf("event type %q registered twice", name)
@@ -256,16 +256,16 @@ func (r *Root[S]) Replay(eventType string, data []byte) error {
 		switch {
 		case r.def.fallback != nil:
 			if err := r.def.fallback(&r.state, eventType, data); err != nil {
-				return fmt.Errorf("%s %s: default handler for event type %q: %w", r.def.typ, r.id, eventType, err)
+				return fmt.Errorf("%s %s: default handler for event type %s: %w", r.def.typ, naming.Quote(r.id), naming.Quote(eventType), err)
 			}
 			return nil
 		case r.def.ignoreUnknown:
 			return nil
 		}
-		return fmt.Errorf("%s %s: event type %q: %w", r.def.typ, r.id, eventType, ErrUnknownEvent)
+		return fmt.Errorf("%s %s: event type %s: %w", r.def.typ, naming.Quote(r.id), naming.Quote(eventType), ErrUnknownEvent)
 	}
 	if err := h.replay(&r.state, data); err != nil {
-		return fmt.Errorf("%s %s: event type %q: %w: %w", r.def.typ, r.id, eventType, ErrDecode, err)
+		return fmt.Errorf("%s %s: event type %s: %w: %w", r.def.typ, naming.Quote(r.id), naming.Quote(eventType), ErrDecode, err)
 	}
 	return nil
 }

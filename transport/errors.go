@@ -73,15 +73,15 @@ func (e *Error) Error() string {
 	b.WriteString(e.Op)
 	if e.AggregateType != "" {
 		b.WriteByte(' ')
-		b.WriteString(e.AggregateType)
+		b.WriteString(short(e.AggregateType))
 		if e.AggregateID != "" {
 			b.WriteByte('/')
-			b.WriteString(e.AggregateID)
+			b.WriteString(short(e.AggregateID))
 		}
 	}
 	if e.Tenant != "" {
 		b.WriteString(" [tenant ")
-		b.WriteString(e.Tenant)
+		b.WriteString(short(e.Tenant))
 		b.WriteByte(']')
 	}
 	if e.Kind != nil {
@@ -161,6 +161,16 @@ func Wrap(err error, op string, ref Ref, kind error) error {
 	e := NewError(op, ref, kind)
 	e.Err = err
 	return e
+}
+
+// short keeps a name or id in a message readable: valid ones are at most
+// 36 (ids) or a few dozen characters; anything longer is cut.
+func short(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
 }
 
 func invalidf(format string, args ...any) *Error {

@@ -19,14 +19,24 @@ import (
 // The patterns the .NET client validates with; our hand-written checks must
 // agree with them on every input.
 var (
-	aggregateTypePattern = regexp.MustCompile(`^[a-z0-9]+[a-z0-9\-_]+[a-z0-9]+$`)
-	eventTypePattern     = regexp.MustCompile(`^[a-zA-Z0-9]+[a-zA-Z0-9\-_]+[a-zA-Z0-9]+$`)
+	aggregateTypeRegexp = regexp.MustCompile(`^[a-z0-9]+[a-z0-9\-_]+[a-z0-9]+$`)
+	eventTypeRegexp     = regexp.MustCompile(`^[a-zA-Z0-9]+[a-zA-Z0-9\-_]+[a-zA-Z0-9]+$`)
+)
+
+// The API's patterns, plus our bound of 255 characters.
+type bounded struct{ *regexp.Regexp }
+
+func (b bounded) MatchString(s string) bool { return len(s) <= 255 && b.Regexp.MatchString(s) }
+
+var (
+	aggregateTypePattern = bounded{aggregateTypeRegexp}
+	eventTypePattern     = bounded{eventTypeRegexp}
 )
 
 var nameSeeds = []string{
 	"", "a", "ab", "abc", "order", "order-line", "order_line", "-order", "order-",
 	"_ab", "ab_", "a-b", "a--b", "Order", "ORDER", "order line", "ordér", "o\x00r",
-	"PaymentProcessed", "payment-processed-v2", "123", "a_-_b", strings.Repeat("a", 300),
+	"PaymentProcessed", "payment-processed-v2", "123", "a_-_b", strings.Repeat("a", 300), strings.Repeat("a", 255), strings.Repeat("a", 256),
 }
 
 func TestValidateAggregateTypeMatchesPattern(t *testing.T) {

@@ -1,8 +1,6 @@
 package transport
 
 import (
-	"strconv"
-
 	"github.com/google/uuid"
 
 	"github.com/sourced-go/sourced/internal/naming"
@@ -14,7 +12,7 @@ import (
 // digit.
 func ValidateAggregateType(name string) error {
 	if !naming.ValidAggregateType(name) {
-		return invalidf("aggregate type %s must match %s", clip(name), naming.AggregateTypePattern)
+		return invalidf("aggregate type %s must match %s and be at most 255 characters", clip(name), naming.AggregateTypePattern)
 	}
 	return nil
 }
@@ -77,16 +75,4 @@ func isUUID(s string) bool {
 	return err == nil
 }
 
-// clip quotes a bad value for an error message, in ASCII and at most about
-// 80 bytes, so a huge or binary input never becomes a huge message.
-func clip(s string) string {
-	const max = 64
-	if len(s) > max {
-		s = s[:max]
-	}
-	q := strconv.QuoteToASCII(s)
-	if len(q) > max+16 {
-		q = q[:max+16] + "..."
-	}
-	return q
-}
+func clip(s string) string { return naming.Quote(s) }

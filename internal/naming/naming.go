@@ -3,11 +3,17 @@
 // sourced) and package transport.
 package naming
 
+import "strconv"
+
 // AggregateTypePattern is the pattern aggregate type names must match.
 const AggregateTypePattern = `^[a-z0-9]+[a-z0-9\-_]+[a-z0-9]+$`
 
 // EventTypePattern is the pattern event type names must match.
 const EventTypePattern = `^[a-zA-Z0-9]+[a-zA-Z0-9\-_]+[a-zA-Z0-9]+$`
+
+// MaxLength bounds every name: the API's patterns set none, and an
+// unbounded name is never meant.
+const MaxLength = 255
 
 // ValidAggregateType reports whether s matches AggregateTypePattern.
 func ValidAggregateType(s string) bool { return valid(s, false) }
@@ -19,7 +25,7 @@ func ValidEventType(s string) bool { return valid(s, true) }
 // (lower case only unless upper) and digits, with '-' and '_' allowed
 // everywhere but first and last.
 func valid(s string, upper bool) bool {
-	if len(s) < 3 {
+	if len(s) < 3 || len(s) > MaxLength {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -33,4 +39,18 @@ func valid(s string, upper bool) bool {
 		}
 	}
 	return true
+}
+
+// Quote quotes a bad value for an error message, in ASCII and at most about
+// 80 bytes, so a huge or binary input never becomes a huge message.
+func Quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		s = s[:max]
+	}
+	q := strconv.QuoteToASCII(s)
+	if len(q) > max+16 {
+		q = q[:max+16] + "..."
+	}
+	return q
 }

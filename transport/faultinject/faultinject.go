@@ -192,6 +192,11 @@ func (t *Transport) Stats() Stats { return t.stats.snapshot() }
 
 // do runs call under the fault the policy picks for op.
 func (t *Transport) do(ctx context.Context, op Op, ref transport.Ref, call func() error) error {
+	if t == nil || t.next == nil {
+		e := transport.NewError(string(op), ref, transport.ErrInvalid)
+		e.Messages = []string{"faultinject: no transport to wrap"}
+		return e
+	}
 	f := t.policy(op)
 	t.stats.count(f)
 	switch f.Kind {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/memory"
 	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
 )
 
@@ -88,8 +89,12 @@ type handler struct {
 	used   int
 }
 
-// NewHandler returns the API over backend.
+// NewHandler returns the API over backend (a fresh memory transport when
+// nil).
 func NewHandler(backend transport.Transport, opts ...Option) http.Handler {
+	if backend == nil {
+		backend = memory.New()
+	}
 	h := &handler{backend: backend, log: zap.NewNop(), maxBody: DefaultMaxBodyBytes, now: time.Now,
 		limit: 100_000, window: time.Minute}
 	for _, o := range opts {
