@@ -1,0 +1,520 @@
+package bolt
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	bbolt "go.etcd.io/bbolt"
+	bbolterrors "go.etcd.io/bbolt/errors"
+	"go.uber.org/zap"
+
+	"github.com/sourced-go/sourced/transport"
+)
+
+// Format is the file format this package writes and reads.
+const Format = "1"
+
+var (
+	// ErrLocked: another process holds the file.
+	ErrLocked = errors.New("event file is locked by another process")
+	// ErrUnknownFormat: the file is not an event file of a known format.
+	ErrUnknownFormat = errors.New("not an event file of a known format")
+)
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketScopes = []byte("scopes")
+	keyFormat    = []byte("format")
+	keyAggMeta   = []byte("meta")
+)
+
+// Option configures Open.
+type Option func(*Transport)
+
+// WithClock sets the clock of delete tokens and update times.
+func WithClock(now func() time.Time) Option {
+	return func(t *Transport) {
+		if now != nil {
+			t.now = now
+		}
+	}
+}
+
+// WithLogger sets the logger (default zap.NewNop()).
+func WithLogger(l *zap.Logger) Option {
+	return func(t *Transport) {
+		if l != nil {
+			t.log = l
+		}
+	}
+}
+
+// WithOpenTimeout bounds the wait for a file another process holds
+// (default 2 s).
+func WithOpenTimeout(d time.Duration) Option {
+	return func(t *Transport) {
+		if d > 0 {
+			t.openTimeout = d
+		}
+	}
+}
+
+// Transport keeps events in a bbolt file. It implements transport.Transport
+// and transport.Lister and is safe for concurrent use.
+type Transport struct {
+	db          *bbolt.DB
+	path        string
+	now         func() time.Time
+	log         *zap.Logger
+	openTimeout time.Duration
+
+	mu     sync.Mutex
+	tokens map[string]issuedToken
+}
+
+type issuedToken struct {
+	target  transport.DeleteTarget
+	expires time.Time
+}
+
+var (
+	_ transport.Transport = (*Transport)(nil)
+	_ transport.Lister    = (*Transport)(nil)
+)
+
+// Open opens or creates the event file at path.
+func Open(path string, opts ...Option) (*Transport, error) {
+	t := &Transport{path: path, now: time.Now, log: zap.NewNop(), openTimeout: 2 * time.Second,
+		tokens: make(map[string]issuedToken)}
+	for _, o := range opts {
+		o(t)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: t.openTimeout})
+	switch {
+	case errors.Is(err, bbolterrors.ErrTimeout):
+		return nil, fmt.Errorf("open %s: %w (waited %s)", path, ErrLocked, t.openTimeout)
+	case errors.Is(err, bbolterrors.ErrInvalid), errors.Is(err, bbolterrors.ErrVersionMismatch), errors.Is(err, bbolterrors.ErrChecksum):
+		return nil, fmt.Errorf("open %s: %w: %v", path, ErrUnknownFormat, err)
+	case err != nil:
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			// A new file has no bucket at all; any other bbolt file is not ours.
+			if err := tx.ForEach(func([]byte, *bbolt.Bucket) error { return ErrUnknownFormat }); err != nil {
+				return fmt.Errorf("%w: a bbolt file without the format marker", ErrUnknownFormat)
+			}
+			var err error
+			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
+				return err
+			}
+			if err := meta.Put(keyFormat, []byte(Format)); err != nil {
+				return err
+			}
+			_, err = tx.CreateBucketIfNotExists(bucketScopes)
+			return err
+		}
+		if f := string(meta.Get(keyFormat)); f != Format {
+			return fmt.Errorf("%w: format %q, this build reads %q", ErrUnknownFormat, f, Format)
+		}
+		if tx.Bucket(bucketScopes) == nil {
+			return fmt.Errorf("%w: no scopes bucket", ErrUnknownFormat)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	t.db = db
+	return t, nil
+}
+
+// Close closes the file.
+func (t *Transport) Close() error { return t.db.Close() }
+
+// Path returns the file's path.
+func (t *Transport) Path() string { return t.path }
+
+func scopeKey(s transport.Scope) []byte { return []byte(s.Tenant + "\x00" + s.Type) }
+
+func versionKey(v int64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, uint64(v))
+	return k
+}
+
+type aggMeta struct {
+	version int64
+	updated time.Time
+}
+
+func readMeta(b *bbolt.Bucket) aggMeta {
+	m := b.Get(keyAggMeta)
+	if len(m) != 16 {
+		return aggMeta{}
+	}
+	return aggMeta{version: int64(binary.BigEndian.Uint64(m[:8])), updated: time.Unix(0, int64(binary.BigEndian.Uint64(m[8:])))}
+}
+
+func writeMeta(b *bbolt.Bucket, m aggMeta) error {
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v[:8], uint64(m.version))
+	binary.BigEndian.PutUint64(v[8:], uint64(m.updated.UnixNano()))
+	return b.Put(keyAggMeta, v)
+}
+
+func aggregateBucket(tx *bbolt.Tx, ref transport.Ref) *bbolt.Bucket {
+	scope := tx.Bucket(bucketScopes).Bucket(scopeKey(ref.Scope()))
+	if scope == nil {
+		return nil
+	}
+	return scope.Bucket([]byte(ref.ID))
+}
+
+func invalid(op string, ref transport.Ref, err error) error {
+	return transport.Wrap(err, op, ref, transport.ErrInvalid)
+}
+
+func storeFailed(op string, ref transport.Ref, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	return transport.Wrap(err, op, ref, transport.ErrUnavailable)
+}
+
+func canceled(ctx context.Context, op string, ref transport.Ref) error {
+	if err := ctx.Err(); err != nil {
+		return transport.Wrap(err, op, ref, transport.ErrUnavailable)
+	}
+	return nil
+}
+
+// Load implements transport.Transport.
+func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
+	const op = "load"
+	if err := ref.Validate(); err != nil {
+		return transport.Page{}, invalid(op, ref, err)
+	}
+	if since < 0 || limit < 0 {
+		e := transport.NewError(op, ref, transport.ErrInvalid)
+		e.Messages = []string{"since and limit must not be negative"}
+		return transport.Page{}, e
+	}
+	if err := canceled(ctx, op, ref); err != nil {
+		return transport.Page{}, err
+	}
+	if limit == 0 || limit > transport.MaxLimit {
+		limit = transport.MaxLimit
+	}
+	var page transport.Page
+	err := t.db.View(func(tx *bbolt.Tx) error {
+		b := aggregateBucket(tx, ref)
+		if b == nil {
+			return transport.NewError(op, ref, transport.ErrNotFound)
+		}
+		v := readMeta(b).version
+		page.Events = []transport.Event{}
+		if since >= v {
+			page.Version = since
+			return nil
+		}
+		to := min(since+int64(limit), v)
+		c := b.Cursor()
+		for k, val := c.Seek(versionKey(since + 1)); k != nil && len(k) == 8; k, val = c.Next() {
+			if int64(binary.BigEndian.Uint64(k)) > to {
+				break
+			}
+			// json.Unmarshal copies out of the memory map.
+			var batch []transport.Event
+			if err := json.Unmarshal(val, &batch); err != nil {
+				return fmt.Errorf("batch %d is corrupt: %w", binary.BigEndian.Uint64(k), err)
+			}
+			page.Events = append(page.Events, batch...)
+		}
+		page.Version, page.HasMore = to, to < v
+		return nil
+	})
+	if err != nil {
+		return transport.Page{}, storeFailed(op, ref, err)
+	}
+	return page, nil
+}
+
+func checkBatch(op string, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
+	if err := transport.ValidateEvents(events); err != nil {
+		return invalid(op, ref, err)
+	}
+	if !expected.Valid() {
+		e := transport.NewError(op, ref, transport.ErrInvalid)
+		e.Messages = []string{"expected version must not be negative"}
+		return e
+	}
+	return nil
+}
+
+// encodeBatch assigns missing event ids and encodes the batch.
+func encodeBatch(events []transport.Event) ([]byte, error) {
+	out := make([]transport.Event, len(events))
+	for i, e := range events {
+		if e.EventID == "" {
+			e.EventID = uuid.NewString()
+		}
+		out[i] = e
+	}
+	return json.Marshal(out)
+}
+
+// appendBatch writes one batch in tx, checking the expected version.
+func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data []byte, expected transport.ExpectedVersion, now time.Time) error {
+	scope, err := tx.Bucket(bucketScopes).CreateBucketIfNotExists(scopeKey(ref.Scope()))
+	if err != nil {
+		return err
+	}
+	b := scope.Bucket([]byte(ref.ID))
+	current := int64(0)
+	if b != nil {
+		current = readMeta(b).version
+	}
+	if !expected.Check(current) {
+		e := transport.NewError(op, ref, transport.ErrConflict)
+		e.Expected = expected
+		return e
+	}
+	if b == nil {
+		if b, err = scope.CreateBucket([]byte(ref.ID)); err != nil {
+			return err
+		}
+	}
+	if err := b.Put(versionKey(current+1), data); err != nil {
+		return err
+	}
+	return writeMeta(b, aggMeta{version: current + 1, updated: now})
+}
+
+// Store implements transport.Transport: one fsynced transaction per batch.
+func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
+	const op = "store"
+	if err := ref.Validate(); err != nil {
+		return invalid(op, ref, err)
+	}
+	if err := checkBatch(op, ref, events, expected); err != nil {
+		return err
+	}
+	if err := canceled(ctx, op, ref); err != nil {
+		return err
+	}
+	data, err := encodeBatch(events)
+	if err != nil {
+		return invalid(op, ref, err)
+	}
+	now := t.now()
+	err = t.db.Update(func(tx *bbolt.Tx) error { return t.appendBatch(tx, op, ref, data, expected, now) })
+	if err != nil {
+		return storeFailed(op, ref, err)
+	}
+	return nil
+}
+
+// StoreBulk implements transport.Transport: every batch in one transaction.
+func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batches []transport.Batch) error {
+	const op = "store bulk"
+	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
+	if err := scope.Validate(); err != nil {
+		return invalid(op, sref, err)
+	}
+	if len(batches) == 0 {
+		e := transport.NewError(op, sref, transport.ErrInvalid)
+		e.Messages = []string{"a bulk store needs at least one batch"}
+		return e
+	}
+	seen := make(map[string]struct{}, len(batches))
+	data := make([][]byte, len(batches))
+	for i, b := range batches {
+		ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
+		if err := transport.ValidateID(b.AggregateID); err != nil {
+			return invalid(op, ref, err)
+		}
+		if _, dup := seen[b.AggregateID]; dup {
+			e := transport.NewError(op, ref, transport.ErrInvalid)
+			e.Messages = []string{"aggregate ids in one bulk store must be unique"}
+			return e
+		}
+		seen[b.AggregateID] = struct{}{}
+		if err := checkBatch(op, ref, b.Events, b.Expected); err != nil {
+			return err
+		}
+		var err error
+		if data[i], err = encodeBatch(b.Events); err != nil {
+			return invalid(op, ref, err)
+		}
+	}
+	if err := canceled(ctx, op, sref); err != nil {
+		return err
+	}
+	now := t.now()
+	err := t.db.Update(func(tx *bbolt.Tx) error {
+		for i, b := range batches {
+			ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
+			if err := t.appendBatch(tx, op, ref, data[i], b.Expected, now); err != nil {
+				return err // the transaction rolls back: all or nothing
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return storeFailed(op, sref, err)
+	}
+	return nil
+}
+
+// Exists implements transport.Transport.
+func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error) {
+	const op = "exists"
+	if err := ref.Validate(); err != nil {
+		return false, invalid(op, ref, err)
+	}
+	if err := canceled(ctx, op, ref); err != nil {
+		return false, err
+	}
+	ok := false
+	err := t.db.View(func(tx *bbolt.Tx) error {
+		ok = aggregateBucket(tx, ref) != nil
+		return nil
+	})
+	return ok, storeFailedOrNil(op, ref, err)
+}
+
+func storeFailedOrNil(op string, ref transport.Ref, err error) error {
+	if err == nil {
+		return nil
+	}
+	return storeFailed(op, ref, err)
+}
+
+func targetRef(target transport.DeleteTarget) transport.Ref {
+	return transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
+}
+
+// RequestDelete implements transport.Transport.
+func (t *Transport) RequestDelete(ctx context.Context, target transport.DeleteTarget) (string, error) {
+	const op = "request delete"
+	ref := targetRef(target)
+	if err := target.Validate(); err != nil {
+		return "", invalid(op, ref, err)
+	}
+	if err := canceled(ctx, op, ref); err != nil {
+		return "", err
+	}
+	token, now := uuid.NewString(), t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, it := range t.tokens {
+		if !now.Before(it.expires) {
+			delete(t.tokens, k)
+		}
+	}
+	t.tokens[token] = issuedToken{target: target, expires: now.Add(transport.DeleteTokenTTL)}
+	return token, nil
+}
+
+// ConfirmDelete implements transport.Transport.
+func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
+	const op = "confirm delete"
+	ref := targetRef(target)
+	if err := target.Validate(); err != nil {
+		return invalid(op, ref, err)
+	}
+	if err := canceled(ctx, op, ref); err != nil {
+		return err
+	}
+	now := t.now()
+	t.mu.Lock()
+	it, ok := t.tokens[token]
+	if !ok || it.target != target || !now.Before(it.expires) {
+		t.mu.Unlock()
+		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
+	}
+	delete(t.tokens, token)
+	t.mu.Unlock()
+	err := t.db.Update(func(tx *bbolt.Tx) error {
+		scopes := tx.Bucket(bucketScopes)
+		key := scopeKey(transport.Scope{Tenant: target.Tenant, Type: target.Type})
+		if target.AllOfType {
+			if scopes.Bucket(key) == nil {
+				return nil
+			}
+			return scopes.DeleteBucket(key)
+		}
+		scope := scopes.Bucket(key)
+		if scope == nil || scope.Bucket([]byte(target.ID)) == nil {
+			return nil
+		}
+		return scope.DeleteBucket([]byte(target.ID))
+	})
+	if err != nil {
+		return storeFailed(op, ref, err)
+	}
+	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))
+	return nil
+}
+
+// List implements transport.Lister: aggregates ordered by id.
+func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit int) (transport.ListPage, error) {
+	const op = "list"
+	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
+	if err := scope.Validate(); err != nil {
+		return transport.ListPage{}, invalid(op, sref, err)
+	}
+	if skip < 0 || limit < 0 {
+		e := transport.NewError(op, sref, transport.ErrInvalid)
+		e.Messages = []string{"skip and limit must not be negative"}
+		return transport.ListPage{}, e
+	}
+	if err := canceled(ctx, op, sref); err != nil {
+		return transport.ListPage{}, err
+	}
+	if limit == 0 || limit > transport.MaxLimit {
+		limit = transport.MaxLimit
+	}
+	page := transport.ListPage{Aggregates: []transport.AggregateInfo{}}
+	err := t.db.View(func(tx *bbolt.Tx) error {
+		sb := tx.Bucket(bucketScopes).Bucket(scopeKey(scope))
+		if sb == nil {
+			return nil
+		}
+		c := sb.Cursor()
+		i := 0
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if v != nil {
+				continue // not a nested bucket
+			}
+			if i < skip {
+				i++
+				continue
+			}
+			if len(page.Aggregates) == limit {
+				page.HasMore = true
+				return nil
+			}
+			m := readMeta(sb.Bucket(k))
+			page.Aggregates = append(page.Aggregates, transport.AggregateInfo{
+				AggregateID: string(k), AggregateType: scope.Type, AggregateVersion: m.version, LastUpdatedAt: m.updated,
+			})
+			i++
+		}
+		return nil
+	})
+	if err != nil {
+		return transport.ListPage{}, storeFailed(op, sref, err)
+	}
+	return page, nil
+}
