@@ -1,12 +1,15 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/bolt"
 )
 
-// openFile opens a durable store. The bbolt transport is not built yet.
+// openFile opens the durable event file named by -data.
 func openFile(path string) (transport.Transport, func(), string, error) {
-	return nil, nil, "", errors.New("-data: durable storage is not available in this build yet")
+	store, err := bolt.Open(path)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return store, func() { _ = store.Close() }, "file " + path, nil
 }

@@ -100,3 +100,37 @@ func TestRunWarnsWithoutKeys(t *testing.T) {
 	require.NoError(t, <-done)
 	assert.True(t, strings.Contains(logs.String(), "accepting every request"))
 }
+
+func TestRunKeepsDataInAFile(t *testing.T) {
+	path := t.TempDir() + "/events.db"
+	serve := func(do func(addr string)) {
+		ctx, cancel := context.WithCancel(context.Background())
+		ready := make(chan string, 1)
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", path}, env(nil), &syncBuffer{}, ready) }()
+		select {
+		case addr := <-ready:
+			do(addr)
+		case err := <-done:
+			t.Fatal(err)
+		}
+		cancel()
+		require.NoError(t, <-done)
+	}
+	id := uuid.NewString()
+	serve(func(addr string) {
+		res, err := http.Post("http://"+addr+"/aggregates/order/"+id+"/events", "application/json",
+			strings.NewReader(`{"events":[{"eventType":"OrderPlaced","data":{}}],"expectedVersion":0}`))
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, 200, res.StatusCode)
+	})
+	serve(func(addr string) {
+		res, err := http.Head("http://" + addr + "/aggregates/order/" + id)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, 200, res.StatusCode, "the event survived the restart")
+	})
+	err := run(context.Background(), []string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, env(nil), &syncBuffer{}, nil)
+	assert.Error(t, err, "a directory is not an event file")
+}
