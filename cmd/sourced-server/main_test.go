@@ -107,7 +107,9 @@ func TestRunKeepsDataInAFile(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan string, 1)
 		done := make(chan error, 1)
-		go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", path}, env(nil), &syncBuffer{}, ready) }()
+		go func() {
+			done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", path}, env(nil), &syncBuffer{}, ready)
+		}()
 		select {
 		case addr := <-ready:
 			do(addr)
