@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/deletetoken"
 )
 
 // Format is the file format this package writes and reads.
@@ -74,13 +74,7 @@ type Transport struct {
 	log         *zap.Logger
 	openTimeout time.Duration
 
-	mu     sync.Mutex
-	tokens map[string]issuedToken
-}
-
-type issuedToken struct {
-	target  transport.DeleteTarget
-	expires time.Time
+	tokens *deletetoken.Registry
 }
 
 var (
@@ -90,11 +84,11 @@ var (
 
 // Open opens or creates the event file at path.
 func Open(path string, opts ...Option) (*Transport, error) {
-	t := &Transport{path: path, now: time.Now, log: zap.NewNop(), openTimeout: 2 * time.Second,
-		tokens: make(map[string]issuedToken)}
+	t := &Transport{path: path, now: time.Now, log: zap.NewNop(), openTimeout: 2 * time.Second}
 	for _, o := range opts {
 		o(t)
 	}
+	t.tokens = deletetoken.New(t.now)
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: t.openTimeout})
 	switch {
 	case errors.Is(err, bbolterrors.ErrTimeout):
@@ -201,20 +195,13 @@ func canceled(ctx context.Context, op string, ref transport.Ref) error {
 // Load implements transport.Transport.
 func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
 	const op = "load"
-	if err := ref.Validate(); err != nil {
-		return transport.Page{}, invalid(op, ref, err)
-	}
-	if since < 0 || limit < 0 {
-		e := transport.NewError(op, ref, transport.ErrInvalid)
-		e.Messages = []string{"since and limit must not be negative"}
-		return transport.Page{}, e
+	if err := transport.CheckLoad(ref, since, limit); err != nil {
+		return transport.Page{}, err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return transport.Page{}, err
 	}
-	if limit == 0 || limit > transport.MaxLimit {
-		limit = transport.MaxLimit
-	}
+	limit = transport.PageLimit(limit)
 	var page transport.Page
 	err := t.db.View(func(tx *bbolt.Tx) error {
 		b := aggregateBucket(tx, ref)
@@ -247,18 +234,6 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 		return transport.Page{}, storeFailed(op, ref, err)
 	}
 	return page, nil
-}
-
-func checkBatch(op string, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
-	if err := transport.ValidateEvents(events); err != nil {
-		return invalid(op, ref, err)
-	}
-	if !expected.Valid() {
-		e := transport.NewError(op, ref, transport.ErrInvalid)
-		e.Messages = []string{"expected version must not be negative"}
-		return e
-	}
-	return nil
 }
 
 // encodeBatch assigns missing event ids and encodes the batch.
@@ -303,10 +278,7 @@ func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data
 // Store implements transport.Transport: one fsynced transaction per batch.
 func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
 	const op = "store"
-	if err := ref.Validate(); err != nil {
-		return invalid(op, ref, err)
-	}
-	if err := checkBatch(op, ref, events, expected); err != nil {
+	if err := transport.CheckStore(ref, events, expected); err != nil {
 		return err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
@@ -328,33 +300,14 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batches []transport.Batch) error {
 	const op = "store bulk"
 	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
-	if err := scope.Validate(); err != nil {
-		return invalid(op, sref, err)
+	if err := transport.CheckStoreBulk(scope, batches); err != nil {
+		return err
 	}
-	if len(batches) == 0 {
-		e := transport.NewError(op, sref, transport.ErrInvalid)
-		e.Messages = []string{"a bulk store needs at least one batch"}
-		return e
-	}
-	seen := make(map[string]struct{}, len(batches))
 	data := make([][]byte, len(batches))
 	for i, b := range batches {
-		ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
-		if err := transport.ValidateID(b.AggregateID); err != nil {
-			return invalid(op, ref, err)
-		}
-		if _, dup := seen[b.AggregateID]; dup {
-			e := transport.NewError(op, ref, transport.ErrInvalid)
-			e.Messages = []string{"aggregate ids in one bulk store must be unique"}
-			return e
-		}
-		seen[b.AggregateID] = struct{}{}
-		if err := checkBatch(op, ref, b.Events, b.Expected); err != nil {
-			return err
-		}
 		var err error
 		if data[i], err = encodeBatch(b.Events); err != nil {
-			return invalid(op, ref, err)
+			return invalid(op, sref, err)
 		}
 	}
 	if err := canceled(ctx, op, sref); err != nil {
@@ -379,8 +332,8 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 // Exists implements transport.Transport.
 func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error) {
 	const op = "exists"
-	if err := ref.Validate(); err != nil {
-		return false, invalid(op, ref, err)
+	if err := transport.CheckExists(ref); err != nil {
+		return false, err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return false, err
@@ -400,51 +353,32 @@ func storeFailedOrNil(op string, ref transport.Ref, err error) error {
 	return storeFailed(op, ref, err)
 }
 
-func targetRef(target transport.DeleteTarget) transport.Ref {
-	return transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
-}
-
 // RequestDelete implements transport.Transport.
 func (t *Transport) RequestDelete(ctx context.Context, target transport.DeleteTarget) (string, error) {
 	const op = "request delete"
-	ref := targetRef(target)
-	if err := target.Validate(); err != nil {
-		return "", invalid(op, ref, err)
+	ref := target.Ref()
+	if err := transport.CheckDelete(op, target); err != nil {
+		return "", err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return "", err
 	}
-	token, now := uuid.NewString(), t.now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k, it := range t.tokens {
-		if !now.Before(it.expires) {
-			delete(t.tokens, k)
-		}
-	}
-	t.tokens[token] = issuedToken{target: target, expires: now.Add(transport.DeleteTokenTTL)}
-	return token, nil
+	return t.tokens.Issue(target), nil
 }
 
 // ConfirmDelete implements transport.Transport.
 func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
 	const op = "confirm delete"
-	ref := targetRef(target)
-	if err := target.Validate(); err != nil {
-		return invalid(op, ref, err)
+	ref := target.Ref()
+	if err := transport.CheckDelete(op, target); err != nil {
+		return err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return err
 	}
-	now := t.now()
-	t.mu.Lock()
-	it, ok := t.tokens[token]
-	if !ok || it.target != target || !now.Before(it.expires) {
-		t.mu.Unlock()
+	if !t.tokens.Redeem(target, token) {
 		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
 	}
-	delete(t.tokens, token)
-	t.mu.Unlock()
 	err := t.db.Update(func(tx *bbolt.Tx) error {
 		scopes := tx.Bucket(bucketScopes)
 		key := scopeKey(transport.Scope{Tenant: target.Tenant, Type: target.Type})
@@ -471,20 +405,13 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit int) (transport.ListPage, error) {
 	const op = "list"
 	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
-	if err := scope.Validate(); err != nil {
-		return transport.ListPage{}, invalid(op, sref, err)
-	}
-	if skip < 0 || limit < 0 {
-		e := transport.NewError(op, sref, transport.ErrInvalid)
-		e.Messages = []string{"skip and limit must not be negative"}
-		return transport.ListPage{}, e
+	if err := transport.CheckList(scope, skip, limit); err != nil {
+		return transport.ListPage{}, err
 	}
 	if err := canceled(ctx, op, sref); err != nil {
 		return transport.ListPage{}, err
 	}
-	if limit == 0 || limit > transport.MaxLimit {
-		limit = transport.MaxLimit
-	}
+	limit = transport.PageLimit(limit)
 	page := transport.ListPage{Aggregates: []transport.AggregateInfo{}}
 	err := t.db.View(func(tx *bbolt.Tx) error {
 		sb := tx.Bucket(bucketScopes).Bucket(scopeKey(scope))

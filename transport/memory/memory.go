@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/deletetoken"
 )
 
 // Option configures a Transport.
@@ -52,7 +53,7 @@ type Transport struct {
 
 	mu      sync.RWMutex
 	scopes  map[transport.Scope]map[string]*stream
-	tokens  map[string]issuedToken
+	tokens  *deletetoken.Registry
 	counter uint64
 }
 
@@ -71,27 +72,18 @@ type stream struct {
 
 func (s *stream) version() int64 { return int64(len(s.ends)) }
 
-type issuedToken struct {
-	target  transport.DeleteTarget
-	expires time.Time
-}
-
 // New returns an empty in-memory transport.
 func New(opts ...Option) *Transport {
 	t := &Transport{
 		now:    time.Now,
 		log:    zap.NewNop(),
 		scopes: make(map[transport.Scope]map[string]*stream),
-		tokens: make(map[string]issuedToken),
 	}
 	for _, o := range opts {
 		o(t)
 	}
+	t.tokens = deletetoken.New(t.now)
 	return t
-}
-
-func invalid(op string, ref transport.Ref, err error) error {
-	return transport.Wrap(err, op, ref, transport.ErrInvalid)
 }
 
 func canceled(ctx context.Context, op string, ref transport.Ref) error {
@@ -104,19 +96,13 @@ func canceled(ctx context.Context, op string, ref transport.Ref) error {
 // Load implements transport.Transport.
 func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
 	const op = "load"
-	if err := ref.Validate(); err != nil {
-		return transport.Page{}, invalid(op, ref, err)
-	}
-	if since < 0 || limit < 0 {
-		return transport.Page{}, transport.Wrap(&transport.Error{Kind: transport.ErrInvalid,
-			Messages: []string{"since and limit must not be negative"}}, op, ref, transport.ErrInvalid)
+	if err := transport.CheckLoad(ref, since, limit); err != nil {
+		return transport.Page{}, err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return transport.Page{}, err
 	}
-	if limit == 0 || limit > transport.MaxLimit {
-		limit = transport.MaxLimit
-	}
+	limit = transport.PageLimit(limit)
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	s := t.scopes[ref.Scope()][ref.ID]
@@ -162,25 +148,10 @@ func copyEvents(dst []transport.Event, src []transport.Event) []transport.Event 
 	return dst
 }
 
-func checkBatch(op string, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
-	if err := transport.ValidateEvents(events); err != nil {
-		return invalid(op, ref, err)
-	}
-	if !expected.Valid() {
-		e := transport.NewError(op, ref, transport.ErrInvalid)
-		e.Messages = []string{"expected version must not be negative"}
-		return e
-	}
-	return nil
-}
-
 // Store implements transport.Transport.
 func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
 	const op = "store"
-	if err := ref.Validate(); err != nil {
-		return invalid(op, ref, err)
-	}
-	if err := checkBatch(op, ref, events, expected); err != nil {
+	if err := transport.CheckStore(ref, events, expected); err != nil {
 		return err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
@@ -221,29 +192,8 @@ func (t *Transport) appendLocked(s *stream, events []transport.Event) {
 func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batches []transport.Batch) error {
 	const op = "store bulk"
 	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
-	if err := scope.Validate(); err != nil {
-		return invalid(op, sref, err)
-	}
-	if len(batches) == 0 {
-		e := transport.NewError(op, sref, transport.ErrInvalid)
-		e.Messages = []string{"a bulk store needs at least one batch"}
-		return e
-	}
-	seen := make(map[string]struct{}, len(batches))
-	for _, b := range batches {
-		ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
-		if err := transport.ValidateID(b.AggregateID); err != nil {
-			return invalid(op, ref, err)
-		}
-		if _, dup := seen[b.AggregateID]; dup {
-			e := transport.NewError(op, ref, transport.ErrInvalid)
-			e.Messages = []string{"aggregate ids in one bulk store must be unique"}
-			return e
-		}
-		seen[b.AggregateID] = struct{}{}
-		if err := checkBatch(op, ref, b.Events, b.Expected); err != nil {
-			return err
-		}
+	if err := transport.CheckStoreBulk(scope, batches); err != nil {
+		return err
 	}
 	if err := canceled(ctx, op, sref); err != nil {
 		return err
@@ -280,8 +230,8 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 // Exists implements transport.Transport.
 func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error) {
 	const op = "exists"
-	if err := ref.Validate(); err != nil {
-		return false, invalid(op, ref, err)
+	if err := transport.CheckExists(ref); err != nil {
+		return false, err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return false, err
@@ -291,52 +241,35 @@ func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error)
 	return t.scopes[ref.Scope()][ref.ID] != nil, nil
 }
 
-func targetRef(target transport.DeleteTarget) transport.Ref {
-	return transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
-}
-
 // RequestDelete implements transport.Transport. Like the API, it answers
 // with a token even when nothing matches the target yet.
 func (t *Transport) RequestDelete(ctx context.Context, target transport.DeleteTarget) (string, error) {
 	const op = "request delete"
-	ref := targetRef(target)
-	if err := target.Validate(); err != nil {
-		return "", invalid(op, ref, err)
+	ref := target.Ref()
+	if err := transport.CheckDelete(op, target); err != nil {
+		return "", err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return "", err
 	}
-	token := uuid.NewString()
-	now := t.now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k, it := range t.tokens { // forget expired tokens as we go
-		if !now.Before(it.expires) {
-			delete(t.tokens, k)
-		}
-	}
-	t.tokens[token] = issuedToken{target: target, expires: now.Add(transport.DeleteTokenTTL)}
-	return token, nil
+	return t.tokens.Issue(target), nil
 }
 
 // ConfirmDelete implements transport.Transport.
 func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
 	const op = "confirm delete"
-	ref := targetRef(target)
-	if err := target.Validate(); err != nil {
-		return invalid(op, ref, err)
+	ref := target.Ref()
+	if err := transport.CheckDelete(op, target); err != nil {
+		return err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return err
 	}
-	now := t.now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	it, ok := t.tokens[token]
-	if !ok || it.target != target || !now.Before(it.expires) {
+	if !t.tokens.Redeem(target, token) {
 		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
 	}
-	delete(t.tokens, token)
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	scope := transport.Scope{Tenant: target.Tenant, Type: target.Type}
 	if target.AllOfType {
 		delete(t.scopes, scope)
@@ -351,20 +284,13 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit int) (transport.ListPage, error) {
 	const op = "list"
 	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
-	if err := scope.Validate(); err != nil {
-		return transport.ListPage{}, invalid(op, sref, err)
-	}
-	if skip < 0 || limit < 0 {
-		e := transport.NewError(op, sref, transport.ErrInvalid)
-		e.Messages = []string{"skip and limit must not be negative"}
-		return transport.ListPage{}, e
+	if err := transport.CheckList(scope, skip, limit); err != nil {
+		return transport.ListPage{}, err
 	}
 	if err := canceled(ctx, op, sref); err != nil {
 		return transport.ListPage{}, err
 	}
-	if limit == 0 || limit > transport.MaxLimit {
-		limit = transport.MaxLimit
-	}
+	limit = transport.PageLimit(limit)
 	t.mu.RLock()
 	streams := t.scopes[scope]
 	ids := make([]string, 0, len(streams))

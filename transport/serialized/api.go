@@ -26,17 +26,10 @@ func invalid(op string, ref transport.Ref, err error) error {
 // Load implements transport.Transport: GET /aggregates/{type}/{id}.
 func (c *Client) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
 	const op = "load"
-	if err := ref.Validate(); err != nil {
-		return transport.Page{}, invalid(op, ref, err)
+	if err := transport.CheckLoad(ref, since, limit); err != nil {
+		return transport.Page{}, err
 	}
-	if since < 0 || limit < 0 {
-		e := transport.NewError(op, ref, transport.ErrInvalid)
-		e.Messages = []string{"since and limit must not be negative"}
-		return transport.Page{}, e
-	}
-	if limit == 0 || limit > transport.MaxLimit {
-		limit = transport.MaxLimit
-	}
+	limit = transport.PageLimit(limit)
 	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}}
 	res, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodGet, path: aggregatePath(ref), query: q})
 	if err != nil {
@@ -57,16 +50,8 @@ func (c *Client) Load(ctx context.Context, ref transport.Ref, since int64, limit
 // Store implements transport.Transport: POST /aggregates/{type}/{id}/events.
 func (c *Client) Store(ctx context.Context, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
 	const op = "store"
-	if err := ref.Validate(); err != nil {
-		return invalid(op, ref, err)
-	}
-	if err := transport.ValidateEvents(events); err != nil {
-		return invalid(op, ref, err)
-	}
-	if !expected.Valid() {
-		e := transport.NewError(op, ref, transport.ErrInvalid)
-		e.Messages = []string{"expected version must not be negative"}
-		return e
+	if err := transport.CheckStore(ref, events, expected); err != nil {
+		return err
 	}
 	body, err := json.Marshal(wire.StoreRequest{Events: events, ExpectedVersion: wire.FromExpected(expected)})
 	if err != nil {
@@ -86,35 +71,11 @@ func (c *Client) Store(ctx context.Context, ref transport.Ref, events []transpor
 func (c *Client) StoreBulk(ctx context.Context, scope transport.Scope, batches []transport.Batch) error {
 	const op = "store bulk"
 	ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
-	if err := scope.Validate(); err != nil {
-		return invalid(op, ref, err)
-	}
-	if len(batches) == 0 {
-		e := transport.NewError(op, ref, transport.ErrInvalid)
-		e.Messages = []string{"a bulk store needs at least one batch"}
-		return e
+	if err := transport.CheckStoreBulk(scope, batches); err != nil {
+		return err
 	}
 	req := wire.BulkRequest{Batches: make([]wire.BulkBatch, len(batches))}
-	seen := make(map[string]struct{}, len(batches))
 	for i, b := range batches {
-		bref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
-		if err := transport.ValidateID(b.AggregateID); err != nil {
-			return invalid(op, bref, err)
-		}
-		if _, dup := seen[b.AggregateID]; dup {
-			e := transport.NewError(op, bref, transport.ErrInvalid)
-			e.Messages = []string{"aggregate ids in one bulk store must be unique"}
-			return e
-		}
-		seen[b.AggregateID] = struct{}{}
-		if err := transport.ValidateEvents(b.Events); err != nil {
-			return invalid(op, bref, err)
-		}
-		if !b.Expected.Valid() {
-			e := transport.NewError(op, bref, transport.ErrInvalid)
-			e.Messages = []string{"expected version must not be negative"}
-			return e
-		}
 		req.Batches[i] = wire.BulkBatch{AggregateID: b.AggregateID, Events: b.Events, ExpectedVersion: wire.FromExpected(b.Expected)}
 	}
 	body, err := json.Marshal(req)
@@ -128,8 +89,8 @@ func (c *Client) StoreBulk(ctx context.Context, scope transport.Scope, batches [
 // Exists implements transport.Transport: HEAD /aggregates/{type}/{id}.
 func (c *Client) Exists(ctx context.Context, ref transport.Ref) (bool, error) {
 	const op = "exists"
-	if err := ref.Validate(); err != nil {
-		return false, invalid(op, ref, err)
+	if err := transport.CheckExists(ref); err != nil {
+		return false, err
 	}
 	_, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodHead, path: aggregatePath(ref)})
 	switch {
@@ -153,9 +114,9 @@ func deletePath(target transport.DeleteTarget) string {
 // RequestDelete implements transport.Transport: DELETE without a token.
 func (c *Client) RequestDelete(ctx context.Context, target transport.DeleteTarget) (string, error) {
 	const op = "request delete"
-	ref := transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
-	if err := target.Validate(); err != nil {
-		return "", invalid(op, ref, err)
+	ref := target.Ref()
+	if err := transport.CheckDelete(op, target); err != nil {
+		return "", err
 	}
 	res, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodDelete, path: deletePath(target)})
 	if err != nil {
@@ -174,9 +135,9 @@ func (c *Client) RequestDelete(ctx context.Context, target transport.DeleteTarge
 // 200 and 204 both mean done; 403 is transport.ErrBadDeleteToken.
 func (c *Client) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
 	const op = "confirm delete"
-	ref := transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
-	if err := target.Validate(); err != nil {
-		return invalid(op, ref, err)
+	ref := target.Ref()
+	if err := transport.CheckDelete(op, target); err != nil {
+		return err
 	}
 	if token == "" {
 		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
@@ -190,17 +151,10 @@ func (c *Client) ConfirmDelete(ctx context.Context, target transport.DeleteTarge
 func (c *Client) List(ctx context.Context, scope transport.Scope, skip, limit int) (transport.ListPage, error) {
 	const op = "list"
 	ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
-	if err := scope.Validate(); err != nil {
-		return transport.ListPage{}, invalid(op, ref, err)
+	if err := transport.CheckList(scope, skip, limit); err != nil {
+		return transport.ListPage{}, err
 	}
-	if skip < 0 || limit < 0 {
-		e := transport.NewError(op, ref, transport.ErrInvalid)
-		e.Messages = []string{"skip and limit must not be negative"}
-		return transport.ListPage{}, e
-	}
-	if limit == 0 || limit > transport.MaxLimit {
-		limit = transport.MaxLimit
-	}
+	limit = transport.PageLimit(limit)
 	q := url.Values{"skip": {strconv.Itoa(skip)}, "limit": {strconv.Itoa(limit)}}
 	res, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodGet, path: typePath(scope.Type), query: q})
 	if err != nil {

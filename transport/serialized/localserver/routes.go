@@ -74,11 +74,8 @@ func (h *handler) store(w http.ResponseWriter, r *http.Request) {
 		bodyError(w, status, err)
 		return
 	}
-	if req.ExpectedVersion != nil && *req.ExpectedVersion < 0 {
-		h.fail(w, r, invalid("expectedVersion must not be negative"), inBody)
-		return
-	}
-	if err := transport.ValidateEvents(req.Events); err != nil {
+	// The path is valid already: what is left to reject is the body.
+	if err := transport.CheckStore(ref, req.Events, wire.ToExpected(req.ExpectedVersion)); err != nil {
 		h.fail(w, r, err, inBody)
 		return
 	}
@@ -100,25 +97,14 @@ func (h *handler) storeBulk(w http.ResponseWriter, r *http.Request) {
 		bodyError(w, status, err)
 		return
 	}
-	if len(req.Batches) == 0 {
-		h.fail(w, r, invalid("batches must not be empty"), inBody)
-		return
-	}
 	batches := make([]transport.Batch, len(req.Batches))
 	for i, b := range req.Batches {
-		if b.ExpectedVersion != nil && *b.ExpectedVersion < 0 {
-			h.fail(w, r, invalid(fmt.Sprintf("batch %d: expectedVersion must not be negative", i)), inBody)
-			return
-		}
-		if err := transport.ValidateID(b.AggregateID); err != nil {
-			h.fail(w, r, err, inBody)
-			return
-		}
-		if err := transport.ValidateEvents(b.Events); err != nil {
-			h.fail(w, r, err, inBody)
-			return
-		}
 		batches[i] = transport.Batch{AggregateID: b.AggregateID, Events: b.Events, Expected: wire.ToExpected(b.ExpectedVersion)}
+	}
+	// The path's scope is valid already: what is left to reject is the body.
+	if err := transport.CheckStoreBulk(ref.Scope(), batches); err != nil {
+		h.fail(w, r, err, inBody)
+		return
 	}
 	if err := h.backend.StoreBulk(r.Context(), ref.Scope(), batches); err != nil {
 		h.fail(w, r, err, inBody)
