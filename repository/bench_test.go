@@ -106,23 +106,30 @@ func addItem(r *aggregate.Root[basket]) error {
 	return r.Record(ItemAdded{SKU: "sku-1", Name: "Blue widget, large", Quantity: 1, Price: 19.95})
 }
 
-// BenchmarkUpdate is one Update (load, command, store) on a small
-// aggregate: every iteration updates its own aggregate of 5 events.
-func BenchmarkUpdate(b *testing.B) {
-	ctx := context.Background()
-	tr := memory.New()
-	repo := repository.New(tr, baskets)
-	ids := make([]string, b.N)
+// seedSmall stores n aggregates of 5 events each and returns their ids.
+func seedSmall(b *testing.B, tr transport.Transport, n int) []string {
+	b.Helper()
+	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = uuid.NewString()
 		batch := make([]transport.Event, 5)
 		for j := range batch {
 			batch[j] = transport.Event{EventType: "ItemAdded", Data: payload(j)}
 		}
-		if err := tr.Store(ctx, transport.Ref{Type: "basket", ID: ids[i]}, batch, transport.MustNotExist); err != nil {
+		if err := tr.Store(context.Background(), transport.Ref{Type: "basket", ID: ids[i]}, batch, transport.MustNotExist); err != nil {
 			b.Fatal(err)
 		}
 	}
+	return ids
+}
+
+// BenchmarkUpdate is one Update (load, command, store) on a small
+// aggregate: every iteration updates its own aggregate of 5 events.
+func BenchmarkUpdate(b *testing.B) {
+	ctx := context.Background()
+	tr := memory.New()
+	repo := repository.New(tr, baskets)
+	ids := seedSmall(b, tr, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -173,17 +180,7 @@ func BenchmarkUpdatePublish(b *testing.B) {
 		b.Fatal(err)
 	}
 	repo := repository.New(tr, baskets, repository.WithPublisher(bus))
-	ids := make([]string, b.N)
-	for i := range ids {
-		ids[i] = uuid.NewString()
-		batch := make([]transport.Event, 5)
-		for j := range batch {
-			batch[j] = transport.Event{EventType: "ItemAdded", Data: payload(j)}
-		}
-		if err := tr.Store(ctx, transport.Ref{Type: "basket", ID: ids[i]}, batch, transport.MustNotExist); err != nil {
-			b.Fatal(err)
-		}
-	}
+	ids := seedSmall(b, tr, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
