@@ -141,7 +141,9 @@ type injectedError struct {
 	timeout bool
 }
 
+// Error describes the injected failure.
 func (e *injectedError) Error() string { return e.msg }
+// Unwrap returns ErrInjected and the fault's own error.
 func (e *injectedError) Unwrap() []error {
 	out := make([]error, 0, len(e.errs))
 	for _, err := range e.errs {
@@ -163,6 +165,7 @@ type resettingBody struct {
 	left int
 }
 
+// Read passes bytes through until the break, then fails as a reset.
 func (b *resettingBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
 		return 0, &injectedError{msg: "connection reset by peer (injected)", errs: []error{ErrInjected, syscall.ECONNRESET}}
@@ -180,4 +183,5 @@ func (b *resettingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close closes the real body.
 func (b *resettingBody) Close() error { return b.body.Close() }

@@ -47,6 +47,7 @@ type resetAware struct {
 	maxWait time.Duration
 }
 
+// NextBackOff is the policy's next wait, stretched to a pending reset.
 func (r *resetAware) NextBackOff() time.Duration {
 	d := r.BackOff.NextBackOff()
 	if d == backoff.Stop || r.until.IsZero() {

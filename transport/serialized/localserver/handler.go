@@ -118,6 +118,7 @@ type statusWriter struct {
 	status int
 }
 
+// WriteHeader remembers the first status written.
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
@@ -125,6 +126,7 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write counts an implicit 200.
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -132,6 +134,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// ServeHTTP applies rate limit, keys and logging, then routes.
 func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	began := time.Now()
 	w := &statusWriter{ResponseWriter: rw}
