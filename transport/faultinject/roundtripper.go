@@ -143,6 +143,7 @@ type injectedError struct {
 
 // Error describes the injected failure.
 func (e *injectedError) Error() string { return e.msg }
+
 // Unwrap returns ErrInjected and the fault's own error.
 func (e *injectedError) Unwrap() []error {
 	out := make([]error, 0, len(e.errs))
