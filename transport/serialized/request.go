@@ -104,9 +104,12 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 func (c *Client) attempt(ctx context.Context, cl call, policy *resetAware) (response, error, bool) {
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	// Only a store needs to know whether it went out: reads are repeatable.
 	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }}
-	actx = httptrace.WithClientTrace(actx, trace)
+	if cl.method == http.MethodPost {
+		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }}
+		actx = httptrace.WithClientTrace(actx, trace)
+	}
 
 	u := *c.base
 	u.Path = c.base.Path + cl.path

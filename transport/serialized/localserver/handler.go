@@ -145,9 +145,11 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusInternalServerError, "internal error")
 			}
 		}
-		h.log.Info("request", zap.String("method", r.Method), zap.String("path", r.URL.Path),
-			zap.Int("status", w.status), zap.Duration("duration", time.Since(began)),
-			zap.String("tenant", r.Header.Get(wire.HeaderTenantID)))
+		if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
+			ce.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
+				zap.Int("status", w.status), zap.Duration("duration", time.Since(began)),
+				zap.String("tenant", r.Header.Get(wire.HeaderTenantID)))
+		}
 	}()
 	if !h.rate(w) {
 		writeJSON(w, http.StatusTooManyRequests, wire.ErrorResponse{Code: http.StatusTooManyRequests, Message: "rate limit exceeded"})
@@ -182,10 +184,11 @@ func (h *handler) rate(w http.ResponseWriter) bool {
 	used, reset := h.used, h.start.Add(h.window)
 	h.rateMu.Unlock()
 	remaining := max(h.limit-used, 0)
+	// The names are canonical already: assign without Set's canonicalising.
 	hd := w.Header()
-	hd.Set(wire.HeaderRateLimitLimit, strconv.Itoa(h.limit))
-	hd.Set(wire.HeaderRateLimitRemaining, strconv.Itoa(remaining))
-	hd.Set(wire.HeaderRateLimitReset, strconv.FormatInt(reset.Unix(), 10))
+	hd[wire.HeaderRateLimitLimit] = []string{strconv.Itoa(h.limit)}
+	hd[wire.HeaderRateLimitRemaining] = []string{strconv.Itoa(remaining)}
+	hd[wire.HeaderRateLimitReset] = []string{strconv.FormatInt(reset.Unix(), 10)}
 	return used <= h.limit
 }
 
