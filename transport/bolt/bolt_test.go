@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,18 +25,6 @@ import (
 	"github.com/sourced-go/sourced/transport/transporttest"
 )
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func open(t *testing.T, path string, opts ...bolt.Option) *bolt.Transport {
 	t.Helper()
 	tr, err := bolt.Open(path, opts...)
@@ -47,20 +34,9 @@ func open(t *testing.T, path string, opts ...bolt.Option) *bolt.Transport {
 }
 
 func TestConformance(t *testing.T) {
-	var mu sync.Mutex
-	clocks := map[transport.Transport]*clock{}
-	transporttest.Run(t, func(t *testing.T) transport.Transport {
-		c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-		tr := open(t, filepath.Join(t.TempDir(), "events.db"), bolt.WithClock(c.Now))
-		mu.Lock()
-		clocks[tr] = c
-		mu.Unlock()
-		return tr
-	}, transporttest.WithAdvance(func(t *testing.T, tr transport.Transport, d time.Duration) {
-		mu.Lock()
-		defer mu.Unlock()
-		clocks[tr].Add(d)
-	}))
+	transporttest.RunWithClock(t, func(t *testing.T, now func() time.Time) transport.Transport {
+		return open(t, filepath.Join(t.TempDir(), "events.db"), bolt.WithClock(now))
+	})
 }
 
 func TestSurvivesReopen(t *testing.T) {

@@ -14,9 +14,10 @@
 //		})
 //	}
 //
-// Delete tokens expire after ten minutes; to have that checked, give the
-// suite a way to move your transport's clock with WithAdvance. Without it
-// the expiry check is skipped.
+// Delete tokens expire after ten minutes. If your transport takes a clock,
+// use RunWithClock: the suite gives each transport its own Clock and moves
+// it. Otherwise give the suite a way to move time with WithAdvance; without
+// either the expiry check is skipped.
 package transporttest
 
 import (

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/memory"
 	"github.com/sourced-go/sourced/transport/serialized/localserver"
+	"github.com/sourced-go/sourced/transport/transporttest"
 )
 
 const (
@@ -26,27 +26,15 @@ const (
 	secretKey = "test-secret-key"
 )
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type api struct {
 	t   *testing.T
 	url string
-	clk *clock
+	clk *transporttest.Clock
 }
 
 func newAPI(t *testing.T, opts ...localserver.Option) *api {
 	t.Helper()
-	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := transporttest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	srv := localserver.NewServer(memory.New(memory.WithClock(clk.Now)),
 		append([]localserver.Option{localserver.WithKeys(accessKey, secretKey)}, opts...)...)
 	t.Cleanup(srv.Close)
@@ -247,7 +235,7 @@ func TestDeleteFlows(t *testing.T) {
 	r = a.do("DELETE", "/aggregates/order", "")
 	require.Equal(t, 200, r.status)
 	require.NoError(t, json.Unmarshal([]byte(r.body), &tok))
-	a.clk.Add(transport.DeleteTokenTTL + time.Second)
+	a.clk.Advance(transport.DeleteTokenTTL + time.Second)
 	assert.Equal(t, 403, a.do("DELETE", "/aggregates/order?deleteToken="+tok.DeleteToken, "").status, "an expired token")
 	r = a.do("DELETE", "/aggregates/order", "")
 	require.NoError(t, json.Unmarshal([]byte(r.body), &tok))
