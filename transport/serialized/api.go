@@ -30,7 +30,7 @@ func (c *Client) Load(ctx context.Context, ref transport.Ref, since int64, limit
 		return transport.Page{}, err
 	}
 	limit = transport.PageLimit(limit)
-	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}}
+	q := "since=" + strconv.FormatInt(since, 10) + "&limit=" + strconv.Itoa(limit)
 	res, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodGet, path: aggregatePath(ref), query: q})
 	if err != nil {
 		return transport.Page{}, err
@@ -143,7 +143,7 @@ func (c *Client) ConfirmDelete(ctx context.Context, target transport.DeleteTarge
 		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
 	}
 	_, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodDelete, path: deletePath(target),
-		query: url.Values{"deleteToken": {token}}})
+		query: "deleteToken=" + url.QueryEscape(token)})
 	return err
 }
 
@@ -155,7 +155,7 @@ func (c *Client) List(ctx context.Context, scope transport.Scope, skip, limit in
 		return transport.ListPage{}, err
 	}
 	limit = transport.PageLimit(limit)
-	q := url.Values{"skip": {strconv.Itoa(skip)}, "limit": {strconv.Itoa(limit)}}
+	q := "skip=" + strconv.Itoa(skip) + "&limit=" + strconv.Itoa(limit)
 	res, err := c.do(ctx, call{op: op, ref: ref, method: http.MethodGet, path: typePath(scope.Type), query: q})
 	if err != nil {
 		return transport.ListPage{}, err

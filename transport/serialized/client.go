@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
 )
 
 // DefaultBaseURL is the hosted Serialized API.
@@ -167,6 +168,8 @@ func DefaultRetry() backoff.BackOff {
 // transport.Lister and is safe for concurrent use.
 type Client struct {
 	base    *url.URL
+	baseURL string // base.String(), built once
+	headers requestHeaders
 	access  string
 	secret  string
 	hc      *http.Client
@@ -215,8 +218,27 @@ func New(opts ...Option) (*Client, error) {
 	if s.hc == nil {
 		s.hc = newHTTPClient()
 	}
-	return &Client{base: u, access: s.access, secret: s.secret, hc: s.hc, log: s.log, retry: s.retry,
+	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret),
+		access: s.access, secret: s.secret, hc: s.hc, log: s.log, retry: s.retry,
 		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now}, nil
+}
+
+// requestHeaders are the headers every request carries, built once: each
+// request clones one, which costs two allocations and no canonicalising.
+type requestHeaders struct {
+	plain    http.Header // GET, HEAD, DELETE
+	withBody http.Header // POST: plain and a JSON Content-Type
+}
+
+func newRequestHeaders(access, secret string) requestHeaders {
+	plain := http.Header{"Accept": {"application/json"}}
+	if access != "" || secret != "" {
+		plain[wire.HeaderAccessKey] = []string{access}
+		plain[wire.HeaderSecretAccessKey] = []string{secret}
+	}
+	withBody := plain.Clone()
+	withBody["Content-Type"] = []string{"application/json"}
+	return requestHeaders{plain: plain, withBody: withBody}
 }
 
 // NewFromEnv returns a client configured from SERIALIZED_ACCESS_KEY,
@@ -227,7 +249,7 @@ func NewFromEnv(opts ...Option) (*Client, error) {
 }
 
 // BaseURL returns the API's base URL.
-func (c *Client) BaseURL() string { return c.base.String() }
+func (c *Client) BaseURL() string { return c.baseURL }
 
 // String describes the client with its keys masked.
 func (c *Client) String() string {

@@ -17,6 +17,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 
+	"github.com/sourced-go/sourced/internal/retry"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
 )
@@ -27,8 +28,9 @@ type call struct {
 	ref    transport.Ref
 	method string
 	path   string
-	query  url.Values
-	body   []byte
+	// query is the encoded query string, without the '?'.
+	query string
+	body  []byte
 }
 
 // response is what a successful attempt read.
@@ -42,7 +44,7 @@ type response struct {
 // pending.
 type resetAware struct {
 	backoff.BackOff
-	until   time.Time
+	until   *time.Time
 	now     func() time.Time
 	maxWait time.Duration
 }
@@ -54,7 +56,7 @@ func (r *resetAware) NextBackOff() time.Duration {
 		return d
 	}
 	wait := r.until.Sub(r.now())
-	r.until = time.Time{}
+	*r.until = time.Time{}
 	if wait > r.maxWait {
 		wait = r.maxWait
 	}
@@ -65,14 +67,17 @@ func (r *resetAware) NextBackOff() time.Duration {
 }
 
 // do runs a call with retries. Every POST is treated as a store: retried
-// only when it certainly did not reach the server.
+// only when it certainly did not reach the server. The retry policy is built
+// only once an attempt has failed.
 func (c *Client) do(ctx context.Context, cl call) (response, error) {
-	policy := &resetAware{BackOff: c.retry(), now: c.now, maxWait: c.maxWait}
-	var res response
-	attempt := 0
+	var (
+		res     response
+		attempt int
+		reset   time.Time // a pending rate-limit reset, read by the policy
+	)
 	op := func() error {
 		attempt++
-		r, err, retry := c.attempt(ctx, cl, policy)
+		r, err, retry := c.attempt(ctx, cl)
 		if err == nil {
 			res = r
 			return nil
@@ -80,15 +85,21 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 		if ctx.Err() != nil || !retry {
 			return backoff.Permanent(err)
 		}
+		var te *transport.Error
+		if errors.As(err, &te) && te.RateLimit != nil && !te.RateLimit.Reset.IsZero() {
+			reset = te.RateLimit.Reset
+		}
 		return err
+	}
+	policy := func() backoff.BackOff {
+		return &resetAware{BackOff: c.retry(), until: &reset, now: c.now, maxWait: c.maxWait}
 	}
 	notify := func(err error, wait time.Duration) {
 		c.log.Info("request failed, retrying", zap.String("op", cl.op), zap.String("method", cl.method),
 			zap.String("aggregate_type", cl.ref.Type), zap.String("aggregate_id", cl.ref.ID),
 			zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
 	}
-	err := backoff.RetryNotify(op, backoff.WithContext(policy, ctx), notify)
-	if err != nil {
+	if err := retry.Run(ctx, op, policy, notify); err != nil {
 		var te *transport.Error
 		if !errors.As(err, &te) {
 			// backoff returns ctx's error when the context ends between attempts.
@@ -101,44 +112,49 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 
 // attempt sends the request once. It returns the response, or an error and
 // whether trying again is safe and useful.
-func (c *Client) attempt(ctx context.Context, cl call, policy *resetAware) (response, error, bool) {
+func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	// Only a store needs to know whether it went out: reads are repeatable.
+	store := cl.method == http.MethodPost
 	var wrote atomic.Bool
-	if cl.method == http.MethodPost {
+	if store {
 		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }}
 		actx = httptrace.WithClientTrace(actx, trace)
 	}
 
-	u := *c.base
-	u.Path = c.base.Path + cl.path
-	u.RawQuery = cl.query.Encode()
+	target := c.baseURL + cl.path
+	if cl.query != "" {
+		target += "?" + cl.query
+	}
 	var body io.Reader
 	if cl.body != nil {
 		body = bytes.NewReader(cl.body)
 	}
-	req, err := http.NewRequestWithContext(actx, cl.method, u.String(), body)
+	req, err := http.NewRequestWithContext(actx, cl.method, target, body)
 	if err != nil {
 		return response{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrInvalid), false
 	}
-	if c.access != "" || c.secret != "" {
-		req.Header.Set(wire.HeaderAccessKey, c.access)
-		req.Header.Set(wire.HeaderSecretAccessKey, c.secret)
+	if cl.body != nil {
+		req.Header = c.headers.withBody.Clone()
+	} else {
+		req.Header = c.headers.plain.Clone()
 	}
 	if cl.ref.Tenant != "" {
-		req.Header.Set(wire.HeaderTenantID, cl.ref.Tenant)
+		req.Header[wire.HeaderTenantID] = []string{cl.ref.Tenant}
 	}
-	req.Header.Set("Accept", "application/json")
-	if cl.body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	// Request logs cost nothing unless debug logging is on.
+	var began time.Time
+	debug := c.log.Core().Enabled(zap.DebugLevel)
+	if debug {
+		began = time.Now()
 	}
-	store := cl.method == http.MethodPost
-	began := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		sent := wrote.Load()
-		c.log.Debug("request failed", c.fields(cl, 0, began, zap.Bool("sent", sent), zap.Error(scrub(err)))...)
+		if debug {
+			c.log.Debug("request failed", c.fields(cl, 0, began, zap.Bool("sent", sent), zap.Error(scrub(err)))...)
+		}
 		if store && sent {
 			return response{}, c.errorf(cl, transport.ErrAmbiguous, 0, "the request was sent, then: %v", scrub(err)), false
 		}
@@ -149,7 +165,9 @@ func (c *Client) attempt(ctx context.Context, cl call, policy *resetAware) (resp
 	}
 	defer resp.Body.Close()
 	data, rerr := io.ReadAll(io.LimitReader(resp.Body, c.maxResp+1))
-	c.log.Debug("request", c.fields(cl, resp.StatusCode, began)...)
+	if debug {
+		c.log.Debug("request", c.fields(cl, resp.StatusCode, began)...)
+	}
 	if rerr == nil && int64(len(data)) > c.maxResp {
 		return response{}, c.errorf(cl, transport.ErrUnavailable, resp.StatusCode, "response over %d bytes", c.maxResp), false
 	}
@@ -169,12 +187,7 @@ func (c *Client) attempt(ctx context.Context, cl call, policy *resetAware) (resp
 	}
 	e := c.statusError(cl, resp, data)
 	switch {
-	case resp.StatusCode == http.StatusTooManyRequests:
-		if e.RateLimit != nil && !e.RateLimit.Reset.IsZero() {
-			policy.until = e.RateLimit.Reset
-		}
-		return response{}, e, true
-	case resp.StatusCode == http.StatusServiceUnavailable:
+	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusServiceUnavailable:
 		return response{}, e, true
 	case resp.StatusCode >= 500:
 		if store {

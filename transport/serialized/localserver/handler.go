@@ -1,13 +1,14 @@
 package localserver
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -87,6 +88,12 @@ type handler struct {
 	rateMu sync.Mutex
 	start  time.Time
 	used   int
+	// The Limit and Reset header values change once a window at most: they
+	// are built then and shared by every response of the window. A
+	// response's header map is copied when it is written, and nothing
+	// appends to these slices, so sharing them is safe.
+	limitValue []string
+	resetValue []string
 }
 
 // NewHandler returns the API over backend (a fresh memory transport when
@@ -100,6 +107,7 @@ func NewHandler(backend transport.Transport, opts ...Option) http.Handler {
 	for _, o := range opts {
 		o(h)
 	}
+	h.limitValue = []string{strconv.Itoa(h.limit)}
 	m := http.NewServeMux()
 	m.HandleFunc("GET /aggregates/{type}/{id}", h.load)
 	m.HandleFunc("HEAD /aggregates/{type}/{id}", h.exists)
@@ -179,26 +187,31 @@ func (h *handler) rate(w http.ResponseWriter) bool {
 	h.rateMu.Lock()
 	if h.start.IsZero() || now.Sub(h.start) >= h.window {
 		h.start, h.used = now, 0
+		h.resetValue = []string{strconv.FormatInt(h.start.Add(h.window).Unix(), 10)}
 	}
 	h.used++
-	used, reset := h.used, h.start.Add(h.window)
+	used, resetValue := h.used, h.resetValue
 	h.rateMu.Unlock()
 	remaining := max(h.limit-used, 0)
 	// The names are canonical already: assign without Set's canonicalising.
 	hd := w.Header()
-	hd[wire.HeaderRateLimitLimit] = []string{strconv.Itoa(h.limit)}
+	hd[wire.HeaderRateLimitLimit] = h.limitValue
 	hd[wire.HeaderRateLimitRemaining] = []string{strconv.Itoa(remaining)}
-	hd[wire.HeaderRateLimitReset] = []string{strconv.FormatInt(reset.Unix(), 10)}
+	hd[wire.HeaderRateLimitReset] = resetValue
 	return used <= h.limit
 }
+
+// jsonContentType is shared by every response: see limitValue.
+var jsonContentType = []string{"application/json"}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"code":500,"message":"encoding failed"}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	hd := w.Header()
+	hd["Content-Type"] = jsonContentType
+	hd["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
@@ -272,8 +285,8 @@ func ref(r *http.Request) (transport.Ref, error) {
 }
 
 // intParam reads a non-negative integer query parameter.
-func intParam(r *http.Request, name string, def int64) (int64, error) {
-	s := r.URL.Query().Get(name)
+func intParam(q url.Values, name string, def int64) (int64, error) {
+	s := q.Get(name)
 	if s == "" {
 		return def, nil
 	}
@@ -284,27 +297,33 @@ func intParam(r *http.Request, name string, def int64) (int64, error) {
 	return n, nil
 }
 
+// bodyBuffers hold request bodies while they are decoded; decoding copies
+// what it keeps, so a buffer goes back to the pool at once.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 // decode reads a JSON body within the size bound; a second value or
 // trailing garbage is an error.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) (status int, err error) {
-	body := http.MaxBytesReader(w, r.Body, h.maxBody)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 { // do not pin the memory of a rare large body
+			buf.Reset()
+			bodyBuffers.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody)); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", h.maxBody)
 		}
-		if errors.Is(err, io.EOF) {
-			return http.StatusUnprocessableEntity, errors.New("empty request body")
-		}
-		return http.StatusUnprocessableEntity, fmt.Errorf("invalid JSON: %v", err)
+		return http.StatusBadRequest, fmt.Errorf("reading the body: %v", err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", h.maxBody)
-		}
-		return http.StatusUnprocessableEntity, errors.New("invalid JSON: data after the body")
+	if len(bytes.TrimSpace(buf.Bytes())) == 0 {
+		return http.StatusUnprocessableEntity, errors.New("empty request body")
+	}
+	// Unmarshal rejects anything after the one value.
+	if err := json.Unmarshal(buf.Bytes(), v); err != nil {
+		return http.StatusUnprocessableEntity, fmt.Errorf("invalid JSON: %v", err)
 	}
 	return 0, nil
 }

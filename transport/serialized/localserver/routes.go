@@ -1,8 +1,8 @@
 package localserver
 
 import (
-	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
@@ -14,12 +14,13 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, inPath)
 		return
 	}
-	since, err := intParam(r, "since", 0)
+	q := r.URL.Query()
+	since, err := intParam(q, "since", 0)
 	if err != nil {
 		h.fail(w, r, err, inPath)
 		return
 	}
-	limit, err := intParam(r, "limit", transport.DefaultLimit)
+	limit, err := intParam(q, "limit", transport.DefaultLimit)
 	if err != nil {
 		h.fail(w, r, err, inPath)
 		return
@@ -32,8 +33,8 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, inPath)
 		return
 	}
-	etag := fmt.Sprintf(`"%d-%d-%d"`, page.Version, since, limit)
-	w.Header().Set("ETag", etag)
+	etag := etagOf(page.Version, since, limit)
+	w.Header()["Etag"] = []string{etag}
 	if match := r.Header.Get("If-None-Match"); match != "" && match == etag {
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -44,6 +45,18 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, wire.LoadResponse{AggregateID: ref.ID, AggregateType: ref.Type,
 		AggregateVersion: page.Version, Events: events, HasMore: page.HasMore})
+}
+
+// etagOf names one page of one version: "version-since-limit".
+func etagOf(version, since, limit int64) string {
+	b := make([]byte, 0, 32)
+	b = append(b, '"')
+	b = strconv.AppendInt(b, version, 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, since, 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, limit, 10)
+	return string(append(b, '"'))
 }
 
 func (h *handler) exists(w http.ResponseWriter, r *http.Request) {
@@ -160,12 +173,13 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "this store cannot list aggregates")
 		return
 	}
-	skip, err := intParam(r, "skip", 0)
+	q := r.URL.Query()
+	skip, err := intParam(q, "skip", 0)
 	if err != nil {
 		h.fail(w, r, err, inPath)
 		return
 	}
-	limit, err := intParam(r, "limit", transport.DefaultLimit)
+	limit, err := intParam(q, "limit", transport.DefaultLimit)
 	if err != nil {
 		h.fail(w, r, err, inPath)
 		return
