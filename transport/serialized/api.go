@@ -35,7 +35,7 @@ func (c *Client) Load(ctx context.Context, ref transport.Ref, since int64, limit
 	if err != nil {
 		return transport.Page{}, err
 	}
-	var lr wire.LoadResponse
+	var lr wire.LoadPage
 	if err := json.Unmarshal(res.body, &lr); err != nil {
 		e := transport.NewError(op, ref, transport.ErrUnavailable)
 		e.StatusCode, e.Messages = res.status, []string{"malformed response: " + err.Error()}

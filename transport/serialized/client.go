@@ -223,22 +223,38 @@ func New(opts ...Option) (*Client, error) {
 		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now}, nil
 }
 
-// requestHeaders are the headers every request carries, built once: each
-// request clones one, which costs two allocations and no canonicalising.
+// requestHeaders are the header values every request carries, built once.
+// A request's header map shares these slices: net/http and a
+// well-behaved RoundTripper only read a request's header values, and the
+// client never appends to them, so a request costs one map and no
+// canonicalising.
 type requestHeaders struct {
-	plain    http.Header // GET, HEAD, DELETE
-	withBody http.Header // POST: plain and a JSON Content-Type
+	access, secret []string // nil without keys
+	json           []string
 }
 
 func newRequestHeaders(access, secret string) requestHeaders {
-	plain := http.Header{"Accept": {"application/json"}}
+	h := requestHeaders{json: []string{"application/json"}}
 	if access != "" || secret != "" {
-		plain[wire.HeaderAccessKey] = []string{access}
-		plain[wire.HeaderSecretAccessKey] = []string{secret}
+		h.access, h.secret = []string{access}, []string{secret}
 	}
-	withBody := plain.Clone()
-	withBody["Content-Type"] = []string{"application/json"}
-	return requestHeaders{plain: plain, withBody: withBody}
+	return h
+}
+
+// header returns a new header map for one request.
+func (h requestHeaders) header(withBody bool, tenant string) http.Header {
+	hd := make(http.Header, 4)
+	if h.access != nil {
+		hd[wire.HeaderAccessKey] = h.access
+		hd[wire.HeaderSecretAccessKey] = h.secret
+	}
+	if withBody {
+		hd["Content-Type"] = h.json
+	}
+	if tenant != "" {
+		hd[wire.HeaderTenantID] = []string{tenant}
+	}
+	return hd
 }
 
 // NewFromEnv returns a client configured from SERIALIZED_ACCESS_KEY,

@@ -135,14 +135,7 @@ func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
 	if err != nil {
 		return response{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrInvalid), false
 	}
-	if cl.body != nil {
-		req.Header = c.headers.withBody.Clone()
-	} else {
-		req.Header = c.headers.plain.Clone()
-	}
-	if cl.ref.Tenant != "" {
-		req.Header[wire.HeaderTenantID] = []string{cl.ref.Tenant}
-	}
+	req.Header = c.headers.header(cl.body != nil, cl.ref.Tenant)
 	// Request logs cost nothing unless debug logging is on.
 	var began time.Time
 	debug := c.log.Core().Enabled(zap.DebugLevel)

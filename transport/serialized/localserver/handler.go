@@ -144,7 +144,11 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // ServeHTTP applies rate limit, keys and logging, then routes.
 func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	began := time.Now()
+	logged := h.log.Core().Enabled(zap.InfoLevel)
+	var began time.Time
+	if logged {
+		began = time.Now()
+	}
 	w := &statusWriter{ResponseWriter: rw}
 	defer func() {
 		if p := recover(); p != nil {
@@ -152,6 +156,9 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			if w.status == 0 {
 				writeError(w, http.StatusInternalServerError, "internal error")
 			}
+		}
+		if !logged {
+			return
 		}
 		if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
 			ce.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),

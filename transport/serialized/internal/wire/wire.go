@@ -31,6 +31,14 @@ type LoadResponse struct {
 	HasMore          bool              `json:"hasMore"`
 }
 
+// LoadPage is the part of a LoadResponse that a client reads back: decoding
+// into it skips the echoed id and type without allocating them.
+type LoadPage struct {
+	AggregateVersion int64             `json:"aggregateVersion"`
+	Events           []transport.Event `json:"events"`
+	HasMore          bool              `json:"hasMore"`
+}
+
 // StoreRequest is the body of POST /aggregates/{type}/{id}/events.
 type StoreRequest struct {
 	Events          []transport.Event `json:"events"`
