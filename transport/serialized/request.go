@@ -157,7 +157,7 @@ func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
 		return response{}, c.errorf(cl, transport.ErrUnavailable, 0, "%v", scrub(err)), true
 	}
 	defer resp.Body.Close()
-	data, rerr := io.ReadAll(io.LimitReader(resp.Body, c.maxResp+1))
+	data, rerr := readBody(resp, c.maxResp)
 	if debug {
 		c.log.Debug("request", c.fields(cl, resp.StatusCode, began)...)
 	}
@@ -190,6 +190,34 @@ func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
 		return response{}, e, true
 	}
 	return response{}, e, false
+}
+
+// readBody reads a response body of at most limit bytes; a longer one
+// comes back with limit+1 bytes, for the caller to reject. A body of
+// declared length is read into a buffer of exactly that size: no growing,
+// and an empty body allocates nothing.
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	n := resp.ContentLength
+	if n < 0 || n > limit {
+		return io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	}
+	var data []byte
+	if n > 0 {
+		data = make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, data); err != nil {
+			return nil, err
+		}
+	}
+	// Read on to the end, so a short body is an error and the connection
+	// goes back to the pool.
+	var probe [1]byte
+	if _, err := io.ReadFull(resp.Body, probe[:]); err != io.EOF {
+		if err == nil {
+			err = errors.New("body longer than its Content-Length")
+		}
+		return nil, err
+	}
+	return data, nil
 }
 
 func (c *Client) fields(cl call, status int, began time.Time, extra ...zap.Field) []zap.Field {
