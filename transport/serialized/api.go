@@ -36,7 +36,7 @@ func (c *Client) Load(ctx context.Context, ref transport.Ref, since int64, limit
 		return transport.Page{}, err
 	}
 	var lr wire.LoadPage
-	if err := json.Unmarshal(res.body, &lr); err != nil {
+	if err := wire.DecodeLoadPage(res.body, &lr); err != nil {
 		e := transport.NewError(op, ref, transport.ErrUnavailable)
 		e.StatusCode, e.Messages = res.status, []string{"malformed response: " + err.Error()}
 		return transport.Page{}, e

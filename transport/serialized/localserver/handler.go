@@ -328,8 +328,13 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) (status 
 	if len(bytes.TrimSpace(buf.Bytes())) == 0 {
 		return http.StatusUnprocessableEntity, errors.New("empty request body")
 	}
-	// Unmarshal rejects anything after the one value.
-	if err := json.Unmarshal(buf.Bytes(), v); err != nil {
+	// Both reject anything after the one value.
+	if req, ok := v.(*wire.StoreRequest); ok {
+		err = wire.DecodeStoreRequest(buf.Bytes(), req)
+	} else {
+		err = json.Unmarshal(buf.Bytes(), v)
+	}
+	if err != nil {
 		return http.StatusUnprocessableEntity, fmt.Errorf("invalid JSON: %v", err)
 	}
 	return 0, nil

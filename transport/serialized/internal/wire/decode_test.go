@@ -1,0 +1,149 @@
+package wire
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const typicalPage = `{"aggregateId":"2c3cf88c-ee88-427e-818a-ab0267511c84","aggregateType":"order","aggregateVersion":3,` +
+	`"events":[{"eventId":"9b2f3c1e-0d6a-4c1e-8f0e-2f6d1a0b7c55","eventType":"OrderPlaced","data":{"sku":"a-1","qty":2,"tags":["x",{"y":[1,2]}]}},` +
+	`{"eventId":"1d0f3c1e-0d6a-4c1e-8f0e-2f6d1a0b7c56","eventType":"OrderPaid","data":{"amount":12.5},"encryptedData":"c2VjcmV0"}],"hasMore":true}`
+
+const typicalStore = `{"events":[{"eventId":"9b2f3c1e-0d6a-4c1e-8f0e-2f6d1a0b7c55","eventType":"Counted","data":{"by":1}}],"expectedVersion":7}`
+
+// decodeInputs are bodies that the fast path must either decode exactly as
+// encoding/json does or hand over to it.
+var decodeInputs = []string{
+	typicalPage,
+	typicalStore,
+	`{"events":[],"expectedVersion":0}`,
+	`{"events":[{"eventType":"A1","data":1}]}`,
+	`{"aggregateVersion":1,"events":[],"hasMore":false}`,
+	" \n{ \"aggregateVersion\" : 2 , \"events\" : [ { \"eventType\" : \"Xy1\" , \"data\" : [ 1 , \"]}\" , { } ] } ] , \"hasMore\" : false } \t",
+	`{"aggregateVersion":1,"events":[{"eventType":"A","data":"a \"quoted\" }] string"}]}`,
+	`{"aggregateVersion":1,"events":[{"eventType":"A","data":{"k":"\\"}}]}`,
+	`{"aggregateVersion":1,"events":[{"eventType":"Caf\u00e9"}]}`,
+	`{"aggregateVersion":1,"events":[{"eventType":"Café"}]}`,
+	`{"aggregateVersion":1,"events":[{"eventType":"A\nB"}]}`,
+	"{\"aggregateVersion\":1,\"events\":[{\"eventType\":\"\xff\"}]}",
+	`{"aggregateVersion":1,"events":[{"eventType":"A","data":null}]}`,
+	`{"aggregateVersion":1,"events":null}`,
+	`{"aggregateVersion":1,"events":[null]}`,
+	`{"aggregateVersion":null,"hasMore":null}`,
+	`{"aggregateVersion":1e3}`,
+	`{"aggregateVersion":1.0}`,
+	`{"aggregateVersion":-0}`,
+	`{"aggregateVersion":99999999999999999999}`,
+	`{"aggregateVersion":"3"}`,
+	`{"AggregateVersion":4}`,
+	`{"aggregateVersion":1,"AGGREGATEVERSION":5}`,
+	`{"events":[{"EventType":"A"}]}`,
+	`{"events":[{"eventType":"A","eventType":"B"}]}`,
+	`{"events":[{"eventType":"A"}],"events":[{"eventType":"B"},{"eventType":"C"}]}`,
+	`{"expectedVersion":"3","events":[]}`,
+	`{"expectedVersion":null,"events":[]}`,
+	`{"expectedVersion":3.5}`,
+	`{"expectedVersion":3,"expectedVersion":4}`,
+	`{"unknown":{"a":[1,{"b":"}"}]},"other":"x","n":-1.5e7,"t":true,"f":false,"z":null,"events":[]}`,
+	`{"events":[{"eventType":"A","extra":{"nested":[{}]},"eventId":""}]}`,
+	`{"hasMore":true}`,
+	`{"hasMore":"true"}`,
+	`{"events":{}}`,
+	`{"events":"x"}`,
+	`{"events":[1]}`,
+	`{"events":[{"eventType":1}]}`,
+	`{"events":[{"eventId":null}]}`,
+	`{"k\u0065y":1}`,
+	`{}`,
+	`[]`,
+	`null`,
+	`""`,
+	``,
+	`{`,
+	`{"events":[}`,
+	`{"events":[]} trailing`,
+	`{"events":[]}{}`,
+}
+
+// agree checks one input against encoding/json for both body types.
+func agree(t *testing.T, in []byte) {
+	t.Helper()
+	var want, got LoadPage
+	wantErr := json.Unmarshal(in, &want)
+	gotErr := DecodeLoadPage(in, &got)
+	assert.Equal(t, wantErr, gotErr, "load page error for %q", in)
+	assert.Equal(t, want, got, "load page for %q", in)
+
+	var wantS, gotS StoreRequest
+	wantErr = json.Unmarshal(in, &wantS)
+	gotErr = DecodeStoreRequest(in, &gotS)
+	assert.Equal(t, wantErr, gotErr, "store request error for %q", in)
+	assert.Equal(t, wantS, gotS, "store request for %q", in)
+}
+
+func TestDecodeAgreesWithEncodingJSON(t *testing.T) {
+	for _, in := range decodeInputs {
+		agree(t, []byte(in))
+	}
+}
+
+// The fast path must be taken for what the API and our client send;
+// otherwise it is dead code and the bodies pay for reflection again.
+func TestDecodeTakesTheFastPathForTypicalBodies(t *testing.T) {
+	var p LoadPage
+	d := decoder{data: []byte(typicalPage)}
+	require.True(t, d.loadPage(&p))
+	assert.Equal(t, int64(3), p.AggregateVersion)
+	require.Len(t, p.Events, 2)
+	assert.Equal(t, `{"sku":"a-1","qty":2,"tags":["x",{"y":[1,2]}]}`, string(p.Events[0].Data))
+	assert.Equal(t, "c2VjcmV0", p.Events[1].EncryptedData)
+	assert.True(t, p.HasMore)
+
+	var r StoreRequest
+	d = decoder{data: []byte(typicalStore)}
+	require.True(t, d.storeRequest(&r))
+	require.NotNil(t, r.ExpectedVersion)
+	assert.Equal(t, Version(7), *r.ExpectedVersion)
+	assert.Equal(t, "Counted", r.Events[0].EventType)
+
+	// The decoded data must not share memory with the body, which the
+	// server reuses for the next request.
+	body := []byte(typicalStore)
+	require.NoError(t, DecodeStoreRequest(body, &r))
+	for i := range body {
+		body[i] = 'x'
+	}
+	assert.Equal(t, `{"by":1}`, string(r.Events[0].Data))
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, in := range decodeInputs {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) { agree(t, in) })
+}
+
+func BenchmarkDecodeLoadPage(b *testing.B) {
+	body := []byte(typicalPage)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var p LoadPage
+			if err := DecodeLoadPage(body, &p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var p LoadPage
+			if err := json.Unmarshal(body, &p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
