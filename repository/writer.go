@@ -11,6 +11,7 @@ import (
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/eventbus"
+	"github.com/sourced-go/sourced/internal/retry"
 	"github.com/sourced-go/sourced/transport"
 )
 
@@ -102,7 +103,8 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 			zap.String("tenant", w.ref.Tenant), zap.Int("attempt", attempt),
 			zap.Duration("wait", wait), zap.Error(err))
 	}
-	err := backoff.RetryNotify(op, backoff.WithContext(w.repo.cfg.retry(), ctx), notify)
+	// The policy is built only if the first attempt fails.
+	err := retry.Run(ctx, op, w.repo.cfg.retry, notify)
 	if err != nil {
 		if len(w.unresolved) > 0 && !errors.Is(err, transport.ErrAmbiguous) {
 			// The last error is not the ambiguous one, but an earlier batch

@@ -53,7 +53,7 @@ func (c *Client) Store(ctx context.Context, ref transport.Ref, events []transpor
 	if err := transport.CheckStore(ref, events, expected); err != nil {
 		return err
 	}
-	body, err := json.Marshal(wire.StoreRequest{Events: events, ExpectedVersion: wire.FromExpected(expected)})
+	body, err := wire.EncodeStoreRequest(wire.StoreRequest{Events: events, ExpectedVersion: wire.FromExpected(expected)})
 	if err != nil {
 		return invalid(op, ref, err)
 	}

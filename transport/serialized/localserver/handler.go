@@ -213,6 +213,11 @@ var jsonContentType = []string{"application/json"}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
+	writeBody(w, status, b, err)
+}
+
+// writeBody writes an encoded JSON body, or a 500 if encoding failed.
+func writeBody(w http.ResponseWriter, status int, b []byte, err error) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"code":500,"message":"encoding failed"}`)
 	}

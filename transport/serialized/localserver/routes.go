@@ -43,8 +43,9 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 	if events == nil {
 		events = []transport.Event{}
 	}
-	writeJSON(w, http.StatusOK, wire.LoadResponse{AggregateID: ref.ID, AggregateType: ref.Type,
+	body, err := wire.EncodeLoadResponse(wire.LoadResponse{AggregateID: ref.ID, AggregateType: ref.Type,
 		AggregateVersion: page.Version, Events: events, HasMore: page.HasMore})
+	writeBody(w, http.StatusOK, body, err)
 }
 
 // etagOf names one page of one version: "version-since-limit".

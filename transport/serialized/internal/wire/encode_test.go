@@ -1,0 +1,83 @@
+package wire
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/transport"
+)
+
+// encodeSame checks both encoders against json.Marshal for one event.
+func encodeSame(t *testing.T, e transport.Event, expected *Version) {
+	t.Helper()
+	events := []transport.Event{e, {EventType: "Second", Data: json.RawMessage(`{"n":2}`)}}
+	sr := StoreRequest{Events: events, ExpectedVersion: expected}
+	want, wantErr := json.Marshal(sr)
+	got, gotErr := EncodeStoreRequest(sr)
+	require.Equal(t, wantErr == nil, gotErr == nil, "store request error for %#v: %v / %v", e, wantErr, gotErr)
+	assert.Equal(t, string(want), string(got), "store request for %#v", e)
+
+	lr := LoadResponse{AggregateID: e.EventID, AggregateType: e.EventType, AggregateVersion: 3, Events: events, HasMore: true}
+	want, wantErr = json.Marshal(lr)
+	got, gotErr = EncodeLoadResponse(lr)
+	require.Equal(t, wantErr == nil, gotErr == nil, "load response error for %#v: %v / %v", e, wantErr, gotErr)
+	assert.Equal(t, string(want), string(got), "load response for %#v", e)
+}
+
+var encodeInputs = []transport.Event{
+	{EventID: "9b2f3c1e-0d6a-4c1e-8f0e-2f6d1a0b7c55", EventType: "OrderPlaced", Data: json.RawMessage(`{"sku":"a-1","qty":2}`)},
+	{EventType: "A"},
+	{EventType: "", Data: json.RawMessage(`1`)},
+	{EventType: "T", Data: json.RawMessage(`{"title":"Printer on fire","n":[1,2,{"x":null}]}`)},
+	{EventType: "T", Data: json.RawMessage(`{ "spaced" : 1 }`)},
+	{EventType: "T", Data: json.RawMessage("{\"a\":\n1}")},
+	{EventType: "T", Data: json.RawMessage(`{"html":"<b>&amp;</b>"}`)},
+	{EventType: "T", Data: json.RawMessage(`{"esc":"a\"b\\c\u003c\n"}`)},
+	{EventType: "T", Data: json.RawMessage(`{"utf8":"café"}`)},
+	{EventType: "T", Data: json.RawMessage("{\"line\":\"\u2028\"}")},
+	{EventType: "T", Data: json.RawMessage(`{"broken":`)},
+	{EventType: "T", Data: json.RawMessage(`not json`)},
+	{EventType: "T", Data: json.RawMessage(`{"a":1} {"b":2}`)},
+	{EventType: "a\"b"},
+	{EventType: "a<b"},
+	{EventType: "tab\there"},
+	{EventType: "caf\u00e9"},
+	{EventType: "\xff"},
+	{EventType: "T", EncryptedData: "c2VjcmV0+/="},
+	{EventType: "T", EncryptedData: "with space & more"},
+}
+
+func TestEncodeMatchesEncodingJSON(t *testing.T) {
+	v := Version(0)
+	for _, e := range encodeInputs {
+		encodeSame(t, e, nil)
+		encodeSame(t, e, &v)
+	}
+	got, err := EncodeLoadResponse(LoadResponse{AggregateID: "x", AggregateType: "t"})
+	require.NoError(t, err)
+	want, _ := json.Marshal(LoadResponse{AggregateID: "x", AggregateType: "t"})
+	assert.Equal(t, string(want), string(got), "nil events")
+}
+
+func FuzzEncode(f *testing.F) {
+	for _, e := range encodeInputs {
+		f.Add(e.EventID, e.EventType, []byte(e.Data), e.EncryptedData, int64(3))
+	}
+	f.Fuzz(func(t *testing.T, id, typ string, data []byte, encrypted string, version int64) {
+		v := Version(version)
+		encodeSame(t, transport.Event{EventID: id, EventType: typ, Data: data, EncryptedData: encrypted}, &v)
+	})
+}
+
+// The fast path must be taken for what the repository records: one
+// allocation, the body itself (json.Marshal makes more).
+func TestEncodeTakesTheFastPathForTypicalBodies(t *testing.T) {
+	v := Version(7)
+	sr := StoreRequest{Events: encodeInputs[:1], ExpectedVersion: &v}
+	assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _, _ = EncodeStoreRequest(sr) }))
+	lr := LoadResponse{AggregateID: "2c3cf88c-ee88-427e-818a-ab0267511c84", AggregateType: "order", Events: encodeInputs[:1]}
+	assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _, _ = EncodeLoadResponse(lr) }))
+}
