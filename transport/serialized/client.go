@@ -186,12 +186,14 @@ var (
 	_ transport.Lister    = (*Client)(nil)
 )
 
-// newHTTPClient is the default: pooled connections and bounded dials.
+// newHTTPClient is the default: pooled connections and bounded dials. It
+// sets no ResponseHeaderTimeout: each attempt's context bounds the whole
+// exchange already (WithTimeout), and a second timer per request would
+// only cost time.
 func newHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = 10 * time.Second
-	t.ResponseHeaderTimeout = DefaultTimeout
 	t.MaxIdleConns = 100
 	t.MaxIdleConnsPerHost = 64
 	t.IdleConnTimeout = 90 * time.Second
