@@ -22,9 +22,11 @@ type Server struct {
 
 // NewServer starts serving the API over backend (a fresh memory transport
 // when nil) on 127.0.0.1 at a free port. It panics if it cannot listen, as
-// httptest.NewServer does; use Listen for an error instead.
+// httptest.NewServer does; use Listen for an error instead. Like
+// httptest.Server it sets no read, write or idle timeouts: it serves the
+// test that started it, over loopback, and Close ends every connection.
 func NewServer(backend transport.Transport, opts ...Option) *Server {
-	s, err := Listen("127.0.0.1:0", backend, opts...)
+	s, err := listen("127.0.0.1:0", backend, false, opts...)
 	if err != nil {
 		panic("localserver: " + err.Error())
 	}
@@ -32,8 +34,14 @@ func NewServer(backend transport.Transport, opts ...Option) *Server {
 }
 
 // Listen starts serving the API over backend (a fresh memory transport when
-// nil) on addr.
+// nil) on addr, with the timeouts a server reachable by other processes
+// needs: headers within 10 s, whole requests and responses within 60 s,
+// idle connections closed after 2 minutes.
 func Listen(addr string, backend transport.Transport, opts ...Option) (*Server, error) {
+	return listen(addr, backend, true, opts...)
+}
+
+func listen(addr string, backend transport.Transport, timeouts bool, opts ...Option) (*Server, error) {
 	if backend == nil {
 		backend = memory.New()
 	}
@@ -41,19 +49,14 @@ func Listen(addr string, backend transport.Transport, opts ...Option) (*Server, 
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
-		URL:      "http://" + l.Addr().String(),
-		listener: l,
-		srv: &http.Server{
-			Handler:           NewHandler(backend, opts...),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       60 * time.Second,
-			WriteTimeout:      60 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    64 << 10,
-		},
-		done: make(chan struct{}),
+	srv := &http.Server{Handler: NewHandler(backend, opts...), MaxHeaderBytes: 64 << 10}
+	if timeouts {
+		srv.ReadHeaderTimeout = 10 * time.Second
+		srv.ReadTimeout = 60 * time.Second
+		srv.WriteTimeout = 60 * time.Second
+		srv.IdleTimeout = 2 * time.Minute
 	}
+	s := &Server{URL: "http://" + l.Addr().String(), listener: l, srv: srv, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		_ = s.srv.Serve(l)
