@@ -9,17 +9,16 @@ import (
 )
 
 // DecodeLoadPage decodes a load response into p, exactly as json.Unmarshal
-// would. The bodies this API sends take a fast path that reads them without
-// reflection; anything out of the ordinary (escaped strings, non-ASCII,
-// nulls, unusual numbers, keys that differ only in case) is handed to
-// json.Unmarshal, so the result, and the error, never differ.
+// would. The bodies this API sends take a fast path that checks and reads
+// them in one pass, without reflection; anything out of the ordinary
+// (invalid JSON, escaped strings, non-ASCII, nulls, unusual numbers, keys
+// that differ only in case, deep nesting) is handed to json.Unmarshal, so
+// the result, and the error, never differ.
 func DecodeLoadPage(data []byte, p *LoadPage) error {
-	if json.Valid(data) {
-		var fast LoadPage
-		if d := (decoder{data: data}); d.loadPage(&fast) {
-			*p = fast
-			return nil
-		}
+	var fast LoadPage
+	if d := (decoder{data: data}); d.loadPage(&fast) {
+		*p = fast
+		return nil
 	}
 	return json.Unmarshal(data, p)
 }
@@ -27,19 +26,22 @@ func DecodeLoadPage(data []byte, p *LoadPage) error {
 // DecodeStoreRequest decodes a store request body into r, exactly as
 // json.Unmarshal would; see DecodeLoadPage.
 func DecodeStoreRequest(data []byte, r *StoreRequest) error {
-	if json.Valid(data) {
-		var fast StoreRequest
-		if d := (decoder{data: data}); d.storeRequest(&fast) {
-			*r = fast
-			return nil
-		}
+	var fast StoreRequest
+	if d := (decoder{data: data}); d.storeRequest(&fast) {
+		*r = fast
+		return nil
 	}
 	return json.Unmarshal(data, r)
 }
 
-// decoder reads JSON that json.Valid has accepted. Each method reports
-// false for anything it does not handle exactly as encoding/json does,
-// and the caller then falls back to encoding/json.
+// maxDepth bounds the nesting the fast path follows; deeper values are left
+// to encoding/json.
+const maxDepth = 64
+
+// decoder reads JSON and checks it as it goes: everything it accepts is
+// valid JSON. Each method reports false for anything invalid or anything it
+// does not handle exactly as encoding/json does, and the caller then falls
+// back to encoding/json.
 type decoder struct {
 	data []byte
 	i    int
@@ -149,58 +151,167 @@ func equalFoldASCII(key []byte, name string) bool {
 	return true
 }
 
-// value returns the raw bytes of the next value, which json.Valid has
-// checked already.
+// value returns the raw bytes of the next value, checked to be valid JSON.
 func (d *decoder) value() ([]byte, bool) {
 	d.space()
 	start := d.i
-	if d.i >= len(d.data) {
+	if !d.skipValue(0) {
 		return nil, false
+	}
+	return d.data[start:d.i], true
+}
+
+// skipValue moves past one valid value at nesting depth depth.
+func (d *decoder) skipValue(depth int) bool {
+	if d.i >= len(d.data) {
+		return false
 	}
 	switch d.data[d.i] {
 	case '"':
-		d.skipString()
-	case '{', '[':
-		depth := 0
-	nested:
-		for d.i < len(d.data) {
-			switch d.data[d.i] {
-			case '"':
-				d.skipString()
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
+		return d.skipString()
+	case '{':
+		if depth >= maxDepth {
+			return false
+		}
+		d.i++
+		if d.next('}') {
+			return true
+		}
+		for {
+			d.space()
+			if !d.skipString() || !d.next(':') {
+				return false
 			}
-			d.i++
-			if depth == 0 {
-				break nested
+			d.space()
+			if !d.skipValue(depth + 1) {
+				return false
+			}
+			if d.next('}') {
+				return true
+			}
+			if !d.next(',') {
+				return false
 			}
 		}
-	default: // a number, true, false or null
-	literal:
-		for d.i < len(d.data) {
-			switch d.data[d.i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				break literal
-			}
-			d.i++
+	case '[':
+		if depth >= maxDepth {
+			return false
 		}
+		d.i++
+		if d.next(']') {
+			return true
+		}
+		for {
+			d.space()
+			if !d.skipValue(depth + 1) {
+				return false
+			}
+			if d.next(']') {
+				return true
+			}
+			if !d.next(',') {
+				return false
+			}
+		}
+	case 't':
+		return d.literal("true")
+	case 'f':
+		return d.literal("false")
+	case 'n':
+		return d.literal("null")
 	}
-	return d.data[start:d.i], d.i > start && d.i <= len(d.data)
+	return d.skipNumber()
 }
 
-// skipString moves past a string, escapes and all.
-func (d *decoder) skipString() {
-	d.i++ // the opening quote
-	for d.i < len(d.data) && d.data[d.i] != '"' {
-		if d.data[d.i] == '\\' {
+func (d *decoder) literal(word string) bool {
+	if len(d.data)-d.i < len(word) || string(d.data[d.i:d.i+len(word)]) != word {
+		return false
+	}
+	d.i += len(word)
+	return true
+}
+
+// skipString moves past a valid string: no control characters, and only
+// the escapes JSON defines. Other bytes pass as they are, as they do in
+// encoding/json.
+func (d *decoder) skipString() bool {
+	if d.i >= len(d.data) || d.data[d.i] != '"' {
+		return false
+	}
+	d.i++
+	for d.i < len(d.data) {
+		c := d.data[d.i]
+		switch {
+		case c == '"':
 			d.i++
+			return true
+		case c < 0x20:
+			return false
+		case c == '\\':
+			d.i++
+			if d.i >= len(d.data) {
+				return false
+			}
+			switch d.data[d.i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if len(d.data)-d.i < 5 {
+					return false
+				}
+				for _, h := range d.data[d.i+1 : d.i+5] {
+					if !isHex(h) {
+						return false
+					}
+				}
+				d.i += 4
+			default:
+				return false
+			}
 		}
 		d.i++
 	}
-	d.i++ // the closing quote
+	return false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// skipNumber moves past a valid number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func (d *decoder) skipNumber() bool {
+	if d.i < len(d.data) && d.data[d.i] == '-' {
+		d.i++
+	}
+	switch {
+	case d.i < len(d.data) && d.data[d.i] == '0':
+		d.i++
+	case d.digits() == 0:
+		return false
+	}
+	if d.i < len(d.data) && d.data[d.i] == '.' {
+		d.i++
+		if d.digits() == 0 {
+			return false
+		}
+	}
+	if d.i < len(d.data) && (d.data[d.i] == 'e' || d.data[d.i] == 'E') {
+		d.i++
+		if d.i < len(d.data) && (d.data[d.i] == '+' || d.data[d.i] == '-') {
+			d.i++
+		}
+		if d.digits() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) digits() int {
+	start := d.i
+	for d.i < len(d.data) && '0' <= d.data[d.i] && d.data[d.i] <= '9' {
+		d.i++
+	}
+	return d.i - start
 }
 
 // integer reads a JSON number that is an int64.
@@ -274,13 +385,21 @@ func (d *decoder) event(e *transport.Event) bool {
 	})
 }
 
+// A second "events" key is left to encoding/json, which decodes it into
+// the elements the first one made instead of replacing them.
+
 func (d *decoder) loadPage(p *LoadPage) bool {
+	seenEvents := false
 	return d.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
 		case "aggregateVersion":
 			p.AggregateVersion, ok = d.integer()
 		case "events":
+			if seenEvents {
+				return false
+			}
+			seenEvents = true
 			p.Events, ok = d.events()
 		case "hasMore":
 			p.HasMore, ok = d.boolean()
@@ -292,9 +411,14 @@ func (d *decoder) loadPage(p *LoadPage) bool {
 }
 
 func (d *decoder) storeRequest(r *StoreRequest) bool {
+	seenEvents := false
 	return d.object(func(key []byte) bool {
 		switch string(key) {
 		case "events":
+			if seenEvents {
+				return false
+			}
+			seenEvents = true
 			var ok bool
 			r.Events, ok = d.events()
 			return ok

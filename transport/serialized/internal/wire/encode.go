@@ -138,5 +138,6 @@ func plainCompact(raw []byte) bool {
 			return false
 		}
 	}
-	return json.Valid(raw)
+	d := decoder{data: raw}
+	return d.skipValue(0) && d.end()
 }
