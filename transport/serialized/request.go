@@ -113,8 +113,13 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 // attempt sends the request once. It returns the response, or an error and
 // whether trying again is safe and useful.
 func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
-	actx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
+	// Bound the attempt, unless the caller's context ends sooner anyway.
+	actx := ctx
+	if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) > c.timeout {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 	// Only a store needs to know whether it went out: reads are repeatable.
 	store := cl.method == http.MethodPost
 	var wrote atomic.Bool
