@@ -214,8 +214,9 @@ func New(opts ...Option) (*Client, error) {
 		return nil, err
 	}
 	u, err := url.Parse(strings.TrimRight(s.baseURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return nil, fmt.Errorf("serialized: base URL %q must be an http or https URL without credentials", redactURL(s.baseURL))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("serialized: base URL %q must be an http or https URL without credentials, query or fragment", redactURL(s.baseURL))
 	}
 	if s.hc == nil {
 		s.hc = newHTTPClient()

@@ -320,7 +320,8 @@ func TestNoRequestForBadInput(t *testing.T) {
 }
 
 func TestConfiguration(t *testing.T) {
-	for _, u := range []string{"ftp://x", "not a url", "http://", "https://user:pw@api.example.com"} {
+	for _, u := range []string{"ftp://x", "not a url", "http://", "https://user:pw@api.example.com",
+		"https://api.example.com?x=1", "https://api.example.com/?", "https://api.example.com#top"} {
 		_, err := serialized.New(serialized.WithBaseURL(u))
 		assert.Error(t, err, u)
 		if err != nil {
@@ -330,6 +331,9 @@ func TestConfiguration(t *testing.T) {
 	c, err := serialized.New()
 	require.NoError(t, err)
 	assert.Equal(t, serialized.DefaultBaseURL, c.BaseURL())
+	c, err = serialized.New(serialized.WithBaseURL("http://127.0.0.1:8080/prefix/"))
+	require.NoError(t, err)
+	assert.Equal(t, "http://127.0.0.1:8080/prefix", c.BaseURL(), "a path is kept, its trailing slash dropped")
 
 	_, err = serialized.New(serialized.WithEnv(func(string) string { return "" }))
 	require.Error(t, err)
@@ -377,4 +381,19 @@ func TestErrorsAreTransportErrors(t *testing.T) {
 	var e *transport.Error
 	require.True(t, errors.As(err, &e))
 	assert.Equal(t, 418, e.StatusCode)
+}
+
+func TestBaseURLPathAndQuery(t *testing.T) {
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.URL.RequestURI()
+		_, _ = w.Write([]byte(page))
+	}))
+	defer srv.Close()
+	c, err := serialized.New(serialized.WithBaseURL(srv.URL+"/prefix/"), serialized.WithKeys(testAccess, testSecret))
+	require.NoError(t, err)
+	r := ref()
+	_, err = c.Load(context.Background(), r, 3, 20)
+	require.NoError(t, err)
+	assert.Equal(t, "/prefix/aggregates/"+r.Type+"/"+r.ID+"?since=3&limit=20", got)
 }
