@@ -59,8 +59,12 @@ func WithKeys(accessKey, secretKey string) Option {
 	return func(s *settings) { s.access, s.secret = accessKey, secretKey }
 }
 
-// WithHTTPClient uses hc for every request (its Transport and Jar; the
-// Client's own timeout applies per attempt through the request context).
+// WithHTTPClient sends every request through hc: its Transport, Jar and
+// redirect policy (the Client's own timeout applies per attempt through the
+// request context). net/http follows redirects by default and carries the
+// request's headers along, the keys among them: unless the API is behind a
+// redirect you trust, give hc a CheckRedirect that returns
+// http.ErrUseLastResponse. The default client follows no redirect.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(s *settings) {
 		if hc != nil {
@@ -172,7 +176,9 @@ type Client struct {
 	headers requestHeaders
 	access  string
 	secret  string
-	hc      *http.Client
+	// send makes one exchange: the default transport's RoundTrip, which
+	// follows no redirect, or a caller's http.Client's Do.
+	send    func(*http.Request) (*http.Response, error)
 	log     *zap.Logger
 	retry   func() backoff.BackOff
 	timeout time.Duration
@@ -186,18 +192,20 @@ var (
 	_ transport.Lister    = (*Client)(nil)
 )
 
-// newHTTPClient is the default: pooled connections and bounded dials. It
+// newTransport is the default: pooled connections and bounded dials. It
 // sets no ResponseHeaderTimeout: each attempt's context bounds the whole
 // exchange already (WithTimeout), and a second timer per request would
-// only cost time.
-func newHTTPClient() *http.Client {
+// only cost time. The client calls its RoundTrip directly: no redirect is
+// followed (a redirect would carry the keys to wherever it points), and
+// no http.Client copies each request's headers for one.
+func newTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = 10 * time.Second
 	t.MaxIdleConns = 100
 	t.MaxIdleConnsPerHost = 64
 	t.IdleConnTimeout = 90 * time.Second
-	return &http.Client{Transport: t}
+	return t
 }
 
 // New returns a client. It fails for a malformed base URL or options that
@@ -218,11 +226,12 @@ func New(opts ...Option) (*Client, error) {
 		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("serialized: base URL %q must be an http or https URL without credentials, query or fragment", redactURL(s.baseURL))
 	}
-	if s.hc == nil {
-		s.hc = newHTTPClient()
+	send := newTransport().RoundTrip
+	if s.hc != nil {
+		send = s.hc.Do
 	}
 	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret),
-		access: s.access, secret: s.secret, hc: s.hc, log: s.log, retry: s.retry,
+		access: s.access, secret: s.secret, send: send, log: s.log, retry: s.retry,
 		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now}, nil
 }
 

@@ -397,3 +397,24 @@ func TestBaseURLPathAndQuery(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "/prefix/aggregates/"+r.Type+"/"+r.ID+"?since=3&limit=20", got)
 }
+
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	var reached atomic.Int64
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		_, _ = w.Write([]byte(page))
+	}))
+	defer elsewhere.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+r.URL.RequestURI(), http.StatusFound)
+	}))
+	defer srv.Close()
+	c, err := serialized.New(serialized.WithBaseURL(srv.URL), serialized.WithKeys(testAccess, testSecret))
+	require.NoError(t, err)
+	_, err = c.Load(context.Background(), ref(), 0, 0)
+	var te *transport.Error
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, http.StatusFound, te.StatusCode)
+	assert.ErrorContains(t, err, "redirect")
+	assert.Zero(t, reached.Load(), "the keys never travel to where a redirect points")
+}

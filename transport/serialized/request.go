@@ -147,7 +147,7 @@ func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
 	if debug {
 		began = time.Now()
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		sent := wrote.Load()
 		if debug {
@@ -254,6 +254,10 @@ func (c *Client) statusError(cl call, resp *http.Response, body []byte) *transpo
 	}
 	e := transport.NewError(cl.op, cl.ref, kind)
 	e.StatusCode = resp.StatusCode
+	if resp.StatusCode/100 == 3 {
+		e.Messages = []string{"the server answered with a redirect, which the client does not follow"}
+		return e
+	}
 	var er wire.ErrorResponse
 	if len(body) > 0 && json.Unmarshal(body, &er) == nil {
 		e.Messages = er.Errors
