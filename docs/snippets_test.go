@@ -186,7 +186,11 @@ func operations(logger *zap.Logger, store transport.Transport) {
 	client, err := serialized.New(
 		serialized.WithKeys("access", "secret"),
 		serialized.WithTimeout(10*time.Second),
-		serialized.WithHTTPClient(&http.Client{Transport: http.DefaultTransport}),
+		serialized.WithHTTPClient(&http.Client{
+			Transport: http.DefaultTransport,
+			// Redirects would carry the keys along: refuse them.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}),
 		serialized.WithRetry(func() backoff.BackOff {
 			return backoff.WithMaxRetries(backoff.NewExponentialBackOff(), 3)
 		}),
