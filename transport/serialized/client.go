@@ -230,31 +230,49 @@ func New(opts ...Option) (*Client, error) {
 	if s.hc != nil {
 		send = s.hc.Do
 	}
-	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret),
+	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret, s.hc == nil),
 		access: s.access, secret: s.secret, send: send, log: s.log, retry: s.retry,
 		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now}, nil
 }
 
-// requestHeaders are the header values every request carries, built once.
-// A request's header map shares these slices: net/http and a
+// requestHeaders are the headers every request carries, built once. A
+// request's header map shares their value slices: net/http and a
 // well-behaved RoundTripper only read a request's header values, and the
-// client never appends to them, so a request costs one map and no
-// canonicalising.
+// client never appends to them, so a request costs one map at most and no
+// canonicalising. With the default transport, which only reads a request's
+// header map too, a request without a tenant shares a whole map and costs
+// none; a caller's http.Client gets a map of its own every time, in case
+// its RoundTripper sets a header of its own on the request.
 type requestHeaders struct {
 	access, secret []string // nil without keys
 	json           []string
+	// shared maps for the default transport: without and with a body
+	plain, withBody http.Header
 }
 
-func newRequestHeaders(access, secret string) requestHeaders {
+func newRequestHeaders(access, secret string, share bool) requestHeaders {
 	h := requestHeaders{json: []string{"application/json"}}
 	if access != "" || secret != "" {
 		h.access, h.secret = []string{access}, []string{secret}
 	}
+	if share {
+		h.plain, h.withBody = h.build(false, ""), h.build(true, "")
+	}
 	return h
 }
 
-// header returns a new header map for one request.
+// header returns the header map of one request.
 func (h requestHeaders) header(withBody bool, tenant string) http.Header {
+	switch {
+	case tenant != "" || h.plain == nil:
+		return h.build(withBody, tenant)
+	case withBody:
+		return h.withBody
+	}
+	return h.plain
+}
+
+func (h requestHeaders) build(withBody bool, tenant string) http.Header {
 	hd := make(http.Header, 4)
 	if h.access != nil {
 		hd[wire.HeaderAccessKey] = h.access
