@@ -94,6 +94,11 @@ type handler struct {
 	// appends to these slices, so sharing them is safe.
 	limitValue []string
 	resetValue []string
+	jsonType   []string // the Content-Type of a load's body, shared the same way
+
+	// bodies hold request bodies while they are decoded; decoding copies
+	// what it keeps, so a buffer goes back to the pool at once.
+	bodies sync.Pool
 }
 
 // NewHandler returns the API over backend (a fresh memory transport when
@@ -108,6 +113,8 @@ func NewHandler(backend transport.Transport, opts ...Option) http.Handler {
 		o(h)
 	}
 	h.limitValue = []string{strconv.Itoa(h.limit)}
+	h.jsonType = []string{"application/json"}
+	h.bodies.New = func() any { return new(bytes.Buffer) }
 	m := http.NewServeMux()
 	m.HandleFunc("GET /aggregates/{type}/{id}", h.load)
 	m.HandleFunc("HEAD /aggregates/{type}/{id}", h.exists)
@@ -208,21 +215,19 @@ func (h *handler) rate(w http.ResponseWriter) bool {
 	return used <= h.limit
 }
 
-// jsonContentType is shared by every response: see limitValue.
-var jsonContentType = []string{"application/json"}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
-	writeBody(w, status, b, err)
+	writeBody(w, status, b, err, []string{"application/json"})
 }
 
-// writeBody writes an encoded JSON body, or a 500 if encoding failed.
-func writeBody(w http.ResponseWriter, status int, b []byte, err error) {
+// writeBody writes an encoded JSON body, or a 500 if encoding failed, with
+// contentType as the Content-Type header's value.
+func writeBody(w http.ResponseWriter, status int, b []byte, err error, contentType []string) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"code":500,"message":"encoding failed"}`)
 	}
 	hd := w.Header()
-	hd["Content-Type"] = jsonContentType
+	hd["Content-Type"] = contentType
 	hd["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
@@ -309,18 +314,14 @@ func intParam(q url.Values, name string, def int64) (int64, error) {
 	return n, nil
 }
 
-// bodyBuffers hold request bodies while they are decoded; decoding copies
-// what it keeps, so a buffer goes back to the pool at once.
-var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
 // decode reads a JSON body within the size bound; a second value or
 // trailing garbage is an error.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) (status int, err error) {
-	buf := bodyBuffers.Get().(*bytes.Buffer)
+	buf := h.bodies.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= 64<<10 { // do not pin the memory of a rare large body
 			buf.Reset()
-			bodyBuffers.Put(buf)
+			h.bodies.Put(buf)
 		}
 	}()
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody)); err != nil {

@@ -45,7 +45,7 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := wire.EncodeLoadResponse(wire.LoadResponse{AggregateID: ref.ID, AggregateType: ref.Type,
 		AggregateVersion: page.Version, Events: events, HasMore: page.HasMore})
-	writeBody(w, http.StatusOK, body, err)
+	writeBody(w, http.StatusOK, body, err, h.jsonType)
 }
 
 // etagOf names one page of one version: "version-since-limit".
