@@ -94,22 +94,31 @@ func (d *decoder) plainString() ([]byte, bool) {
 // object reads the members of an object, calling member for each key with
 // the decoder at the member's value; member consumes the value.
 func (d *decoder) object(member func(key []byte) bool) bool {
-	if !d.next('{') {
-		return false
-	}
-	if d.next('}') {
-		return true
-	}
-	for {
+	return d.list('{', '}', func() bool {
 		key, ok := d.plainString()
 		if !ok || !d.next(':') {
 			return false
 		}
 		d.space()
-		if !member(key) {
+		return member(key)
+	})
+}
+
+// list reads open, then items separated by commas, then end; item reads
+// one item, starting at its first byte.
+func (d *decoder) list(open, end byte, item func() bool) bool {
+	if !d.next(open) {
+		return false
+	}
+	if d.next(end) {
+		return true
+	}
+	for {
+		d.space()
+		if !item() {
 			return false
 		}
-		if d.next('}') {
+		if d.next(end) {
 			return true
 		}
 		if !d.next(',') {
@@ -169,50 +178,16 @@ func (d *decoder) skipValue(depth int) bool {
 	switch d.data[d.i] {
 	case '"':
 		return d.skipString()
+	case '[':
+		return depth < maxDepth && d.list('[', ']', func() bool { return d.skipValue(depth + 1) })
 	case '{':
-		if depth >= maxDepth {
-			return false
-		}
-		d.i++
-		if d.next('}') {
-			return true
-		}
-		for {
-			d.space()
+		return depth < maxDepth && d.list('{', '}', func() bool {
 			if !d.skipString() || !d.next(':') {
 				return false
 			}
 			d.space()
-			if !d.skipValue(depth + 1) {
-				return false
-			}
-			if d.next('}') {
-				return true
-			}
-			if !d.next(',') {
-				return false
-			}
-		}
-	case '[':
-		if depth >= maxDepth {
-			return false
-		}
-		d.i++
-		if d.next(']') {
-			return true
-		}
-		for {
-			d.space()
-			if !d.skipValue(depth + 1) {
-				return false
-			}
-			if d.next(']') {
-				return true
-			}
-			if !d.next(',') {
-				return false
-			}
-		}
+			return d.skipValue(depth + 1)
+		})
 	case 't':
 		return d.literal("true")
 	case 'f':
@@ -336,26 +311,16 @@ func (d *decoder) boolean() (bool, bool) {
 }
 
 func (d *decoder) events() ([]transport.Event, bool) {
-	if !d.next('[') {
-		return nil, false
-	}
 	events := []transport.Event{}
-	if d.next(']') {
-		return events, true
-	}
-	for {
+	ok := d.list('[', ']', func() bool {
 		var e transport.Event
 		if !d.event(&e) {
-			return nil, false
+			return false
 		}
 		events = append(events, e)
-		if d.next(']') {
-			return events, true
-		}
-		if !d.next(',') {
-			return nil, false
-		}
-	}
+		return true
+	})
+	return events, ok
 }
 
 func (d *decoder) event(e *transport.Event) bool {
