@@ -325,34 +325,35 @@ func (d *decoder) events() ([]transport.Event, bool) {
 
 func (d *decoder) event(e *transport.Event) bool {
 	return d.object(func(key []byte) bool {
+		var ok bool
 		switch string(key) {
 		case "eventId":
-			s, ok := d.plainString()
-			e.EventID = string(s)
-			return ok
+			e.EventID, ok = d.text()
 		case "eventType":
-			s, ok := d.plainString()
-			e.EventType = string(s)
-			return ok
+			e.EventType, ok = d.text()
 		case "encryptedData":
-			s, ok := d.plainString()
-			e.EncryptedData = string(s)
-			return ok
+			e.EncryptedData, ok = d.text()
 		case "data":
-			raw, ok := d.value()
-			if !ok || bytes.Equal(raw, []byte("null")) {
-				return false
-			}
+			var raw []byte
+			raw, ok = d.value()
+			ok = ok && !bytes.Equal(raw, []byte("null"))
 			e.Data = append(json.RawMessage(nil), raw...)
-			return true
+		default:
+			ok = d.unknown(key, "eventId", "eventType", "encryptedData", "data")
 		}
-		return d.unknown(key, "eventId", "eventType", "encryptedData", "data")
+		return ok
 	})
 }
 
-// A second "events" key is left to encoding/json, which decodes it into
-// the elements the first one made instead of replacing them.
+// text reads a plainString into a Go string.
+func (d *decoder) text() (string, bool) {
+	s, ok := d.plainString()
+	return string(s), ok
+}
 
+// loadPage and storeRequest leave a second "events" key to encoding/json,
+// which decodes it into the elements the first one made instead of
+// replacing them.
 func (d *decoder) loadPage(p *LoadPage) bool {
 	seenEvents := false
 	return d.object(func(key []byte) bool {
