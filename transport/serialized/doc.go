@@ -12,7 +12,8 @@
 // NewFromEnv reads SERIALIZED_ACCESS_KEY and SERIALIZED_SECRET_ACCESS_KEY,
 // and SERIALIZED_BASE_URL when set. The default HTTP client reuses
 // connections and times out as the official Java client does: 10 s to
-// connect, 60 s for a request.
+// connect, 60 s for a request. It follows no redirect: one would carry the
+// keys to wherever it points, so a 3xx answer is an error.
 //
 // # Errors
 //
@@ -40,6 +41,8 @@
 // # Secrets
 //
 // The keys go into request headers and nowhere else: not in logs, error
-// messages or panics, and a Client prints them masked. Names and ids are
+// messages or panics, and a Client prints them masked. With WithHTTPClient,
+// refuse redirects in that client's CheckRedirect, or they carry the keys
+// along. Names and ids are
 // validated before any request is sent.
 package serialized
