@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/sourced-go/sourced/internal/commitsignal"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/deletetoken"
 )
@@ -55,11 +56,14 @@ type Transport struct {
 	scopes  map[transport.Scope]map[string]*stream
 	tokens  *deletetoken.Registry
 	counter uint64
+	feeds   map[string]*feedLog // by tenant
+	signal  commitsignal.Signal // broadcast after every commit
 }
 
 var (
 	_ transport.Transport = (*Transport)(nil)
 	_ transport.Lister    = (*Transport)(nil)
+	_ transport.Feeder    = (*Transport)(nil)
 )
 
 // stream is one aggregate's history. events only grows (until a delete
@@ -78,6 +82,7 @@ func New(opts ...Option) *Transport {
 		now:    time.Now,
 		log:    zap.NewNop(),
 		scopes: make(map[transport.Scope]map[string]*stream),
+		feeds:  make(map[string]*feedLog),
 	}
 	for _, o := range opts {
 		o(t)
@@ -158,6 +163,7 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 		return err
 	}
 	t.mu.Lock()
+	defer t.signal.Broadcast()
 	defer t.mu.Unlock()
 	streams := t.scopes[ref.Scope()]
 	s := streams[ref.ID]
@@ -178,14 +184,15 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 		s = &stream{}
 		streams[ref.ID] = s
 	}
-	t.appendLocked(s, events)
+	t.appendLocked(ref, s, events)
 	return nil
 }
 
-func (t *Transport) appendLocked(s *stream, events []transport.Event) {
+func (t *Transport) appendLocked(ref transport.Ref, s *stream, events []transport.Event) {
 	s.events = copyEvents(s.events, events)
 	s.ends = append(s.ends, len(s.events))
 	s.updated = t.now()
+	t.recordLocked(ref, s)
 }
 
 // StoreBulk implements transport.Transport.
@@ -199,6 +206,7 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 		return err
 	}
 	t.mu.Lock()
+	defer t.signal.Broadcast()
 	defer t.mu.Unlock()
 	streams := t.scopes[scope]
 	for _, b := range batches {
@@ -222,7 +230,7 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 			s = &stream{}
 			streams[b.AggregateID] = s
 		}
-		t.appendLocked(s, b.Events)
+		t.appendLocked(transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}, s, b.Events)
 	}
 	return nil
 }
@@ -276,6 +284,7 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	} else {
 		delete(t.scopes[scope], target.ID)
 	}
+	t.forgetLocked(target)
 	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))
 	return nil
 }
