@@ -3,7 +3,14 @@
 // the Serialized Aggregates API: data round trips intact, paging by
 // batches, version arithmetic, optimistic concurrency under many writers,
 // exists, both delete flows, bulk atomicity, tenant isolation and input
-// validation.
+// validation. A transport that implements transport.Feeder also proves its
+// feed: commit order, every batch exactly once and whole, an exclusive since,
+// paging, type feeds and AllTypes, disjoint and complete partitions that
+// keep each aggregate's order, the event-type filter, heads and overviews,
+// bulk stores, deletes (numbers never reused), tenants, bad input refused
+// without waiting, long-polling reads that wake on commit and end with their
+// context, and 32 writers committing while 4 readers tail the feed: each
+// reader's sequence equals the final feed's.
 //
 // Run it from a test of your transport, with a constructor that returns a
 // fresh, empty store for every subtest:
@@ -91,6 +98,10 @@ func Run(t *testing.T, newTransport func(t *testing.T) transport.Transport, opts
 	t.Run("InvalidInput", s.invalidInput)
 	t.Run("Canceled", s.canceled)
 	t.Run("List", s.list)
+	probe := newTransport(t)
+	if _, ok := probe.(transport.Feeder); ok {
+		t.Run("Feed", s.feed)
+	}
 }
 
 type suite struct {
