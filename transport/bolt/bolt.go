@@ -13,12 +13,13 @@ import (
 	bbolterrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/zap"
 
+	"github.com/sourced-go/sourced/internal/commitsignal"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/deletetoken"
 )
 
 // Format is the file format this package writes and reads.
-const Format = "1"
+const Format = "2"
 
 var (
 	// ErrLocked: another process holds the file.
@@ -75,11 +76,13 @@ type Transport struct {
 	openTimeout time.Duration
 
 	tokens *deletetoken.Registry
+	signal commitsignal.Signal // broadcast after every commit
 }
 
 var (
 	_ transport.Transport = (*Transport)(nil)
 	_ transport.Lister    = (*Transport)(nil)
+	_ transport.Feeder    = (*Transport)(nil)
 )
 
 // Open opens or creates the event file at path.
@@ -112,14 +115,28 @@ func Open(path string, opts ...Option) (*Transport, error) {
 			if err := meta.Put(keyFormat, []byte(Format)); err != nil {
 				return err
 			}
+			if _, err = tx.CreateBucketIfNotExists(bucketFeeds); err != nil {
+				return err
+			}
 			_, err = tx.CreateBucketIfNotExists(bucketScopes)
 			return err
 		}
-		if f := string(meta.Get(keyFormat)); f != Format {
-			return fmt.Errorf("%w: format %q, this build reads %q", ErrUnknownFormat, f, Format)
+		f := string(meta.Get(keyFormat))
+		if f != Format && f != "1" {
+			return fmt.Errorf("%w: format %q, this build reads %q (and upgrades \"1\")", ErrUnknownFormat, f, Format)
 		}
 		if tx.Bucket(bucketScopes) == nil {
 			return fmt.Errorf("%w: no scopes bucket", ErrUnknownFormat)
+		}
+		if f == "1" {
+			// Format 1 had no feed: build it, once.
+			if err := migrateFeeds(tx); err != nil {
+				return err
+			}
+			return meta.Put(keyFormat, []byte(Format))
+		}
+		if tx.Bucket(bucketFeeds) == nil {
+			return fmt.Errorf("%w: no feeds bucket", ErrUnknownFormat)
 		}
 		return nil
 	})
@@ -249,7 +266,7 @@ func encodeBatch(events []transport.Event) ([]byte, error) {
 }
 
 // appendBatch writes one batch in tx, checking the expected version.
-func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data []byte, expected transport.ExpectedVersion, now time.Time) error {
+func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data []byte, events int, expected transport.ExpectedVersion, now time.Time) error {
 	scope, err := tx.Bucket(bucketScopes).CreateBucketIfNotExists(scopeKey(ref.Scope()))
 	if err != nil {
 		return err
@@ -272,6 +289,12 @@ func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data
 	if err := b.Put(versionKey(current+1), data); err != nil {
 		return err
 	}
+	if err := addEvents(b, events); err != nil {
+		return err
+	}
+	if err := recordFeed(tx, ref, current+1, now); err != nil {
+		return err
+	}
 	return writeMeta(b, aggMeta{version: current + 1, updated: now})
 }
 
@@ -289,10 +312,11 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 		return invalid(op, ref, err)
 	}
 	now := t.now()
-	err = t.db.Update(func(tx *bbolt.Tx) error { return t.appendBatch(tx, op, ref, data, expected, now) })
+	err = t.db.Update(func(tx *bbolt.Tx) error { return t.appendBatch(tx, op, ref, data, len(events), expected, now) })
 	if err != nil {
 		return storeFailed(op, ref, err)
 	}
+	t.signal.Broadcast()
 	return nil
 }
 
@@ -317,7 +341,7 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 	err := t.db.Update(func(tx *bbolt.Tx) error {
 		for i, b := range batches {
 			ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
-			if err := t.appendBatch(tx, op, ref, data[i], b.Expected, now); err != nil {
+			if err := t.appendBatch(tx, op, ref, data[i], len(b.Events), b.Expected, now); err != nil {
 				return err // the transaction rolls back: all or nothing
 			}
 		}
@@ -326,6 +350,7 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 	if err != nil {
 		return storeFailed(op, sref, err)
 	}
+	t.signal.Broadcast()
 	return nil
 }
 
@@ -382,6 +407,9 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	err := t.db.Update(func(tx *bbolt.Tx) error {
 		scopes := tx.Bucket(bucketScopes)
 		key := scopeKey(transport.Scope{Tenant: target.Tenant, Type: target.Type})
+		if err := forgetFeed(tx, target); err != nil {
+			return err
+		}
 		if target.AllOfType {
 			if scopes.Bucket(key) == nil {
 				return nil

@@ -9,11 +9,11 @@
 //
 // The local server keeps its data in such a file with -data path.
 //
-// # File layout (format 1)
+// # File layout (format 2)
 //
 // Root buckets:
 //
-//	meta                  key "format" = "1"
+//	meta                  key "format" = "2"
 //	scopes                one nested bucket per tenant and aggregate type
 //	  <tenant>"\x00"<type>  (tenant empty for the default tenant)
 //	    <aggregate id>      one nested bucket per aggregate (ids sort for List)
@@ -22,6 +22,23 @@
 //	      <version>         8 bytes, uint64 big-endian (so a cursor pages
 //	                        in version order): the batch, a JSON array of
 //	                        transport.Event
+//	      "events"          8 bytes: the aggregate's event count
+//	feeds                 one nested bucket per tenant, "t:"<tenant>
+//	  (bucket sequence)     the tenant's last feed sequence number
+//	  entries               <sequence> (8 bytes, big-endian) -> version,
+//	                        store time, aggregate type and id of the batch
+//	  heads                 <type> -> the type's newest sequence number
+//
+// # Feeds
+//
+// The transport implements transport.Feeder. A batch takes its sequence
+// number (bbolt's durable bucket sequence) inside the transaction that
+// writes it, and bbolt admits one writer at a time, so numbers are given in
+// commit order and a reader never sees a number before a lower one. Numbers
+// survive restarts and are never reused, not even after a delete. A feed
+// read that waits (FeedQuery.Wait) wakes when a batch of this process
+// commits. Files of format 1 are upgraded when opened: their feed is built
+// from the stored batches, each aggregate's in version order.
 //
 // One Store is one bbolt read-write transaction: it checks the expected
 // version, writes the batch under version+1 and the new meta, and commits
