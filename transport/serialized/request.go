@@ -31,6 +31,9 @@ type call struct {
 	// query is the encoded query string, without the '?'.
 	query string
 	body  []byte
+	// wait is how long the server may hold the request before it answers
+	// (a long-polling feed read); it stretches the attempt's timeout.
+	wait time.Duration
 }
 
 // response is what a successful attempt read.
@@ -115,10 +118,12 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
 	// Bound the attempt, unless the caller's context ends sooner anyway.
 	actx := ctx
-	if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) > c.timeout {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
+	if bound := c.timeout + cl.wait; true {
+		if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) > bound {
+			var cancel context.CancelFunc
+			actx, cancel = context.WithTimeout(ctx, bound)
+			defer cancel()
+		}
 	}
 	// Only a store needs to know whether it went out: reads are repeatable.
 	store := cl.method == http.MethodPost

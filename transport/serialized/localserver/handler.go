@@ -123,6 +123,9 @@ func NewHandler(backend transport.Transport, opts ...Option) http.Handler {
 	m.HandleFunc("DELETE /aggregates/{type}/{id}", h.deleteAggregate)
 	m.HandleFunc("DELETE /aggregates/{type}", h.deleteType)
 	m.HandleFunc("GET /aggregates/{type}", h.list)
+	m.HandleFunc("GET /feeds", h.feeds)
+	m.HandleFunc("GET /feeds/{feed}", h.readFeed)
+	m.HandleFunc("HEAD /feeds/{feed}", h.feedHead)
 	h.mux = m
 	return h
 }

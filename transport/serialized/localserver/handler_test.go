@@ -158,7 +158,7 @@ func TestStatusCodes(t *testing.T) {
 		{"too long encryptedData", "POST", path + "/events", `{"events":[{"eventType":"OrderPaid","encryptedData":"` + strings.Repeat("x", transport.MaxEncryptedData+1) + `"}]}`, nil, 422},
 		{"store bad type", "POST", "/aggregates/ORDER/" + id + "/events", `{"events":` + events("OrderPaid") + `}`, nil, 400},
 		{"wrong method", "PUT", path, "", nil, 405},
-		{"unknown route", "GET", "/feeds", "", nil, 404},
+		{"unknown route", "GET", "/projections", "", nil, 404},
 		{"head exists", "HEAD", path, "", nil, 200},
 		{"head missing", "HEAD", "/aggregates/order/" + uuid.NewString(), "", nil, 404},
 		{"head bad id", "HEAD", "/aggregates/order/x", "", nil, 400},

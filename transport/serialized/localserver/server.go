@@ -35,8 +35,9 @@ func NewServer(backend transport.Transport, opts ...Option) *Server {
 
 // Listen starts serving the API over backend (a fresh memory transport when
 // nil) on addr, with the timeouts a server reachable by other processes
-// needs: headers within 10 s, whole requests and responses within 60 s,
-// idle connections closed after 2 minutes.
+// needs: headers within 10 s, whole requests within 60 s, responses within
+// 90 s (a feed read may wait up to 60 s before it answers), idle
+// connections closed after 2 minutes.
 func Listen(addr string, backend transport.Transport, opts ...Option) (*Server, error) {
 	return listen(addr, backend, true, opts...)
 }
@@ -53,7 +54,7 @@ func listen(addr string, backend transport.Transport, timeouts bool, opts ...Opt
 	if timeouts {
 		srv.ReadHeaderTimeout = 10 * time.Second
 		srv.ReadTimeout = 60 * time.Second
-		srv.WriteTimeout = 60 * time.Second
+		srv.WriteTimeout = transport.MaxFeedWait + 30*time.Second
 		srv.IdleTimeout = 2 * time.Minute
 	}
 	s := &Server{URL: "http://" + l.Addr().String(), listener: l, srv: srv, done: make(chan struct{})}

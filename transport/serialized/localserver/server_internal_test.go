@@ -14,7 +14,7 @@ func TestListenHasTimeoutsAndNewServerHasNone(t *testing.T) {
 	defer s.Close()
 	assert.Equal(t, 10*time.Second, s.srv.ReadHeaderTimeout)
 	assert.Equal(t, 60*time.Second, s.srv.ReadTimeout)
-	assert.Equal(t, 60*time.Second, s.srv.WriteTimeout)
+	assert.Equal(t, 90*time.Second, s.srv.WriteTimeout)
 	assert.Equal(t, 2*time.Minute, s.srv.IdleTimeout)
 
 	test := NewServer(nil)

@@ -128,3 +128,41 @@ func ToExpected(v *Version) transport.ExpectedVersion {
 	}
 	return transport.Exactly(int64(*v))
 }
+
+// HeaderSequenceNumber is the header of HEAD /feeds/{feed}: the feed's
+// current sequence number.
+const HeaderSequenceNumber = "Serialized-SequenceNumber-Current"
+
+// FeedResponse is the body of GET /feeds/{feed}.
+type FeedResponse struct {
+	Entries               []FeedEntry `json:"entries"`
+	HasMore               bool        `json:"hasMore"`
+	CurrentSequenceNumber int64       `json:"currentSequenceNumber"`
+}
+
+// FeedEntry is one stored batch in a FeedResponse. Timestamp is epoch
+// milliseconds. FeedName is the aggregate type (the hosted service sends
+// only that); AggregateType and AggregateVersion are this server's
+// additions, which other clients ignore.
+type FeedEntry struct {
+	SequenceNumber   int64             `json:"sequenceNumber"`
+	AggregateID      string            `json:"aggregateId"`
+	Timestamp        int64             `json:"timestamp"`
+	FeedName         string            `json:"feedName"`
+	AggregateType    string            `json:"aggregateType,omitempty"`
+	AggregateVersion int64             `json:"aggregateVersion,omitempty"`
+	Events           []transport.Event `json:"events"`
+}
+
+// FeedsResponse is the body of GET /feeds.
+type FeedsResponse struct {
+	Feeds []FeedInfo `json:"feeds"`
+}
+
+// FeedInfo is one aggregate type in a FeedsResponse.
+type FeedInfo struct {
+	AggregateType  string `json:"aggregateType"`
+	AggregateCount int64  `json:"aggregateCount"`
+	BatchCount     int64  `json:"batchCount"`
+	EventCount     int64  `json:"eventCount"`
+}
