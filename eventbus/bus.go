@@ -26,6 +26,8 @@ var (
 )
 
 // HandlerError reports a failed handler: which subscription and which event.
+// Durable subscriptions (package subscription) report their failures with
+// it too.
 type HandlerError struct {
 	Subscription string
 	Event        Envelope
@@ -34,6 +36,10 @@ type HandlerError struct {
 
 // Error names the subscription, the aggregate and the event.
 func (e *HandlerError) Error() string {
+	if e.Event.Sequence > 0 {
+		return fmt.Sprintf("subscription %q: %s %s/%s version %d (event %s, sequence number %d): %v",
+			e.Subscription, e.Event.EventType, e.Event.AggregateType, e.Event.AggregateID, e.Event.Version, e.Event.EventID, e.Event.Sequence, e.Err)
+	}
 	return fmt.Sprintf("subscription %q: %s %s/%s version %d (event %s): %v",
 		e.Subscription, e.Event.EventType, e.Event.AggregateType, e.Event.AggregateID, e.Event.Version, e.Event.EventID, e.Err)
 }
@@ -203,18 +209,17 @@ func defaultRetry() backoff.BackOff {
 	return backoff.WithMaxRetries(b, 5)
 }
 
-// Subscribe registers a handler for events of type E. It receives the
-// payload decoded (or, when published by a repository in this process, the
-// recorded value itself) with its envelope.
-func Subscribe[E any](b *Bus, h func(ctx context.Context, env Envelope, e E) error, opts ...SubscribeOption) (*Subscription, error) {
-	if h == nil {
-		return nil, errors.New("eventbus: nil handler")
-	}
+// Typed adapts a typed handler to a Handler, the one way typed handlers
+// are built for the bus and for durable subscriptions alike. The Handler
+// passes the recorded value when the envelope carries one, and otherwise
+// decodes Data (JSON) into E. eventType is the name E listens to by
+// default: E's Go type name, as package aggregate names events.
+func Typed[E any](h func(ctx context.Context, env Envelope, e E) error) (eventType string, handler Handler) {
 	t := reflect.TypeFor[E]()
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	handler := func(ctx context.Context, env Envelope) error {
+	return t.Name(), func(ctx context.Context, env Envelope) error {
 		if v, ok := env.Value.(E); ok {
 			return h(ctx, env, v)
 		}
@@ -226,9 +231,19 @@ func Subscribe[E any](b *Bus, h func(ctx context.Context, env Envelope, e E) err
 		}
 		return h(ctx, env, e)
 	}
+}
+
+// Subscribe registers a handler for events of type E. It receives the
+// payload decoded (or, when published by a repository in this process, the
+// recorded value itself) with its envelope.
+func Subscribe[E any](b *Bus, h func(ctx context.Context, env Envelope, e E) error, opts ...SubscribeOption) (*Subscription, error) {
+	if h == nil {
+		return nil, errors.New("eventbus: nil handler")
+	}
+	name, handler := Typed(h)
 	s := newSubscription(b, handler, opts)
 	if s.eventType == "" {
-		s.eventType = t.Name()
+		s.eventType = name
 	}
 	if s.name == "" {
 		s.name = s.eventType

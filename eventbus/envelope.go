@@ -1,6 +1,9 @@
 package eventbus
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Envelope is one committed event as the bus delivers it: the payload with
 // where it was stored.
@@ -9,8 +12,15 @@ type Envelope struct {
 	Tenant        string
 	AggregateType string
 	AggregateID   string
-	// Version is the aggregate version of the batch that holds the event.
-	Version   int64
+	// Version is the aggregate version of the batch that holds the event
+	// (0 when a feed read from the hosted Serialized API does not say).
+	Version int64
+	// Sequence is the feed sequence number of the batch, for events
+	// delivered by a durable subscription; 0 on the bus.
+	Sequence int64
+	// Stored is when the batch was stored, for events delivered by a
+	// durable subscription; zero on the bus.
+	Stored    time.Time
 	EventID   string
 	EventType string
 	// Data is the JSON-encoded payload as stored.

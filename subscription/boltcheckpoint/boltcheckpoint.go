@@ -1,0 +1,188 @@
+// Package boltcheckpoint keeps subscription checkpoints, and parked
+// entries, in a bbolt file of the user's: the same file as the read model
+// the subscription maintains, so that the model's change and the
+// checkpoint commit in one transaction and each batch applies exactly
+// once, crashes included.
+//
+//	db, _ := bbolt.Open("orders-view.db", 0o600, nil)
+//	cps, _ := boltcheckpoint.New(db)
+//	sub, _ := subscription.New(store, "order-list", cps, subscription.Feed("order"))
+//	sub.OnEntry(cps.Apply(sub.Name(), func(ctx context.Context, tx *bbolt.Tx, e transport.FeedEntry) error {
+//		return tx.Bucket([]byte("orders")).Put([]byte(e.AggregateID), summary(e))
+//	}))
+//
+// Apply skips an entry whose sequence number the checkpoint has already
+// passed, so the redelivery that follows a crash changes nothing.
+package boltcheckpoint
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/sourced-go/sourced/subscription"
+	"github.com/sourced-go/sourced/transport"
+)
+
+var (
+	bucketCheckpoints = []byte("sourced.checkpoints")
+	bucketParked      = []byte("sourced.parked")
+)
+
+// Store keeps checkpoints in two buckets of a bbolt file:
+// "sourced.checkpoints" (name -> 8-byte big-endian sequence number) and
+// "sourced.parked" (one nested bucket per subscription name).
+type Store struct {
+	db  *bbolt.DB
+	now func() time.Time
+}
+
+var (
+	_ subscription.Checkpoints = (*Store)(nil)
+	_ subscription.Parker      = (*Store)(nil)
+)
+
+// New creates the buckets if they are missing.
+func New(db *bbolt.DB) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("boltcheckpoint: nil database")
+	}
+	err := db.Update(func(tx *bbolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketCheckpoints); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(bucketParked)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltcheckpoint: %w", err)
+	}
+	return &Store{db: db, now: time.Now}, nil
+}
+
+// Load implements subscription.Checkpoints.
+func (s *Store) Load(_ context.Context, name string) (int64, bool, error) {
+	var seq int64
+	var ok bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		seq, ok = Get(tx, name)
+		return nil
+	})
+	return seq, ok, err
+}
+
+// Save implements subscription.Checkpoints. It never moves a checkpoint
+// back: one that Apply wrote ahead of the subscription stays.
+func (s *Store) Save(_ context.Context, name string, seq int64) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		if cur, ok := Get(tx, name); ok && cur >= seq {
+			return nil
+		}
+		return Put(tx, name, seq)
+	})
+}
+
+// Get reads a checkpoint inside a transaction of the caller's.
+func Get(tx *bbolt.Tx, name string) (int64, bool) {
+	b := tx.Bucket(bucketCheckpoints)
+	if b == nil {
+		return 0, false
+	}
+	v := b.Get([]byte(name))
+	if len(v) != 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(v)), true
+}
+
+// Put writes a checkpoint inside a read-write transaction of the caller's.
+func Put(tx *bbolt.Tx, name string, seq int64) error {
+	b, err := tx.CreateBucketIfNotExists(bucketCheckpoints)
+	if err != nil {
+		return err
+	}
+	v := make([]byte, 8)
+	binary.BigEndian.PutUint64(v, uint64(seq))
+	return b.Put([]byte(name), v)
+}
+
+// Apply returns an entry handler that runs fn and writes the checkpoint of
+// the subscription called name in one transaction, and skips entries the
+// checkpoint has passed. name must be the subscription's Name().
+func (s *Store) Apply(name string, fn func(ctx context.Context, tx *bbolt.Tx, entry transport.FeedEntry) error) func(context.Context, transport.FeedEntry) error {
+	return func(ctx context.Context, e transport.FeedEntry) error {
+		return s.db.Update(func(tx *bbolt.Tx) error {
+			if cur, ok := Get(tx, name); ok && cur >= e.Sequence {
+				return nil // applied before a crash or a restart
+			}
+			if err := fn(ctx, tx, e); err != nil {
+				return err
+			}
+			return Put(tx, name, e.Sequence)
+		})
+	}
+}
+
+// Parked is one entry a handler could not handle.
+type Parked struct {
+	Entry  transport.FeedEntry `json:"entry"`
+	Error  string              `json:"error"`
+	Parked time.Time           `json:"parked"`
+}
+
+// Park implements subscription.Parker: the entry and the error are kept
+// under the subscription's name until a person removes them.
+func (s *Store) Park(_ context.Context, name string, entry transport.FeedEntry, cause error) error {
+	data, err := json.Marshal(Parked{Entry: entry, Error: cause.Error(), Parked: s.now().UTC()})
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.Bucket(bucketParked).CreateBucketIfNotExists([]byte(name))
+		if err != nil {
+			return err
+		}
+		k := make([]byte, 8)
+		binary.BigEndian.PutUint64(k, uint64(entry.Sequence))
+		return b.Put(k, data)
+	})
+}
+
+// ListParked returns the entries parked by the subscription called name,
+// in sequence order.
+func (s *Store) ListParked(_ context.Context, name string) ([]Parked, error) {
+	var out []Parked
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketParked).Bucket([]byte(name))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			var p Parked
+			if err := json.Unmarshal(v, &p); err != nil {
+				return err
+			}
+			out = append(out, p)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Unpark removes a parked entry, once a person has dealt with it.
+func (s *Store) Unpark(_ context.Context, name string, sequence int64) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketParked).Bucket([]byte(name))
+		if b == nil {
+			return nil
+		}
+		k := make([]byte, 8)
+		binary.BigEndian.PutUint64(k, uint64(sequence))
+		return b.Delete(k)
+	})
+}

@@ -1,0 +1,3 @@
+package subscription_test
+
+func runCrashChild() bool { return false }

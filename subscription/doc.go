@@ -1,0 +1,53 @@
+// Package subscription keeps read models and reactions in step with a
+// transport's feed (transport.Feeder): every stored batch, in commit order,
+// handed to typed handlers, with a checkpoint that survives restarts.
+//
+//	sub, err := subscription.New(store, "order-list", checkpoints, subscription.Feed("order"))
+//	subscription.On(sub, func(ctx context.Context, env eventbus.Envelope, e OrderPlaced) error {
+//		return list.Add(ctx, env.AggregateID, e.Total)
+//	})
+//	err = sub.Run(ctx) // catches up, then follows the feed live
+//
+// Handlers have the event bus's signature and are built the same way
+// (eventbus.Typed): code written for the bus moves onto a subscription
+// unchanged, and eventbus.Envelope carries the batch's Sequence and Stored
+// time here.
+//
+// # What is guaranteed
+//
+// Entries are handled one at a time, in feed order (per partition, when
+// the feed is partitioned), and each handler sees every event of its type,
+// never skipping one: a failing handler is retried with backoff, and when
+// the retries run out the subscription either stops (Run returns an
+// *eventbus.HandlerError naming the subscription, the sequence number, the
+// aggregate and the event) or, with OnFailure(Park(p)), hands the entry to
+// the Parker for a person to look at and goes on. Nothing is skipped
+// silently.
+//
+// Delivery is at least once. The checkpoint is saved after the entries of
+// each page are handled (and when the subscription stops), so a crash
+// between a handler's effect and the next save delivers those entries
+// again after a restart. A handler should therefore be idempotent: every
+// event has a unique EventID, and every entry a Sequence that only grows,
+// so a read model can remember the last sequence number it applied and
+// ignore anything at or below it.
+//
+// Exactly once, for a read model kept in the same database as the
+// checkpoint: package subscription/boltcheckpoint writes the read model's
+// change and the checkpoint in one bbolt transaction, and skips an entry
+// whose sequence number the checkpoint has already passed. A crash then
+// either applies a batch and its checkpoint together, or neither.
+//
+// # Lifecycle
+//
+// Run catches up from the checkpoint (or, the first time, from the start of
+// the feed, or from its head with FromHead), then follows the feed with
+// long-polling reads that wake when a batch commits. Close asks Run to
+// stop: the entry in hand is finished, the checkpoint saved, and Run
+// returns nil; canceling Run's context does the same. Lag reports how many
+// sequence numbers the subscription is behind the feed's head.
+//
+// Several consumers share a feed by partition (Partition(count, n)): each
+// aggregate's batches go to one partition, in order. RunAll runs several
+// subscriptions together.
+package subscription

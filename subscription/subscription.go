@@ -1,0 +1,521 @@
+package subscription
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/sourced-go/sourced/eventbus"
+	"github.com/sourced-go/sourced/internal/retry"
+	"github.com/sourced-go/sourced/transport"
+)
+
+var (
+	// ErrRunning: Run was called on a subscription that is running or has
+	// run.
+	ErrRunning = errors.New("subscription already running")
+	// ErrNoHandlers: Run was called before any handler was registered.
+	ErrNoHandlers = errors.New("subscription has no handlers")
+)
+
+// Parker takes an entry that a handler could not handle, so that a person
+// can look at it, when the subscription is set to OnFailure(Park(p)).
+// If Park fails, the subscription stops with that error rather than skip
+// the entry.
+type Parker interface {
+	Park(ctx context.Context, subscription string, entry transport.FeedEntry, cause error) error
+}
+
+// ParkFunc adapts a function to a Parker.
+type ParkFunc func(ctx context.Context, subscription string, entry transport.FeedEntry, cause error) error
+
+// Park calls f.
+func (f ParkFunc) Park(ctx context.Context, subscription string, entry transport.FeedEntry, cause error) error {
+	return f(ctx, subscription, entry, cause)
+}
+
+// Failure says what happens when a handler still fails after its retries.
+type Failure struct{ parker Parker }
+
+// Stop ends Run with the handler's error (the default).
+func Stop() Failure { return Failure{} }
+
+// Park hands the entry to p and goes on with the next one.
+func Park(p Parker) Failure { return Failure{parker: p} }
+
+// Option configures a subscription.
+type Option func(*Subscription)
+
+// Feed sets the feed: an aggregate type, or transport.AllTypes (the
+// default).
+func Feed(name string) Option { return func(s *Subscription) { s.query.Feed.Type = name } }
+
+// Tenant reads the feed of a tenant (default: the default tenant).
+func Tenant(tenant string) Option { return func(s *Subscription) { s.query.Feed.Tenant = tenant } }
+
+// FromHead starts a subscription that has no checkpoint yet at the feed's
+// current head, so it sees only batches stored from now on. The default
+// starts at the beginning of the feed.
+func FromHead() Option { return func(s *Subscription) { s.fromHead = true } }
+
+// Partition makes the subscription one of count consumers sharing the
+// feed: it handles the aggregates of partition number (0 to count-1). Its
+// checkpoint name gets the suffix "#<number>/<count>".
+func Partition(count, number int) Option {
+	return func(s *Subscription) { s.query.Partition = transport.Partition{Count: count, Number: number} }
+}
+
+// PageSize sets how many entries one read asks for (default 1000, at most
+// 1000).
+func PageSize(n int) Option { return func(s *Subscription) { s.query.Limit = n } }
+
+// Wait sets how long a read at the head waits for the next batch before it
+// asks again (default 10 s, at most transport.MaxFeedWait).
+func Wait(d time.Duration) Option { return func(s *Subscription) { s.query.Wait = d } }
+
+// Retry sets the retry policy of a failing handler and of failed feed
+// reads, as a factory (a backoff.BackOff is stateful). Default: exponential
+// from 100 ms, at most 8 retries.
+func Retry(policy func() backoff.BackOff) Option {
+	return func(s *Subscription) {
+		if policy != nil {
+			s.retry = policy
+		}
+	}
+}
+
+// OnFailure sets what happens when a handler still fails after its
+// retries: Stop() (the default) or Park(p).
+func OnFailure(f Failure) Option { return func(s *Subscription) { s.failure = f } }
+
+// WithLogger sets the logger (default zap.NewNop()).
+func WithLogger(l *zap.Logger) Option {
+	return func(s *Subscription) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// LagEvery sets how often a running subscription logs its lag at Info
+// (default every 30 s; 0 turns it off). Every page logs it at Debug.
+func LagEvery(d time.Duration) Option { return func(s *Subscription) { s.lagEvery = d } }
+
+// Subscription follows one feed with its handlers. Build it with New,
+// register handlers with On, OnEvent, OnAll or OnEntry, then Run it.
+type Subscription struct {
+	feed     transport.Feeder
+	name     string
+	cps      Checkpoints
+	query    transport.FeedQuery
+	fromHead bool
+	retry    func() backoff.BackOff
+	failure  Failure
+	log      *zap.Logger
+	lagEvery time.Duration
+
+	byType  map[string][]eventbus.Handler
+	all     []eventbus.Handler
+	entries []func(context.Context, transport.FeedEntry) error
+
+	started  atomic.Bool
+	position atomic.Int64
+	mu       sync.Mutex
+	abort    context.CancelFunc // cancels the handlers' context, set by Run
+	stopOnce sync.Once
+	stop     chan struct{} // closed by Close
+	done     chan struct{} // closed when Run returns
+}
+
+// New returns a subscription called name (the key of its checkpoint) over
+// feed, keeping its position in checkpoints.
+func New(feed transport.Feeder, name string, checkpoints Checkpoints, opts ...Option) (*Subscription, error) {
+	if feed == nil {
+		return nil, errors.New("subscription: nil feed")
+	}
+	if checkpoints == nil {
+		return nil, errors.New("subscription: nil checkpoint store")
+	}
+	if name == "" {
+		return nil, errors.New("subscription: empty name")
+	}
+	s := &Subscription{
+		feed: feed, name: name, cps: checkpoints,
+		query:    transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Limit: transport.MaxLimit, Wait: 10 * time.Second},
+		retry:    defaultRetry,
+		log:      zap.NewNop(),
+		lagEvery: 30 * time.Second,
+		byType:   map[string][]eventbus.Handler{},
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	for _, o := range opts {
+		if o != nil {
+			o(s)
+		}
+	}
+	if err := transport.CheckFeed(s.query); err != nil {
+		return nil, fmt.Errorf("subscription %q: %w", name, err)
+	}
+	if p := s.query.Partition; p.Count > 1 {
+		s.name += "#" + strconv.Itoa(p.Number) + "/" + strconv.Itoa(p.Count)
+	}
+	return s, nil
+}
+
+func defaultRetry() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 10 * time.Second
+	b.MaxElapsedTime = 0
+	b.Reset()
+	return backoff.WithMaxRetries(b, 8)
+}
+
+// Name returns the name the checkpoint is kept under (with the partition
+// suffix, if any).
+func (s *Subscription) Name() string { return s.name }
+
+// On registers a typed handler for events of type E, named after E's Go
+// type (as package aggregate names events) unless name is given. It has
+// the signature of an eventbus subscriber.
+func On[E any](s *Subscription, h func(ctx context.Context, env eventbus.Envelope, e E) error, name ...string) {
+	if h == nil {
+		panic("subscription: nil handler")
+	}
+	typ, handler := eventbus.Typed(h)
+	if len(name) > 0 && name[0] != "" {
+		typ = name[0]
+	}
+	s.OnEvent(typ, handler)
+}
+
+// OnEvent registers a handler for the events of one event type.
+func (s *Subscription) OnEvent(eventType string, h eventbus.Handler) {
+	s.mustNotRun()
+	s.byType[eventType] = append(s.byType[eventType], h)
+}
+
+// OnAll registers a handler for every event of the feed.
+func (s *Subscription) OnAll(h eventbus.Handler) {
+	s.mustNotRun()
+	s.all = append(s.all, h)
+}
+
+// OnEntry registers a handler for whole entries (one stored batch with all
+// its events): the shape a read model that writes once per batch wants.
+func (s *Subscription) OnEntry(h func(ctx context.Context, entry transport.FeedEntry) error) {
+	s.mustNotRun()
+	s.entries = append(s.entries, h)
+}
+
+func (s *Subscription) mustNotRun() {
+	if s.started.Load() {
+		panic("subscription: handlers must be registered before Run")
+	}
+}
+
+// Position returns the sequence number of the last entry handled.
+func (s *Subscription) Position() int64 { return s.position.Load() }
+
+// Lag returns how many sequence numbers the subscription is behind its
+// feed's head (sequence numbers, not entries: a type feed's numbers skip
+// the other types').
+func (s *Subscription) Lag(ctx context.Context) (int64, error) {
+	head, err := s.feed.FeedHead(ctx, s.query.Feed)
+	if err != nil {
+		return 0, err
+	}
+	pos := s.position.Load()
+	if !s.started.Load() {
+		if saved, ok, err := s.cps.Load(ctx, s.name); err != nil {
+			return 0, err
+		} else if ok {
+			pos = saved
+		}
+	}
+	return max(head-pos, 0), nil
+}
+
+// Close asks Run to stop: the entry in hand is finished and the checkpoint
+// saved. It waits for Run to return until ctx ends; then it cancels the
+// handlers' context too and returns ctx's error (the entry in hand will be
+// delivered again after a restart).
+func (s *Subscription) Close(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	if !s.started.Load() {
+		return nil
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		if s.abort != nil {
+			s.abort()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Run catches up from the checkpoint, then follows the feed until Close is
+// called or ctx ends (both return nil, after the entry in hand and its
+// checkpoint). It returns an error when a handler fails for good under the
+// Stop policy (an *eventbus.HandlerError), when parking fails, or when the
+// feed or the checkpoint store fails past the retries.
+func (s *Subscription) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("subscription %q: %w", s.name, ErrRunning)
+	}
+	defer close(s.done)
+	if len(s.byType)+len(s.all)+len(s.entries) == 0 {
+		return fmt.Errorf("subscription %q: %w", s.name, ErrNoHandlers)
+	}
+	// Reads end as soon as Close is called or ctx ends; handlers get a
+	// context that outlives both, so the entry in hand finishes.
+	readCtx, cancelRead := context.WithCancel(ctx)
+	defer cancelRead()
+	go func() {
+		select {
+		case <-s.stop:
+			cancelRead()
+		case <-readCtx.Done():
+		}
+	}()
+	handleCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
+	defer abort()
+	s.mu.Lock()
+	s.abort = abort
+	s.mu.Unlock()
+
+	pos, err := s.start(readCtx)
+	if err != nil {
+		if readCtx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	s.position.Store(pos)
+	s.log.Info("subscription started", zap.String("subscription", s.name), zap.String("feed", s.query.Feed.Type), zap.Int64("from", pos))
+	lastLag := time.Now()
+	saved := pos
+	for {
+		q := s.query
+		q.Since = pos
+		var page transport.FeedPage
+		err := s.withRetry(readCtx, "read feed", func() error {
+			var err error
+			page, err = s.feed.ReadFeed(readCtx, q)
+			if errors.Is(err, transport.ErrInvalid) || errors.Is(err, transport.ErrUnauthorized) {
+				return backoff.Permanent(err)
+			}
+			return err
+		})
+		if err != nil {
+			if readCtx.Err() != nil {
+				return s.finish(handleCtx, pos, saved)
+			}
+			return fmt.Errorf("subscription %q: %w", s.name, err)
+		}
+		for i := range page.Entries {
+			e := &page.Entries[i]
+			if err := s.handle(handleCtx, e); err != nil {
+				if serr := s.save(handleCtx, pos, saved); serr != nil {
+					err = errors.Join(err, serr)
+				}
+				return err
+			}
+			pos = e.Sequence
+			s.position.Store(pos)
+			if s.stopping(readCtx) {
+				break
+			}
+		}
+		if pos != saved {
+			if err := s.save(handleCtx, pos, saved); err != nil {
+				return err
+			}
+			saved = pos
+		}
+		if s.stopping(readCtx) {
+			return s.finish(handleCtx, pos, saved)
+		}
+		lag := max(page.Head-pos, 0)
+		s.log.Debug("subscription page", zap.String("subscription", s.name), zap.Int("entries", len(page.Entries)),
+			zap.Int64("position", pos), zap.Int64("lag", lag))
+		if s.lagEvery > 0 && time.Since(lastLag) >= s.lagEvery {
+			s.log.Info("subscription lag", zap.String("subscription", s.name), zap.Int64("position", pos), zap.Int64("lag", lag))
+			lastLag = time.Now()
+		}
+	}
+}
+
+// stopping reports whether Close was called or Run's context ended.
+func (s *Subscription) stopping(readCtx context.Context) bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return readCtx.Err() != nil
+	}
+}
+
+// start returns the position to read from: the checkpoint, or the
+// beginning or head of the feed when there is none.
+func (s *Subscription) start(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.withRetry(ctx, "load checkpoint", func() error {
+		seq, ok, err := s.cps.Load(ctx, s.name)
+		if err != nil {
+			return err
+		}
+		if ok {
+			pos = seq
+			return nil
+		}
+		if !s.fromHead {
+			return nil
+		}
+		head, err := s.feed.FeedHead(ctx, s.query.Feed)
+		if err != nil {
+			return err
+		}
+		pos = head
+		return s.cps.Save(ctx, s.name, head)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("subscription %q: %w", s.name, err)
+	}
+	return pos, nil
+}
+
+func (s *Subscription) save(ctx context.Context, pos, saved int64) error {
+	if pos == saved {
+		return nil
+	}
+	err := s.withRetry(ctx, "save checkpoint", func() error { return s.cps.Save(ctx, s.name, pos) })
+	if err != nil {
+		return fmt.Errorf("subscription %q: saving checkpoint %d: %w", s.name, pos, err)
+	}
+	return nil
+}
+
+func (s *Subscription) finish(ctx context.Context, pos, saved int64) error {
+	if err := s.save(ctx, pos, saved); err != nil {
+		return err
+	}
+	s.log.Info("subscription stopped", zap.String("subscription", s.name), zap.Int64("position", pos))
+	return nil
+}
+
+// handle runs every matching handler on one entry, each with retries; a
+// handler that fails for good is parked or stops the subscription.
+func (s *Subscription) handle(ctx context.Context, e *transport.FeedEntry) error {
+	for _, h := range s.entries {
+		env := envelope(s.query.Feed.Tenant, e, nil)
+		if err := s.call(ctx, e, env, func() error { return h(ctx, *e) }); err != nil {
+			return err
+		}
+	}
+	if len(s.byType) == 0 && len(s.all) == 0 {
+		return nil
+	}
+	for i := range e.Events {
+		ev := &e.Events[i]
+		hs := s.byType[ev.EventType]
+		if len(hs) == 0 && len(s.all) == 0 {
+			continue
+		}
+		env := envelope(s.query.Feed.Tenant, e, ev)
+		for _, h := range hs {
+			if err := s.call(ctx, e, env, func() error { return h(ctx, env) }); err != nil {
+				return err
+			}
+		}
+		for _, h := range s.all {
+			if err := s.call(ctx, e, env, func() error { return h(ctx, env) }); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// call runs one handler with the retry policy, then applies the failure
+// policy.
+func (s *Subscription) call(ctx context.Context, e *transport.FeedEntry, env eventbus.Envelope, fn func() error) error {
+	attempts := 0
+	err := retry.Run(ctx, func() error {
+		attempts++
+		return fn()
+	}, s.retry, func(err error, wait time.Duration) {
+		s.log.Warn("subscription handler failed, retrying", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
+			zap.String("aggregate_type", e.AggregateType), zap.String("aggregate_id", e.AggregateID),
+			zap.String("event_type", env.EventType), zap.Int("attempt", attempts), zap.Duration("wait", wait), zap.Error(err))
+	})
+	if err == nil {
+		return nil
+	}
+	herr := &eventbus.HandlerError{Subscription: s.name, Event: env, Err: err}
+	if s.failure.parker == nil {
+		s.log.Error("subscription handler failed, stopping", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
+			zap.Int("attempts", attempts), zap.Error(herr))
+		return herr
+	}
+	if perr := s.failure.parker.Park(ctx, s.name, *e, herr); perr != nil {
+		return fmt.Errorf("subscription %q: parking sequence number %d failed: %w (after: %w)", s.name, e.Sequence, perr, herr)
+	}
+	s.log.Error("subscription handler failed, entry parked", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
+		zap.Int("attempts", attempts), zap.Error(herr))
+	return nil
+}
+
+func envelope(tenant string, e *transport.FeedEntry, ev *transport.Event) eventbus.Envelope {
+	env := eventbus.Envelope{Tenant: tenant, AggregateType: e.AggregateType, AggregateID: e.AggregateID,
+		Version: e.Version, Sequence: e.Sequence, Stored: e.Stored}
+	if ev != nil {
+		env.EventID, env.EventType, env.Data = ev.EventID, ev.EventType, ev.Data
+	}
+	return env
+}
+
+// withRetry retries a feed or checkpoint operation with the retry policy;
+// it gives up at once when ctx ends.
+func (s *Subscription) withRetry(ctx context.Context, what string, fn func() error) error {
+	return retry.Run(ctx, fn, s.retry, func(err error, wait time.Duration) {
+		s.log.Warn("subscription "+what+" failed, retrying", zap.String("subscription", s.name), zap.Duration("wait", wait), zap.Error(err))
+	})
+}
+
+// RunAll runs several subscriptions (for example the partitions of one
+// feed) until ctx ends or one of them fails; then it stops the others and
+// returns the first error.
+func RunAll(ctx context.Context, subs ...*Subscription) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(subs))
+	for _, s := range subs {
+		go func() {
+			err := s.Run(ctx)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range subs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
