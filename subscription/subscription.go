@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/eventbus"
+	"github.com/sourced-go/sourced/internal/commitsignal"
 	"github.com/sourced-go/sourced/internal/retry"
 	"github.com/sourced-go/sourced/transport"
 )
@@ -127,6 +128,7 @@ type Subscription struct {
 
 	started  atomic.Bool
 	position atomic.Int64
+	moved    commitsignal.Signal // broadcast when position moves
 	mu       sync.Mutex
 	abort    context.CancelFunc // cancels the handlers' context, set by Run
 	stopOnce sync.Once
@@ -225,6 +227,28 @@ func (s *Subscription) mustNotRun() {
 // Position returns the sequence number of the last entry handled.
 func (s *Subscription) Position() int64 { return s.position.Load() }
 
+// Await waits until the subscription has handled the entry with sequence
+// number seq (or any later one), or ctx ends. After a write, await the
+// feed's head to read your own write in the read model.
+func (s *Subscription) Await(ctx context.Context, seq int64) error {
+	for {
+		changed := s.moved.Changed()
+		if s.position.Load() >= seq {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-s.done:
+			if s.position.Load() >= seq {
+				return nil
+			}
+			return fmt.Errorf("subscription %q stopped at sequence number %d before reaching %d", s.name, s.position.Load(), seq)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // Lag returns how many sequence numbers the subscription is behind its
 // feed's head (sequence numbers, not entries: a type feed's numbers skip
 // the other types').
@@ -304,6 +328,7 @@ func (s *Subscription) Run(ctx context.Context) error {
 		return err
 	}
 	s.position.Store(pos)
+	s.moved.Broadcast()
 	s.log.Info("subscription started", zap.String("subscription", s.name), zap.String("feed", s.query.Feed.Type), zap.Int64("from", pos))
 	lastLag := time.Now()
 	saved := pos
@@ -335,6 +360,7 @@ func (s *Subscription) Run(ctx context.Context) error {
 			}
 			pos = e.Sequence
 			s.position.Store(pos)
+			s.moved.Broadcast()
 			if s.stopping(readCtx) {
 				break
 			}

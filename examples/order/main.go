@@ -3,7 +3,12 @@
 // retry when two clerks race on the same order, and the stored history.
 //
 //	go run ./examples/order                 # embedded in-memory store
+//	go run ./examples/order -data shop.db   # events in a local file; run it twice
 //	go run ./examples/order -api http://127.0.0.1:8080   # a Serialized-compatible API
+//
+// At the end a durable subscription brings the order list, a read model
+// kept beside the data, up to date: run the example twice over -data or the
+// local server and the second run applies only the new batches.
 package main
 
 import (
@@ -21,6 +26,7 @@ import (
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/examples/internal/backend"
+	"github.com/sourced-go/sourced/examples/order/orderlist"
 	"github.com/sourced-go/sourced/examples/order/orders"
 	"github.com/sourced-go/sourced/repository"
 	"github.com/sourced-go/sourced/transport"
@@ -41,10 +47,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tr, desc, err := store.Open(getenv)
+	st, err := store.Open(getenv)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
+	tr, desc := st.Transport, st.Desc
 
 	log := zap.NewNop()
 	if *verbose {
@@ -110,7 +118,45 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 	o := root.State()
 	p.line("version %d: paid %s of %s, shipped=%v (tracking %s)", root.Version(), money(o.Paid), money(o.Amount), o.Shipped, o.TrackingNumber)
-	return history(ctx, tr, root, p)
+	if err := history(ctx, tr, root, p); err != nil {
+		return err
+	}
+	return orderList(ctx, st, id, p)
+}
+
+// orderList brings the order list up to date through a durable
+// subscription and shows it.
+func orderList(ctx context.Context, st *backend.Store, id string, p *printer) error {
+	feed, err := st.Feeder()
+	if err != nil {
+		return err
+	}
+	list, err := orderlist.Open(st.ViewPath("order-list"))
+	if err != nil {
+		return err
+	}
+	defer list.Close()
+	from, applied, err := list.CatchUp(ctx, feed)
+	if err != nil {
+		return err
+	}
+	p.step("The order list, a read model kept by a durable subscription")
+	if from == 0 {
+		p.line("built from the start of the feed: %d batches applied", applied)
+	} else {
+		p.line("picked up after sequence number %d, where the last run stopped: %d new batches applied", from, applied)
+	}
+	rows, totals, err := list.Rows()
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.ID == id {
+			p.line("this order: %s, paid %s of %s, %s", r.Customer, money(r.Paid), money(r.Amount), r.Status)
+		}
+	}
+	p.line("all orders: %d, worth %s, paid %s, %d shipped", totals.Orders, money(totals.Amount), money(totals.Paid), totals.Shipped)
+	return nil
 }
 
 // race lets clerk A's payment lose a race against clerk B's: A's first run

@@ -1,7 +1,9 @@
-// Command payment processes a payment for an order and lets the event bus
-// pay the order: two aggregates, one process between them.
+// Command payment processes a payment for an order, and a durable
+// subscription pays the order: two aggregates, one process between them
+// that never misses a payment, even one stored while it was not running.
 //
 //	go run ./examples/payment
+//	go run ./examples/payment -data shop.db   # run it twice
 //	go run ./examples/payment -api http://127.0.0.1:8080
 package main
 
@@ -12,14 +14,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/google/uuid"
+	bbolt "go.etcd.io/bbolt"
 
 	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/examples/internal/backend"
 	"github.com/sourced-go/sourced/examples/order/orders"
 	"github.com/sourced-go/sourced/examples/payment/payments"
 	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/subscription/boltcheckpoint"
+	"github.com/sourced-go/sourced/transport"
 )
 
 func main() {
@@ -36,20 +42,59 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tr, desc, err := store.Open(getenv)
+	st, err := store.Open(getenv)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
+	tr := st.Transport
 	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 	say("sourced: a payment pays an order\n=================================")
-	say("   store: %s", desc)
+	say("   store: %s", st.Desc)
 
 	bus := eventbus.New()
 	defer bus.Close(ctx)
 	orderRepo := repository.New(tr, orders.Definition)
 	paymentRepo := repository.New(tr, payments.Definition, repository.WithPublisher(bus))
-	if _, err := payments.PayOrders(bus, orderRepo); err != nil {
+
+	// The process that pays orders follows the payment feed durably; its
+	// checkpoint lives beside the data.
+	feed, err := st.Feeder()
+	if err != nil {
 		return err
+	}
+	db, err := bbolt.Open(st.ViewPath("pay-orders"), 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	checkpoints, err := boltcheckpoint.New(db)
+	if err != nil {
+		return err
+	}
+	process, err := payments.PayOrders(feed, checkpoints, orderRepo)
+	if err != nil {
+		return err
+	}
+	if seq, ok, err := checkpoints.Load(ctx, process.Name()); err != nil {
+		return err
+	} else if ok {
+		say("   pay-orders process: resuming after sequence number %d", seq)
+	}
+	processDone := make(chan error, 1)
+	go func() { processDone <- process.Run(ctx) }()
+	defer func() {
+		_ = process.Close(ctx)
+		<-processDone
+	}()
+	caughtUp := func() error {
+		head, err := feed.FeedHead(ctx, transport.Scope{Type: payments.Definition.Type()})
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return process.Await(wctx, head)
 	}
 	// Watch everything the payment repository publishes.
 	if _, err := eventbus.SubscribeAll(bus, func(_ context.Context, e eventbus.Envelope) error {
@@ -69,7 +114,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err != nil {
 		return err
 	}
-	say("   payment stored at version %d; the pay-orders process ran on the bus", res.Version)
+	say("   payment stored at version %d", res.Version)
+	if err := caughtUp(); err != nil {
+		return err
+	}
+	say("   the pay-orders subscription handled it (position %d)", process.Position())
 
 	order, err := orderRepo.Load(ctx, orderID)
 	if err != nil {

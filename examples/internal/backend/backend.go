@@ -1,30 +1,116 @@
 // Package backend chooses the store the examples run on: the embedded
-// in-memory transport by default, or the Serialized HTTP API (the local
-// server or the hosted service) when asked by flag or environment.
+// in-memory transport by default, a local bbolt file with -data, or the
+// Serialized HTTP API (the local server or the hosted service) when asked
+// by flag or environment. It also says where the examples keep their read
+// models and checkpoints, so that a second run picks up where the first
+// stopped.
 package backend
 
 import (
+	"errors"
 	"flag"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/bolt"
 	"github.com/sourced-go/sourced/transport/memory"
 )
 
 // Flags are the example binaries' store flags.
 type Flags struct {
-	API string
+	API   string
+	Data  string
+	Views string
 }
 
 // Register adds the flags to fs.
 func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.API, "api", "", "base URL of a Serialized-compatible API (the local server or https://api.serialized.io); keys from SERIALIZED_ACCESS_KEY and SERIALIZED_SECRET_ACCESS_KEY")
+	fs.StringVar(&f.Data, "data", "", "keep events in this local file (bbolt), so a second run continues the first")
+	fs.StringVar(&f.Views, "views", "", "folder for read models and checkpoints (default: beside -data; for -api, the user cache folder; in memory, a temporary folder)")
 }
 
-// Open returns the chosen transport and a line describing it.
-func (f *Flags) Open(getenv func(string) string) (transport.Transport, string, error) {
-	return openBackend(f, getenv)
+// Store is the opened store with what the examples need around it.
+type Store struct {
+	transport.Transport
+	// Desc describes the store in one line.
+	Desc  string
+	views string
+	base  string
+	close []func() error
 }
 
-func openMemory() (transport.Transport, string, error) {
-	return memory.New(), "embedded in-memory store (events vanish when the program ends)", nil
+// Open returns the chosen store.
+func (f *Flags) Open(getenv func(string) string) (*Store, error) {
+	if f.Data != "" && f.API != "" {
+		return nil, errors.New("give -data or -api, not both")
+	}
+	s := &Store{}
+	switch {
+	case f.Data != "":
+		tr, err := bolt.Open(f.Data)
+		if err != nil {
+			return nil, err
+		}
+		s.Transport, s.Desc = tr, "events in the local file "+f.Data+" (bbolt)"
+		s.close = append(s.close, tr.Close)
+		s.views, s.base = filepath.Dir(f.Data), strings.TrimSuffix(filepath.Base(f.Data), filepath.Ext(f.Data))
+	default:
+		tr, desc, remote, err := openBackend(f, getenv)
+		if err != nil {
+			return nil, err
+		}
+		s.Transport, s.Desc = tr, desc
+		if remote != "" {
+			cache, err := os.UserCacheDir()
+			if err != nil {
+				cache = os.TempDir()
+			}
+			s.views, s.base = filepath.Join(cache, "sourced-examples"), remote
+		} else {
+			dir, err := os.MkdirTemp("", "sourced-example-")
+			if err != nil {
+				return nil, err
+			}
+			s.views, s.base = dir, "memory"
+			s.close = append(s.close, func() error { return os.RemoveAll(dir) })
+		}
+	}
+	if f.Views != "" {
+		s.views = f.Views
+	}
+	if err := os.MkdirAll(s.views, 0o755); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Feeder returns the store's feed, which every store here has.
+func (s *Store) Feeder() (transport.Feeder, error) {
+	f, ok := s.Transport.(transport.Feeder)
+	if !ok {
+		return nil, errors.New("this store has no feed")
+	}
+	return f, nil
+}
+
+// ViewPath names the bbolt file of a read model or checkpoint store.
+func (s *Store) ViewPath(name string) string {
+	return filepath.Join(s.views, s.base+"."+name+".db")
+}
+
+// Close closes the store and removes a temporary views folder.
+func (s *Store) Close() error {
+	var errs []error
+	for i := len(s.close) - 1; i >= 0; i-- {
+		errs = append(errs, s.close[i]())
+	}
+	return errors.Join(errs...)
+}
+
+func openMemory() (transport.Transport, string, string, error) {
+	return memory.New(), "embedded in-memory store (events vanish when the program ends)", "", nil
 }

@@ -2,14 +2,17 @@ package backend
 
 import (
 	"fmt"
+	"net/url"
+	"strings"
 
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/serialized"
 )
 
 // openBackend picks the store: -api, or SERIALIZED_ACCESS_KEY set, means
-// the HTTP API; otherwise the embedded memory store.
-func openBackend(f *Flags, getenv func(string) string) (transport.Transport, string, error) {
+// the HTTP API; otherwise the embedded memory store. remote names the API
+// (host and port) for the views' file names, empty for memory.
+func openBackend(f *Flags, getenv func(string) string) (tr transport.Transport, desc, remote string, err error) {
 	access, secret := getenv(serialized.EnvAccessKey), getenv(serialized.EnvSecretKey)
 	if f.API == "" && access == "" {
 		return openMemory()
@@ -24,7 +27,11 @@ func openBackend(f *Flags, getenv func(string) string) (transport.Transport, str
 	}
 	client, err := serialized.New(opts...)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
-	return client, fmt.Sprintf("Serialized API at %s", client.BaseURL()), nil
+	host := "api"
+	if u, err := url.Parse(client.BaseURL()); err == nil && u.Host != "" {
+		host = strings.NewReplacer(":", "-", ".", "-").Replace(u.Host)
+	}
+	return client, fmt.Sprintf("Serialized API at %s", client.BaseURL()), host, nil
 }

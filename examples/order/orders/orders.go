@@ -7,6 +7,7 @@ package orders
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sourced-go/sourced/aggregate"
 )
@@ -34,6 +35,8 @@ type Order struct {
 	TrackingNumber string
 	Canceled       bool
 	CancelReason   string
+	// Payments are the ids of the payments recorded with PayFor.
+	Payments []string
 }
 
 // OrderPlaced: a customer placed an order for an amount.
@@ -46,6 +49,8 @@ type OrderPlaced struct {
 type PaymentReceived struct {
 	CustomerID string `json:"customerId"`
 	AmountPaid int64  `json:"amountPaid"`
+	// PaymentID names the payment, when one is known (see PayFor).
+	PaymentID string `json:"paymentId,omitempty"`
 }
 
 // OrderFullyPaid: the payments reached the order amount.
@@ -70,7 +75,12 @@ var Definition = aggregate.MustNew[Order]("order",
 	aggregate.On(func(o *Order, e OrderPlaced) {
 		o.Placed, o.CustomerID, o.Amount = true, e.CustomerID, e.OrderAmount
 	}),
-	aggregate.On(func(o *Order, e PaymentReceived) { o.Paid += e.AmountPaid }),
+	aggregate.On(func(o *Order, e PaymentReceived) {
+		o.Paid += e.AmountPaid
+		if e.PaymentID != "" {
+			o.Payments = append(o.Payments, e.PaymentID)
+		}
+	}),
 	aggregate.On(func(o *Order, _ OrderFullyPaid) { o.FullyPaid = true }),
 	aggregate.On(func(o *Order, e OrderShipped) { o.Shipped, o.TrackingNumber = true, e.TrackingNumber }),
 	aggregate.On(func(o *Order, e OrderCanceled) { o.Canceled, o.CancelReason = true, e.Reason }),
@@ -95,7 +105,9 @@ func Place(customerID string, amount int64) Command {
 
 // Pay records a payment and, when the paid total reaches the order amount,
 // OrderFullyPaid in the same batch.
-func Pay(amount int64) Command {
+func Pay(amount int64) Command { return pay(amount, "") }
+
+func pay(amount int64, paymentID string) Command {
 	return func(r *aggregate.Root[Order]) error {
 		o := r.State()
 		switch {
@@ -108,13 +120,25 @@ func Pay(amount int64) Command {
 		case amount <= 0:
 			return fmt.Errorf("%w: payment %d", ErrBadAmount, amount)
 		}
-		if err := r.Record(PaymentReceived{CustomerID: o.CustomerID, AmountPaid: amount}); err != nil {
+		if err := r.Record(PaymentReceived{CustomerID: o.CustomerID, AmountPaid: amount, PaymentID: paymentID}); err != nil {
 			return err
 		}
 		if o.Paid >= o.Amount {
 			return r.Record(OrderFullyPaid{CustomerID: o.CustomerID})
 		}
 		return nil
+	}
+}
+
+// PayFor records the payment paymentID for the order, once: when that
+// payment is recorded already it changes nothing and records nothing, so a
+// reaction that is delivered twice pays once.
+func PayFor(paymentID string, amount int64) Command {
+	return func(r *aggregate.Root[Order]) error {
+		if slices.Contains(r.State().Payments, paymentID) {
+			return nil
+		}
+		return pay(amount, paymentID)(r)
 	}
 }
 

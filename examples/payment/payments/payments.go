@@ -12,6 +12,8 @@ import (
 	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/examples/order/orders"
 	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/subscription"
+	"github.com/sourced-go/sourced/transport"
 )
 
 // Domain errors, for errors.Is.
@@ -83,13 +85,21 @@ func Refund(amount int64, reason string) func(*aggregate.Root[Payment]) error {
 	}
 }
 
-// PayOrders wires the process: when a payment is processed, the order it
-// is for records the payment. It subscribes synchronously, so the order is
-// paid before the payment's Update returns, and a failure is reported to
-// the caller (the payment stays stored).
-func PayOrders(bus *eventbus.Bus, orderRepo *repository.Repository[orders.Order]) (*eventbus.Subscription, error) {
-	return eventbus.Subscribe(bus, func(ctx context.Context, env eventbus.Envelope, e PaymentProcessed) error {
-		_, err := orderRepo.Update(ctx, e.OrderID, orders.Pay(e.Amount))
+// PayOrders is the process between the two aggregates, as a durable
+// subscription to the payment feed: when a payment is processed, the order
+// it is for records it (orders.PayFor, once per payment id, so a batch
+// delivered again after a crash pays nothing twice). Run the returned
+// subscription; its checkpoint lives in checkpoints, so a restart goes on
+// where it stopped, and a payment stored while no process ran is still
+// handled.
+func PayOrders(feed transport.Feeder, checkpoints subscription.Checkpoints, orderRepo *repository.Repository[orders.Order], opts ...subscription.Option) (*subscription.Subscription, error) {
+	sub, err := subscription.New(feed, "pay-orders", checkpoints, append([]subscription.Option{subscription.Feed(Definition.Type())}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	subscription.On(sub, func(ctx context.Context, env eventbus.Envelope, e PaymentProcessed) error {
+		_, err := orderRepo.Update(ctx, e.OrderID, orders.PayFor(env.AggregateID, e.Amount))
 		return err
-	}, eventbus.Label("pay-orders"))
+	})
+	return sub, nil
 }
