@@ -8,16 +8,22 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+	bbolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/subscription"
+	"github.com/sourced-go/sourced/subscription/boltcheckpoint"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/memory"
 	"github.com/sourced-go/sourced/transport/serialized"
@@ -209,4 +215,86 @@ func operations(logger *zap.Logger, store transport.Transport) {
 	)
 	acme := repo.ForTenant("6f1c9b2e-4a57-4c1d-9a8e-3b2f1d0c9e7a")
 	_ = acme
+}
+
+// docs/feeds.md: a subscription, and a read model with its checkpoint in
+// one transaction.
+
+type revenueReport struct {
+	mu    sync.Mutex
+	total map[string]int
+}
+
+func (r *revenueReport) Add(_ context.Context, id string, _ int64, amount int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.total[id] += amount
+	return nil
+}
+
+func (r *revenueReport) of(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.total[id]
+}
+
+type feedOrderPaid struct {
+	Amount int `json:"amount"`
+}
+
+func feedsSubscription(ctx context.Context, store transport.Feeder, checkpoints subscription.Checkpoints, report *revenueReport) error {
+	type OrderPaid = feedOrderPaid
+	sub, err := subscription.New(store, "revenue", checkpoints, subscription.Feed("order"))
+	if err != nil {
+		return err
+	}
+	subscription.On(sub, func(ctx context.Context, env eventbus.Envelope, e OrderPaid) error {
+		return report.Add(ctx, env.AggregateID, env.Sequence, e.Amount)
+	})
+	return sub.Run(ctx) // catch up, then follow live until ctx ends or sub.Close
+}
+
+func feedsReadModel(ctx context.Context, store transport.Feeder, db *bbolt.DB) error {
+	cps, err := boltcheckpoint.New(db) // db: the read model's own bbolt file
+	if err != nil {
+		return err
+	}
+	sub, err := subscription.New(store, "order-list", cps, subscription.Feed("order"))
+	if err != nil {
+		return err
+	}
+	sub.OnEntry(cps.Apply(sub.Name(), func(ctx context.Context, tx *bbolt.Tx, e transport.FeedEntry) error {
+		return tx.Bucket([]byte("orders")).Put([]byte(e.AggregateID), []byte(e.Events[0].EventType))
+	}))
+	return sub.Run(ctx)
+}
+
+func TestFeedsSnippets(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	store := memory.New()
+	id := uuid.NewString()
+	require.NoError(t, store.Store(ctx, transport.Ref{Type: "order", ID: id}, []transport.Event{{EventType: "feedOrderPaid", Data: []byte(`{"amount":7}`)}}, transport.Any))
+
+	report := &revenueReport{total: map[string]int{}}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- feedsSubscription(sctx, store, subscription.NewMemoryCheckpoints(), report) }()
+	require.Eventually(t, func() bool { return report.of(id) == 7 }, 5*time.Second, time.Millisecond)
+	stop()
+	require.NoError(t, <-done)
+
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "view.db"), 0o600, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucket([]byte("orders")); return err }))
+	rctx, stopModel := context.WithCancel(ctx)
+	go func() { done <- feedsReadModel(rctx, store, db) }()
+	require.Eventually(t, func() bool {
+		var v []byte
+		_ = db.View(func(tx *bbolt.Tx) error { v = tx.Bucket([]byte("orders")).Get([]byte(id)); return nil })
+		return string(v) == "feedOrderPaid"
+	}, 5*time.Second, time.Millisecond)
+	stopModel()
+	require.NoError(t, <-done)
 }
