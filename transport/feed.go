@@ -23,8 +23,9 @@ const MaxFeedWait = 60 * time.Second
 // commit order: once a reader has seen sequence number N, no batch with a
 // number at or below N can appear later. A transport must make that true
 // even when writers commit concurrently, because a reader that has moved
-// past a number never looks back. The feed of one aggregate type carries the
-// same numbers as AllTypes, so they rise but may skip.
+// past a number never looks back. A batch is in the feed when the Store
+// (or StoreBulk) that wrote it returns. The feed of one aggregate type
+// carries the same numbers as AllTypes, so they rise but may skip.
 type Feeder interface {
 	// ReadFeed returns the entries after q.Since (exclusive), oldest first,
 	// at most q.Limit of them. When none are there yet and q.Wait > 0, it
