@@ -33,7 +33,9 @@ func TestNoSkipWhenTheLowerCommitsLast(t *testing.T) {
 		}
 	})
 	aDone := make(chan error, 1)
-	go func() { aDone <- tr.Store(ctx, a, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist) }()
+	go func() {
+		aDone <- tr.Store(ctx, a, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist)
+	}()
 	<-inTx
 
 	// A reader tails the feed the whole time.
@@ -57,7 +59,9 @@ func TestNoSkipWhenTheLowerCommitsLast(t *testing.T) {
 	}()
 
 	bDone := make(chan error, 1)
-	go func() { bDone <- tr.Store(ctx, b, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist) }()
+	go func() {
+		bDone <- tr.Store(ctx, b, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist)
+	}()
 	// B has committed (its row is visible) but must not be in the feed
 	// while the older A is open: wait until B's row is there, then look.
 	require.Eventually(t, func() bool { ok, _ := tr.Exists(ctx, b); return ok }, 10*time.Second, time.Millisecond)
