@@ -91,6 +91,9 @@ func Start(ctx context.Context) (*Cluster, error) {
 // binDir finds the server binaries: PATH, or Debian's folders, newest first.
 func binDir() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real // the folder with the other binaries, pgbench among them
+		}
 		return filepath.Dir(p), nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")

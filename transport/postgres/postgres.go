@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,7 +87,10 @@ type Transport struct {
 	interval time.Duration
 
 	signal  commitsignal.Signal // broadcast when batches get numbers
-	kick    chan struct{}       // wakes the sequencer after a local commit
+	mu      sync.Mutex
+	waiters map[*waiter]struct{} // stores waiting for their numbers
+	waiting map[int64]*waiter    // by batch id
+	kick    chan struct{}        // wakes the sequencer after a local commit
 	quit    chan struct{}
 	wg      sync.WaitGroup
 	closeMu sync.Once
@@ -102,11 +106,16 @@ var (
 
 // Open connects to the database a connection string names (a pgx pool
 // that Close closes), creates or migrates the schema, and starts the
-// sequencer. The connection string never appears in an error.
+// sequencer. The pool holds up to 16 connections (or 4 per CPU, if more)
+// unless the string sets pool_max_conns. The connection string never
+// appears in an error.
 func Open(ctx context.Context, connString string, opts ...Option) (*Transport, error) {
 	cfg, err := pgxpool.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("%w: the connection string does not parse (it is not repeated here: it may hold a password)", ErrConfig)
+	}
+	if !strings.Contains(connString, "pool_max_conns") {
+		cfg.MaxConns = int32(max(16, 4*runtime.NumCPU()))
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -130,7 +139,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Transport, e
 
 func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Option) (*Transport, error) {
 	t := &Transport{pool: pool, ownPool: own, schema: DefaultSchema, log: zap.NewNop(), now: time.Now,
-		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), quit: make(chan struct{})}
+		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), quit: make(chan struct{}), waiters: map[*waiter]struct{}{}, waiting: map[int64]*waiter{}}
 	for _, o := range opts {
 		if o != nil {
 			o(t)
@@ -225,8 +234,10 @@ func idHash(id string) int64 {
 	return int64(h.Sum32())
 }
 
-// sequencer numbers settled batches: after every local commit, and every
-// interval for other processes' batches.
+// sequencer numbers settled batches, when a local store asks, when
+// another process numbered some (an older transaction of ours may have
+// been waiting for it), and every interval for batches whose writer went
+// away; then it lets the stores waiting for their numbers return.
 func (t *Transport) sequencer() {
 	defer t.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -238,101 +249,133 @@ func (t *Transport) sequencer() {
 	tick := time.NewTicker(t.interval)
 	defer tick.Stop()
 	for {
+		changed := t.signal.Changed()
 		select {
 		case <-t.quit:
 			return
 		case <-t.kick:
 		case <-tick.C:
+		case <-changed:
 		}
 		for {
-			n, _, err := t.sequence(ctx, nil)
+			ids, err := t.sequence(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
 					t.log.Warn("postgres feed sequencer failed; it tries again", zap.Error(redact(err)))
 				}
 				break
 			}
-			if n == 0 {
+			if len(ids) == 0 {
+				// Another process may have numbered what our stores wait for.
+				if err := t.check(ctx); err != nil && ctx.Err() == nil {
+					t.log.Warn("postgres feed sequencer could not check waiting stores", zap.Error(redact(err)))
+				}
 				break
 			}
 			t.signal.Broadcast()
+			t.release(ids)
 		}
 	}
 }
+
+// waiter is a store waiting for its batches' feed numbers.
+type waiter struct {
+	left map[int64]bool
+	done chan struct{}
+}
+
+// release lets go the stores whose batches are all among ids now.
+func (t *Transport) release(ids []int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.waiters) == 0 {
+		return
+	}
+	for _, id := range ids {
+		if w := t.waiting[id]; w != nil {
+			delete(w.left, id)
+			delete(t.waiting, id)
+			if len(w.left) == 0 {
+				close(w.done)
+				delete(t.waiters, w)
+			}
+		}
+	}
+}
+
+// check asks the database which awaited batches have numbers (another
+// process's sequencer may have given them) and releases their stores.
+func (t *Transport) check(ctx context.Context) error {
+	t.mu.Lock()
+	ids := make([]int64, 0, len(t.waiting))
+	for id := range t.waiting {
+		ids = append(ids, id)
+	}
+	t.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := t.pool.Query(ctx, t.q.numbered, ids)
+	if err != nil {
+		return err
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return err
+	}
+	t.release(got)
+	return nil
+}
+
+// awaitNumbers returns once the batches with these ids have feed numbers,
+// so that a batch is in the feed when its Store returns. The sequencer
+// numbers them, after any older transaction still open has settled. If
+// that takes longer than maxNumberWait, or ctx ends, it returns anyway: the
+// batches are stored, and the sequencer numbers them soon.
+func (t *Transport) awaitNumbers(ctx context.Context, ids []int64) {
+	w := &waiter{left: make(map[int64]bool, len(ids)), done: make(chan struct{})}
+	t.mu.Lock()
+	for _, id := range ids {
+		w.left[id] = true
+		t.waiting[id] = w
+	}
+	t.waiters[w] = struct{}{}
+	t.mu.Unlock()
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+	timer := time.NewTimer(maxNumberWait)
+	defer timer.Stop()
+	select {
+	case <-w.done:
+		return
+	case <-ctx.Done():
+	case <-timer.C:
+		t.log.Warn("postgres: a stored batch still waits for its feed number; an old transaction may hold the feed back", zap.Int64s("batch_ids", ids))
+	case <-t.quit:
+	}
+	t.mu.Lock()
+	for id := range w.left {
+		delete(t.waiting, id)
+	}
+	delete(t.waiters, w)
+	t.mu.Unlock()
+}
+
+// maxNumberWait bounds how long a store waits for its feed number.
+const maxNumberWait = 30 * time.Second
 
 // sequence gives feed numbers to the batches whose transactions are all
-// settled, in transaction order, and returns how many it numbered and
-// whether the batches with the ids in wait (if any) have numbers now.
-// Sequencers take turns on an advisory lock; a pass that finds nothing to
-// number writes nothing.
-func (t *Transport) sequence(ctx context.Context, wait []int64) (n int, done bool, err error) {
-	err = pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		var base int64
-		var locked any
-		if err := tx.QueryRow(ctx, t.q.lockCounter, t.q.lock).Scan(&locked, &base); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, t.q.pending)
-		if err != nil {
-			return err
-		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			return err
-		}
-		if len(ids) > 0 {
-			if _, err := tx.Exec(ctx, t.q.number, base, ids); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, t.q.setCounter, base+int64(len(ids))); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", t.q.channel); err != nil {
-				return err
-			}
-			n = len(ids)
-		}
-		if len(wait) == 0 {
-			return nil
-		}
-		var left int
-		if err := tx.QueryRow(ctx, t.q.unnumbered, wait).Scan(&left); err != nil {
-			return err
-		}
-		done = left == 0
-		return nil
-	})
-	return n, done, err
-}
-
-// awaitNumbers returns once the batches with these ids have feed numbers:
-// then a batch is in the feed when its Store returns. It waits for older
-// transactions still running to settle, woken by the sequencing of others.
-// A failure here is logged, not returned: the batches are stored, and the
-// background sequencer numbers them.
-func (t *Transport) awaitNumbers(ctx context.Context, ids []int64) {
-	for {
-		changed := t.signal.Changed()
-		n, done, err := t.sequence(ctx, ids)
-		if n > 0 {
-			t.signal.Broadcast()
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				t.log.Warn("postgres: a stored batch awaits its feed number from the background sequencer", zap.Error(redact(err)))
-			}
-			return
-		}
-		if done {
-			return
-		}
-		select {
-		case <-changed:
-		case <-time.After(t.interval):
-		case <-ctx.Done():
-			return
-		}
+// settled, in transaction order, and returns the ids it numbered: one
+// round trip to the sequence_feed function (migration 2), which takes the
+// sequencers' advisory lock, reads the horizon, numbers and notifies.
+func (t *Transport) sequence(ctx context.Context) ([]int64, error) {
+	rows, err := t.pool.Query(ctx, t.q.sequence, t.q.lock, t.q.channel)
+	if err != nil {
+		return nil, err
 	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
 // listen wakes this process's waiting feed readers when another process
@@ -395,3 +438,6 @@ func redact(err error) error {
 	}
 	return err
 }
+
+// Pool returns the connection pool the transport uses.
+func (t *Transport) Pool() *pgxpool.Pool { return t.pool }

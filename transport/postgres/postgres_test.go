@@ -47,7 +47,11 @@ func database(t testing.TB) string {
 // fresh opens a transport on a schema of its own: an empty store.
 func fresh(t testing.TB, opts ...postgres.Option) *postgres.Transport {
 	t.Helper()
-	url := database(t)
+	return freshAt(t, database(t), opts...)
+}
+
+func freshAt(t testing.TB, url string, opts ...postgres.Option) *postgres.Transport {
+	t.Helper()
 	schema := fmt.Sprintf("t%d_%d", os.Getpid(), schemas.Add(1))
 	tr, err := postgres.Open(context.Background(), url, append([]postgres.Option{postgres.WithSchema(schema), postgres.WithSequencerInterval(20 * time.Millisecond)}, opts...)...)
 	require.NoError(t, err)

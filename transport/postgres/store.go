@@ -103,56 +103,91 @@ func encode(ref transport.Ref, events []transport.Event, expected transport.Expe
 	return encoded{ref: ref, data: data, types: types, count: len(events), expect: expected}, err
 }
 
-// appendBatch checks the expected version, moves the aggregate's row on and
-// inserts the batch, in tx.
-func (t *Transport) appendBatch(ctx context.Context, tx pgx.Tx, op string, b encoded, now time.Time) (int64, error) {
+// storeSQL returns the statement and arguments that store b: one
+// statement, which moves the aggregate's row on only if the expected
+// version matches and inserts the batch only then, returning its id.
+func (t *Transport) storeSQL(b encoded, now time.Time) (string, []any) {
 	r := b.ref
-	var version int64
-	var err error
+	args := []any{r.Tenant, r.Type, r.ID, b.count, now, b.types, idHash(r.ID), b.data}
 	v, exact := b.expect.Value()
 	switch {
 	case !exact:
-		err = tx.QueryRow(ctx, t.q.bumpAny, r.Tenant, r.Type, r.ID, b.count, now).Scan(&version)
+		return t.q.storeAny, args
 	case v == 0:
-		err = tx.QueryRow(ctx, t.q.insertAggregate, r.Tenant, r.Type, r.ID, b.count, now).Scan(&version)
-	default:
-		err = tx.QueryRow(ctx, t.q.bumpExactly, r.Tenant, r.Type, r.ID, b.count, now, v).Scan(&version)
+		return t.q.storeNew, args
 	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		e := transport.NewError(op, r, transport.ErrConflict)
-		e.Expected = b.expect
-		return 0, e
-	}
-	if err != nil {
-		return 0, err
-	}
-	var id int64
-	err = tx.QueryRow(ctx, t.q.insertBatch, r.Tenant, r.Type, r.ID, version, now, b.count, b.types, idHash(r.ID), b.data).Scan(&id)
-	return id, err
+	return t.q.storeExactly, append(args, v)
 }
 
-// write runs batches in one transaction and reports the outcome honestly.
+// conflict is the error of a store whose expected version did not match.
+func conflict(op string, b encoded) error {
+	e := transport.NewError(op, b.ref, transport.ErrConflict)
+	e.Expected = b.expect
+	return e
+}
+
+// isUniqueViolation reports a second writer of one version.
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// write stores batches, all or none, and returns once they are in the
+// feed. A store whose expected version is Any and that loses a race for
+// the next version tries again.
 func (t *Transport) write(ctx context.Context, op string, ref transport.Ref, batches []encoded) error {
-	tx, err := t.pool.Begin(ctx)
-	if err != nil {
-		return failed(op, ref, err, false)
+	for attempt := 0; ; attempt++ {
+		err, raced := t.writeOnce(ctx, op, ref, batches)
+		if !raced || attempt == 10 {
+			return err
+		}
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+}
+
+// writeOnce stores batches once. One batch is one statement in its own
+// implicit transaction (one round trip); several share an explicit one.
+// raced says an Any store lost a race and may simply try again.
+func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref, batches []encoded) (err error, raced bool) {
 	now := t.now()
 	ids := make([]int64, len(batches))
+	outcome := func(b encoded, err error, committing bool) (error, bool) {
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return conflict(op, b), false
+		case isUniqueViolation(err):
+			return conflict(op, b), b.expect.IsAny()
+		}
+		return failed(op, b.ref, err, committing), false
+	}
+	if len(batches) == 1 && t.beforeCommit == nil {
+		sql, args := t.storeSQL(batches[0], now)
+		if err := t.pool.QueryRow(ctx, sql, args...).Scan(&ids[0]); err != nil {
+			// The statement commits as it ends: once it was sent, its
+			// outcome is unknown unless the server answered.
+			return outcome(batches[0], err, !pgconn.SafeToRetry(err))
+		}
+		t.awaitNumbers(ctx, ids)
+		return nil, false
+	}
+	tx, err := t.pool.Begin(ctx)
+	if err != nil {
+		return failed(op, ref, err, false), false
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	for i, b := range batches {
-		if ids[i], err = t.appendBatch(ctx, tx, op, b, now); err != nil {
-			return failed(op, b.ref, err, false)
+		sql, args := t.storeSQL(b, now)
+		if err := tx.QueryRow(ctx, sql, args...).Scan(&ids[i]); err != nil {
+			return outcome(b, err, false)
 		}
 	}
 	if t.beforeCommit != nil {
 		t.beforeCommit(ctx, tx)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return failed(op, ref, err, true)
+		return outcome(batches[0], err, true)
 	}
 	t.awaitNumbers(ctx, ids)
-	return nil
+	return nil, false
 }
 
 // Store implements transport.Transport: one transaction.
@@ -234,18 +269,16 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 		if err != nil {
 			return err
 		}
+		stmts, args := t.q.deleteOne, []any{target.Tenant, target.Type, target.ID}
 		if target.AllOfType {
-			if _, err := tx.Exec(ctx, t.q.deleteTypeBatches, target.Tenant, target.Type); err != nil {
+			stmts, args = t.q.deleteType, []any{target.Tenant, target.Type}
+		}
+		for _, q := range stmts {
+			if _, err := tx.Exec(ctx, q, args...); err != nil {
 				return err
 			}
-			_, err = tx.Exec(ctx, t.q.deleteTypeAggregates, target.Tenant, target.Type)
-			return err
 		}
-		if _, err := tx.Exec(ctx, t.q.deleteOneBatches, target.Tenant, target.Type, target.ID); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, t.q.deleteOneAggregate, target.Tenant, target.Type, target.ID)
-		return err
+		return nil
 	})
 	if err != nil {
 		return failed(op, ref, err, false)
