@@ -1,0 +1,135 @@
+package main
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus metrics, on a registry of their own.
+type metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	bytesIn     *prometheus.CounterVec
+	bytesOut    *prometheus.CounterVec
+	stores      prometheus.Counter
+	conflicts   prometheus.Counter
+	limited     prometheus.Counter
+	storeErrors prometheus.Counter
+	waiting     prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sourced_http_requests_total",
+			Help: "API requests by route, method and status code."}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sourced_http_request_duration_seconds",
+			Help: "API request latency by route and method (feed reads include their wait).", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)},
+			[]string{"route", "method"}),
+		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sourced_http_request_bytes_total",
+			Help: "Request body bytes received, by route."}, []string{"route"}),
+		bytesOut: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sourced_http_response_bytes_total",
+			Help: "Response body bytes sent, by route."}, []string{"route"}),
+		stores: prometheus.NewCounter(prometheus.CounterOpts{Name: "sourced_stores_total",
+			Help: "Store requests (single and bulk) that stored their batches."}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "sourced_conflicts_total",
+			Help: "Requests answered 409: the expected version did not match."}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{Name: "sourced_rate_limited_total",
+			Help: "Requests answered 429."}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "sourced_store_errors_total",
+			Help: "Requests answered 5xx: the store failed or was unavailable."}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sourced_feed_readers_waiting",
+			Help: "Feed reads in progress that may wait for a batch (waitTime > 0)."}),
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.bytesIn, m.bytesOut, m.stores, m.conflicts, m.limited, m.storeErrors, m.waiting,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// route names a path by its pattern, never by its ids.
+func route(method, path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case parts[0] == "aggregates" && len(parts) == 2:
+		return "/aggregates/{type}"
+	case parts[0] == "aggregates" && len(parts) == 3 && parts[2] == "events" && method == http.MethodPost:
+		return "/aggregates/{type}/events"
+	case parts[0] == "aggregates" && len(parts) == 3:
+		return "/aggregates/{type}/{id}"
+	case parts[0] == "aggregates" && len(parts) == 4 && parts[3] == "events":
+		return "/aggregates/{type}/{id}/events"
+	case parts[0] == "feeds" && len(parts) == 1:
+		return "/feeds"
+	case parts[0] == "feeds" && len(parts) == 2:
+		return "/feeds/{feed}"
+	}
+	return "other"
+}
+
+// recorder remembers the status and counts the bytes of a response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += n
+	return n, err
+}
+
+// wrap counts every API request the handler serves.
+func (m *metrics) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt := route(r.Method, r.URL.Path)
+		waits := rt == "/feeds/{feed}" && r.Method == http.MethodGet && r.URL.Query().Get("waitTime") != "" && r.URL.Query().Get("waitTime") != "0"
+		if waits {
+			m.waiting.Inc()
+			defer m.waiting.Dec()
+		}
+		began := time.Now()
+		rec := &recorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		m.requests.WithLabelValues(rt, r.Method, strconv.Itoa(rec.status)).Inc()
+		m.duration.WithLabelValues(rt, r.Method).Observe(time.Since(began).Seconds())
+		if r.ContentLength > 0 {
+			m.bytesIn.WithLabelValues(rt).Add(float64(r.ContentLength))
+		}
+		m.bytesOut.WithLabelValues(rt).Add(float64(rec.bytes))
+		switch {
+		case rec.status == http.StatusConflict:
+			m.conflicts.Inc()
+		case rec.status == http.StatusTooManyRequests:
+			m.limited.Inc()
+		case rec.status >= 500:
+			m.storeErrors.Inc()
+		case rec.status/100 == 2 && r.Method == http.MethodPost && strings.HasSuffix(rt, "/events"):
+			m.stores.Inc()
+		}
+	})
+}
