@@ -286,3 +286,10 @@ func eventName[E any]() string {
 	}
 	return t.Name()
 }
+
+// Restore returns a Root for id at version with state, as a snapshot kept
+// them: the repository uses it to start from a snapshot and replay only
+// the events after it.
+func (d *Definition[S]) Restore(id string, version int64, state S) *Root[S] {
+	return &Root[S]{def: d, id: id, version: version, state: state}
+}

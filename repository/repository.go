@@ -11,6 +11,7 @@ import (
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/eventbus"
+	"github.com/sourced-go/sourced/snapshot"
 	"github.com/sourced-go/sourced/transport"
 )
 
@@ -49,6 +50,11 @@ type config struct {
 	publisher Publisher
 	pageSize  int
 	tenant    string
+
+	cacheSize      int
+	snapshots      snapshot.Store
+	snapshotSchema int
+	snapshotEvery  int
 }
 
 // WithLogger sets the logger (default zap.NewNop()).
@@ -106,10 +112,11 @@ func WithTenant(tenant string) Option { return func(c *config) { c.tenant = tena
 // Repository loads and stores aggregates of one type through a transport.
 // It is safe for concurrent use.
 type Repository[S any] struct {
-	t   transport.Transport
-	def *aggregate.Definition[S]
-	cfg config
-	seq *sequencer
+	t     transport.Transport
+	def   *aggregate.Definition[S]
+	cfg   config
+	seq   *sequencer
+	cache *rootCache[S]
 }
 
 // New returns a repository for aggregates defined by def, stored through t.
@@ -118,7 +125,7 @@ func New[S any](t transport.Transport, def *aggregate.Definition[S], opts ...Opt
 	for _, o := range opts {
 		o(&c)
 	}
-	return &Repository[S]{t: t, def: def, cfg: c, seq: newSequencer()}
+	return &Repository[S]{t: t, def: def, cfg: c, seq: newSequencer(), cache: newRootCache[S](c.cacheSize)}
 }
 
 // ForTenant returns a copy of the repository scoped to tenant.
@@ -144,14 +151,19 @@ func (r *Repository[S]) target(op, id string) (transport.Ref, error) {
 	return ref, nil
 }
 
-// Load returns the aggregate hydrated from its whole history. It fails with
-// an error wrapping transport.ErrNotFound when the aggregate does not exist.
+// Load returns the aggregate hydrated from its history (from its latest
+// usable snapshot on, with WithSnapshots). It fails with an error wrapping
+// transport.ErrNotFound when the aggregate does not exist.
 func (r *Repository[S]) Load(ctx context.Context, id string) (*aggregate.Root[S], error) {
 	ref, err := r.target("load", id)
 	if err != nil {
 		return nil, err
 	}
-	return r.load(ctx, ref)
+	if r.cfg.snapshots == nil {
+		return r.load(ctx, ref)
+	}
+	root, _, err := r.hydrate(ctx, ref)
+	return root, err
 }
 
 // load pages through the history, replaying page by page.
@@ -202,7 +214,12 @@ func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (
 	if err := cmd(root); err != nil {
 		return Result{}, commandError("create", ref, err)
 	}
-	return r.Save(ctx, root)
+	w := &writer[S]{repo: r, op: "save", ref: ref}
+	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
+	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve {
+		r.afterWrite(ctx, ref, w.final, w.lastID, res.Events, true)
+	}
+	return res, err
 }
 
 // Save stores the events recorded on root, expecting the version root was
@@ -217,6 +234,10 @@ func (r *Repository[S]) Save(ctx context.Context, root *aggregate.Root[S]) (Resu
 	}
 	w := &writer[S]{repo: r, op: "save", ref: ref}
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
+	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve {
+		// The caller keeps root: it is snapshotted, never cached.
+		r.afterWrite(ctx, ref, w.final, w.lastID, res.Events, false)
+	}
 	return res, err
 }
 
@@ -233,8 +254,16 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 		return Result{}, transport.Wrap(ErrNilCommand, "update", ref, transport.ErrInvalid)
 	}
 	w := &writer[S]{repo: r, op: "update", ref: ref}
-	return w.run(ctx, func() (*aggregate.Root[S], error) {
-		root, err := r.load(ctx, ref)
+	var marker string
+	res, err := w.run(ctx, func() (*aggregate.Root[S], error) {
+		var root *aggregate.Root[S]
+		var err error
+		if r.cache == nil && r.cfg.snapshots == nil {
+			root, err = r.load(ctx, ref)
+		} else {
+			// A root from the cache is ours alone until it goes back.
+			root, marker, err = r.checkout(ctx, ref)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -243,6 +272,13 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 		}
 		return root, nil
 	}, true)
+	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve && (r.cache != nil || r.cfg.snapshots != nil) {
+		if w.lastID != "" {
+			marker = w.lastID
+		}
+		r.afterWrite(ctx, ref, w.final, marker, res.Events, true)
+	}
+	return res, err
 }
 
 func commandError(op string, ref transport.Ref, err error) error {
@@ -266,7 +302,13 @@ func (r *Repository[S]) ConfirmDelete(ctx context.Context, id, token string) err
 	if err != nil {
 		return err
 	}
+	r.cache.drop(cacheKey{ref.Tenant, ref.ID})
 	err = r.t.ConfirmDelete(ctx, transport.DeleteAggregate(ref), token)
+	if err == nil && r.cfg.snapshots != nil {
+		if serr := r.cfg.snapshots.Delete(ctx, ref); serr != nil {
+			r.cfg.log.Warn("snapshot delete failed (a later load ignores it anyway)", r.fields(ref, zap.Error(serr))...)
+		}
+	}
 	if err == nil {
 		r.cfg.log.Info("aggregate deleted", zap.String("aggregate_type", ref.Type), zap.String("aggregate_id", ref.ID), zap.String("tenant", ref.Tenant))
 	}
@@ -304,6 +346,7 @@ func (r *Repository[S]) ConfirmDeleteAll(ctx context.Context, token string) erro
 	if err != nil {
 		return err
 	}
+	r.cache.clear()
 	err = r.t.ConfirmDelete(ctx, target, token)
 	if err == nil {
 		r.cfg.log.Info("aggregate type deleted", zap.String("aggregate_type", ref.Type), zap.String("tenant", ref.Tenant))

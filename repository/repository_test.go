@@ -3,6 +3,7 @@ package repository_test
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/snapshot"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/faultinject"
 	"github.com/sourced-go/sourced/transport/memory"
@@ -56,6 +58,11 @@ func zeroWait(n uint64) repository.Option {
 
 func newRepo(t *testing.T, tr transport.Transport, opts ...repository.Option) *repository.Repository[counter] {
 	t.Helper()
+	if os.Getenv(variantEnv) == "cache" {
+		// TestSuiteWithCacheAndSnapshots runs every test again this way.
+		// The test's own options come last and win.
+		opts = append([]repository.Option{repository.WithCache(64), repository.WithSnapshots(snapshot.NewMemory(), 1, 3)}, opts...)
+	}
 	return repository.New(tr, counters, append([]repository.Option{zeroWait(1000)}, opts...)...)
 }
 

@@ -33,6 +33,11 @@ type writer[S any] struct {
 	// fromResolve: the success is an earlier ambiguous batch, whose
 	// announcement was already ended.
 	fromResolve bool
+	// final is the root of the successful attempt, at the stored version,
+	// and lastID the id of the last event it stored (empty when it stored
+	// nothing).
+	final  *aggregate.Root[S]
+	lastID string
 }
 
 // run stores what prepare returns. With rerun, conflicts are retried by
@@ -73,6 +78,7 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 		events := root.Uncommitted()
 		if len(events) == 0 {
 			res = Result{Version: root.Version()}
+			w.final, w.lastID = root, ""
 			return nil
 		}
 		base := root.Version()
@@ -88,6 +94,7 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 		case err == nil:
 			root.Commit(base + 1)
 			res, published = Result{Version: base + 1, Events: len(events)}, events
+			w.final, w.lastID = root, events[len(events)-1].EventID
 			return nil
 		case errors.Is(err, transport.ErrAmbiguous):
 			w.unresolved = append(w.unresolved, sent{base: base, firstID: events[0].EventID, events: events})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/snapshot"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/faultinject"
 	"github.com/sourced-go/sourced/transport/memory"
@@ -54,7 +55,15 @@ func tortureSize(t *testing.T) int {
 // response bodies, answers 429, 500 and 503. Afterwards every command
 // reported as successful is in the history exactly once, every command
 // reported as failed is absent, and versions have no gaps.
-func TestTorture(t *testing.T) {
+func TestTorture(t *testing.T) { torture(t) }
+
+// TestTortureWithCacheAndSnapshots is the same run with cached roots and
+// snapshots every 5 versions: they may cost reloads, never correctness.
+func TestTortureWithCacheAndSnapshots(t *testing.T) {
+	torture(t, repository.WithCache(8), repository.WithSnapshots(snapshot.NewMemory(), 1, 5))
+}
+
+func torture(t *testing.T, opts ...repository.Option) {
 	const writers, aggregates = 32, 4
 	perWriter := tortureSize(t)
 	srv := localserver.NewServer(memory.New(), localserver.WithKeys("k", "s"))
@@ -75,9 +84,9 @@ func TestTorture(t *testing.T) {
 			return backoff.WithMaxRetries(backoff.NewConstantBackOff(time.Millisecond), 6)
 		}))
 	require.NoError(t, err)
-	repo := repository.New(client, ledgers, repository.WithRetry(func() backoff.BackOff {
+	repo := repository.New(client, ledgers, append([]repository.Option{repository.WithRetry(func() backoff.BackOff {
 		return backoff.WithMaxRetries(backoff.NewConstantBackOff(time.Millisecond), 200)
-	}))
+	})}, opts...)...)
 
 	ctx := context.Background()
 	ids := make([]string, aggregates)
