@@ -33,7 +33,9 @@ func NewBolt(db *bbolt.DB) (*Bolt, error) {
 	return &Bolt{db: db}, nil
 }
 
-func boltKey(ref transport.Ref) []byte { return []byte(ref.Tenant + "\x00" + ref.Type + "\x00" + ref.ID) }
+func boltKey(ref transport.Ref) []byte {
+	return []byte(ref.Tenant + "\x00" + ref.Type + "\x00" + ref.ID)
+}
 
 // Get implements Store.
 func (b *Bolt) Get(_ context.Context, ref transport.Ref) (Snapshot, bool, error) {
