@@ -1,7 +1,6 @@
 package aggregate
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -42,8 +41,9 @@ type Recorded struct {
 type handler[S any] struct {
 	name   string
 	goType reflect.Type
-	// replay decodes data into the event's Go type and applies it.
-	replay func(s *S, data []byte) error
+	// replay decodes data into the event's Go type with the codec and
+	// applies it.
+	replay func(s *S, data []byte, c Codec) error
 	// apply applies an already typed event value.
 	apply func(s *S, v any)
 }
@@ -62,6 +62,8 @@ type Definition[S any] struct {
 	initial       func() S
 	ignoreUnknown bool
 	fallback      func(s *S, eventType string, data []byte) error
+	codec         Codec
+	upcasters     map[string]Upcaster
 }
 
 // New defines an aggregate type. It fails with ErrDefinition for a bad
@@ -76,6 +78,7 @@ func New[S any](aggregateType string, opts ...Option[S]) (*Definition[S], error)
 		typ:    aggregateType,
 		byName: make(map[string]*handler[S]),
 		byType: make(map[reflect.Type]*handler[S]),
+		codec:  JSON{},
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -122,10 +125,10 @@ func OnNamed[S, E any](name string, h func(*S, E)) Option[S] {
 		hd := &handler[S]{
 			name:   name,
 			goType: goType,
-			replay: func(s *S, data []byte) error {
+			replay: func(s *S, data []byte, c Codec) error {
 				var e E
 				if len(data) > 0 {
-					if err := json.Unmarshal(data, &e); err != nil {
+					if err := c.Unmarshal(data, &e); err != nil {
 						return err
 					}
 				}
@@ -235,7 +238,7 @@ func (r *Root[S]) RecordEncrypted(event any, encryptedData string) error {
 	if !ok {
 		return fmt.Errorf("%s %s: record %T: %w (register it with aggregate.On)", r.def.typ, r.id, event, ErrUnregisteredEvent)
 	}
-	data, err := json.Marshal(event)
+	data, err := r.def.codec.Marshal(event)
 	if err != nil {
 		return fmt.Errorf("%s %s: encode %s: %w", r.def.typ, r.id, h.name, err)
 	}
@@ -251,6 +254,12 @@ func (r *Root[S]) RecordEncrypted(event any, encryptedData string) error {
 // with ErrUnknownEvent unless the definition ignores unknown types or has a
 // default handler; bad data fails with ErrDecode.
 func (r *Root[S]) Replay(eventType string, data []byte) error {
+	if r.def.upcasters != nil {
+		var err error
+		if eventType, data, err = r.def.Upcast(eventType, data); err != nil {
+			return fmt.Errorf("%s %s: %w", r.def.typ, naming.Quote(r.id), err)
+		}
+	}
 	h, ok := r.def.byName[eventType]
 	if !ok {
 		switch {
@@ -264,7 +273,7 @@ func (r *Root[S]) Replay(eventType string, data []byte) error {
 		}
 		return fmt.Errorf("%s %s: event type %s: %w", r.def.typ, naming.Quote(r.id), naming.Quote(eventType), ErrUnknownEvent)
 	}
-	if err := h.replay(&r.state, data); err != nil {
+	if err := h.replay(&r.state, data, r.def.codec); err != nil {
 		return fmt.Errorf("%s %s: event type %s: %w: %w", r.def.typ, naming.Quote(r.id), naming.Quote(eventType), ErrDecode, err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sourced-go/sourced/aggregate"
+	"github.com/sourced-go/sourced/aggregate/gojson"
 	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/repository"
 	"github.com/sourced-go/sourced/transport"
@@ -31,6 +32,12 @@ type basket struct {
 }
 
 var baskets = aggregate.MustNew[basket]("basket",
+	aggregate.On(func(b *basket, e ItemAdded) { b.Items += e.Quantity; b.Total += e.Price * float64(e.Quantity) }),
+)
+
+// fastBaskets is baskets with the gojson codec.
+var fastBaskets = aggregate.MustNew[basket]("basket",
+	aggregate.WithCodec[basket](gojson.Codec{}),
 	aggregate.On(func(b *basket, e ItemAdded) { b.Items += e.Quantity; b.Total += e.Price * float64(e.Quantity) }),
 )
 
@@ -71,6 +78,17 @@ func BenchmarkHydrate(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
 				root, err := repo.Load(ctx, id)
+				if err != nil || root.State().Items == 0 {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+		})
+		fast := repository.New(tr, fastBaskets)
+		b.Run(fmt.Sprintf("events=%d/repository-gojson", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				root, err := fast.Load(ctx, id)
 				if err != nil || root.State().Items == 0 {
 					b.Fatal(err)
 				}
