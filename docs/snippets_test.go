@@ -20,8 +20,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/aggregate"
+	"github.com/sourced-go/sourced/aggregate/gojson"
 	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/snapshot"
 	"github.com/sourced-go/sourced/subscription"
 	"github.com/sourced-go/sourced/subscription/boltcheckpoint"
 	"github.com/sourced-go/sourced/transport"
@@ -297,4 +299,38 @@ func TestFeedsSnippets(t *testing.T) {
 	}, 5*time.Second, time.Millisecond)
 	stopModel()
 	require.NoError(t, <-done)
+}
+
+// docs/long-histories.md
+
+type Ledger struct{ Balance int64 }
+
+type EntryPosted struct {
+	Cents int64 `json:"cents"`
+}
+
+var ledgers = aggregate.MustNew[Ledger]("ledger",
+	aggregate.WithCodec[Ledger](gojson.Codec{}), // faster decoding
+	aggregate.On(func(l *Ledger, e EntryPosted) { l.Balance += e.Cents }),
+	aggregate.Upcast[Ledger]("Posted", aggregate.Rename("EntryPosted")), // an old name
+)
+
+func ledgerRepository(store transport.Transport, snapshots snapshot.Store) *repository.Repository[Ledger] {
+	return repository.New(store, ledgers,
+		repository.WithCache(10_000),                // keep hot roots, read only new batches
+		repository.WithSnapshots(snapshots, 1, 100), // state every 100 versions, schema 1
+	)
+}
+
+func TestLongHistoriesSnippet(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	id := uuid.NewString()
+	require.NoError(t, store.Store(ctx, transport.Ref{Type: "ledger", ID: id}, []transport.Event{{EventType: "Posted", Data: []byte(`{"cents":5}`)}}, transport.Any))
+	repo := ledgerRepository(store, snapshot.NewMemory())
+	_, err := repo.Update(ctx, id, func(r *aggregate.Root[Ledger]) error { return r.Record(EntryPosted{Cents: 7}) })
+	require.NoError(t, err)
+	root, err := repo.Load(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, int64(12), root.State().Balance)
 }

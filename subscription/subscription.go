@@ -109,6 +109,14 @@ func WithLogger(l *zap.Logger) Option {
 // (default every 30 s; 0 turns it off). Every page logs it at Debug.
 func LagEvery(d time.Duration) Option { return func(s *Subscription) { s.lagEvery = d } }
 
+// Upcast turns stored events of old names or shapes into current ones
+// before the handlers see them; pass an aggregate definition's Upcast
+// method (aggregate.Definition.Upcast), which a load uses too. An event
+// that fails to upcast is a handler failure: retried, then stop or park.
+func Upcast(up func(eventType string, data []byte) (string, []byte, error)) Option {
+	return func(s *Subscription) { s.upcast = up }
+}
+
 // Subscription follows one feed with its handlers. Build it with New,
 // register handlers with On, OnEvent, OnAll or OnEntry, then Run it.
 type Subscription struct {
@@ -121,6 +129,7 @@ type Subscription struct {
 	failure  Failure
 	log      *zap.Logger
 	lagEvery time.Duration
+	upcast   func(eventType string, data []byte) (string, []byte, error)
 
 	byType  map[string][]eventbus.Handler
 	all     []eventbus.Handler
@@ -456,11 +465,20 @@ func (s *Subscription) handle(ctx context.Context, e *transport.FeedEntry) error
 	}
 	for i := range e.Events {
 		ev := &e.Events[i]
-		hs := s.byType[ev.EventType]
+		env := envelope(s.query.Feed.Tenant, e, ev)
+		if s.upcast != nil {
+			var err error
+			if err := s.call(ctx, e, env, func() error {
+				env.EventType, env.Data, err = s.upcast(ev.EventType, ev.Data)
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+		hs := s.byType[env.EventType]
 		if len(hs) == 0 && len(s.all) == 0 {
 			continue
 		}
-		env := envelope(s.query.Feed.Tenant, e, ev)
 		for _, h := range hs {
 			if err := s.call(ctx, e, env, func() error { return h(ctx, env) }); err != nil {
 				return err

@@ -424,3 +424,29 @@ func TestUndecodableEventStops(t *testing.T) {
 	err = sub.Run(context.Background())
 	assert.ErrorContains(t, err, "decode OrderPlaced")
 }
+
+func TestUpcastBeforeHandlers(t *testing.T) {
+	tr := memory.New()
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	require.NoError(t, tr.Store(context.Background(), ref, []transport.Event{{EventType: "OrderSettled", Data: []byte(`{"amt":7}`)}}, transport.Any))
+	put(t, tr, ref, "OrderPaid", OrderPaid{Amount: 8})
+	s := newSeen()
+	sub, err := subscription.New(tr, "upcast", subscription.NewMemoryCheckpoints(), subscription.Wait(time.Second),
+		subscription.Upcast(func(typ string, data []byte) (string, []byte, error) {
+			if typ != "OrderSettled" {
+				return typ, data, nil
+			}
+			var old struct{ Amt int }
+			if err := json.Unmarshal(data, &old); err != nil {
+				return "", nil, err
+			}
+			b, err := json.Marshal(OrderPaid{Amount: old.Amt})
+			return "OrderPaid", b, err
+		}))
+	require.NoError(t, err)
+	typed(s, sub)
+	start(t, sub)
+	s.waitFor(t, 2)
+	_, vals := s.snapshot()
+	assert.Equal(t, []any{OrderPaid{7}, OrderPaid{8}}, vals, "the old event arrives in the current shape")
+}
