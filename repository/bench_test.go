@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/aggregate/gojson"
@@ -205,5 +207,33 @@ func BenchmarkUpdatePublish(b *testing.B) {
 		if _, err := repo.Update(ctx, ids[i], addItem); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkUpdateTracing is BenchmarkUpdate without a tracer provider (the
+// default: no span is made) and with an SDK provider that records.
+func BenchmarkUpdateTracing(b *testing.B) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	for _, c := range []struct {
+		name string
+		opts []repository.Option
+	}{{"tracing=off", nil}, {"tracing=sdk", []repository.Option{repository.WithTracerProvider(tp)}}} {
+		b.Run(c.name, func(b *testing.B) {
+			tr := memory.New()
+			repo := repository.New(tr, baskets, c.opts...)
+			ids := seedSmall(b, tr, b.N)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := repo.Update(ctx, ids[i], addItem); err != nil {
+					b.Fatal(err)
+				}
+				if i%1000 == 999 {
+					rec.Reset()
+				}
+			}
+		})
 	}
 }

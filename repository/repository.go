@@ -7,10 +7,14 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/eventbus"
+	"github.com/sourced-go/sourced/internal/tracing"
 	"github.com/sourced-go/sourced/snapshot"
 	"github.com/sourced-go/sourced/transport"
 )
@@ -50,6 +54,8 @@ type config struct {
 	publisher Publisher
 	pageSize  int
 	tenant    string
+
+	tracer         trace.Tracer
 
 	cacheSize      int
 	snapshots      snapshot.Store
@@ -106,6 +112,14 @@ func WithPageSize(n int) Option {
 	}
 }
 
+// WithTracerProvider makes a span of every Load and Update (with the
+// attempts, the conflicts met and the final version as attributes), the
+// parent of the transport's own spans. Without it no span is made and
+// nothing is paid.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) { c.tracer = tracing.Tracer(tp) }
+}
+
 // WithTenant scopes every call to a tenant (a UUID).
 func WithTenant(tenant string) Option { return func(c *config) { c.tenant = tenant } }
 
@@ -154,15 +168,25 @@ func (r *Repository[S]) target(op, id string) (transport.Ref, error) {
 // Load returns the aggregate hydrated from its history (from its latest
 // usable snapshot on, with WithSnapshots). It fails with an error wrapping
 // transport.ErrNotFound when the aggregate does not exist.
-func (r *Repository[S]) Load(ctx context.Context, id string) (*aggregate.Root[S], error) {
+func (r *Repository[S]) Load(ctx context.Context, id string) (root *aggregate.Root[S], err error) {
 	ref, err := r.target("load", id)
 	if err != nil {
 		return nil, err
 	}
+	if r.cfg.tracer != nil {
+		var span trace.Span
+		ctx, span = r.startSpan(ctx, "load", ref)
+		defer func() {
+			if root != nil {
+				span.SetAttributes(attribute.Int64("sourced.version", root.Version()))
+			}
+			endSpan(span, err)
+		}()
+	}
 	if r.cfg.snapshots == nil {
 		return r.load(ctx, ref)
 	}
-	root, _, err := r.hydrate(ctx, ref)
+	root, _, err = r.hydrate(ctx, ref)
 	return root, err
 }
 
@@ -245,7 +269,7 @@ func (r *Repository[S]) Save(ctx context.Context, root *aggregate.Root[S]) (Resu
 // expecting the loaded version. On a conflict it backs off, reloads and runs
 // cmd again on the fresh state, within the retry policy. cmd may therefore
 // run more than once and must not have side effects outside the root.
-func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (Result, error) {
+func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (_ Result, err error) {
 	ref, err := r.target("update", id)
 	if err != nil {
 		return Result{}, err
@@ -254,6 +278,17 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 		return Result{}, transport.Wrap(ErrNilCommand, "update", ref, transport.ErrInvalid)
 	}
 	w := &writer[S]{repo: r, op: "update", ref: ref}
+	if r.cfg.tracer != nil {
+		var span trace.Span
+		ctx, span = r.startSpan(ctx, "update", ref)
+		defer func() {
+			span.SetAttributes(attribute.Int("sourced.attempts", w.attempts), attribute.Int("sourced.conflicts", w.conflicts))
+			if w.final != nil {
+				span.SetAttributes(attribute.Int64("sourced.version", w.final.Version()))
+			}
+			endSpan(span, err)
+		}()
+	}
 	var marker string
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) {
 		var root *aggregate.Root[S]
@@ -352,4 +387,17 @@ func (r *Repository[S]) ConfirmDeleteAll(ctx context.Context, token string) erro
 		r.cfg.log.Info("aggregate type deleted", zap.String("aggregate_type", ref.Type), zap.String("tenant", ref.Tenant))
 	}
 	return transport.Wrap(err, "confirm delete", ref, transport.ErrUnavailable)
+}
+
+func (r *Repository[S]) startSpan(ctx context.Context, op string, ref transport.Ref) (context.Context, trace.Span) {
+	return r.cfg.tracer.Start(ctx, "sourced.repository."+op, trace.WithAttributes(
+		attribute.String("sourced.aggregate_type", ref.Type), attribute.String("sourced.aggregate_id", ref.ID),
+		attribute.String("sourced.tenant", ref.Tenant)))
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

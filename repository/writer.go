@@ -38,6 +38,8 @@ type writer[S any] struct {
 	// nothing).
 	final  *aggregate.Root[S]
 	lastID string
+	// attempts and conflicts count this write's tries, for its span.
+	attempts, conflicts int
 }
 
 // run stores what prepare returns. With rerun, conflicts are retried by
@@ -53,6 +55,7 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 	log := w.repo.cfg.log
 	op := func() error {
 		attempt++
+		w.attempts = attempt
 		if len(w.unresolved) > 0 {
 			b, landed, err := w.resolve(ctx)
 			if err != nil {
@@ -100,6 +103,7 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 			w.unresolved = append(w.unresolved, sent{base: base, firstID: events[0].EventID, events: events})
 			return err
 		case errors.Is(err, transport.ErrConflict) && (rerun || len(w.unresolved) > 0):
+			w.conflicts++
 			return err
 		}
 		return backoff.Permanent(err)

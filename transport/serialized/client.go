@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/sourced-go/sourced/internal/tracing"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
 )
@@ -48,8 +50,15 @@ type settings struct {
 	maxResp int64
 	maxWait time.Duration
 	now     func() time.Time
+	tp      trace.TracerProvider
 	errs    []error
 }
+
+// WithTracerProvider makes a span of every HTTP call (method, path without
+// query, status, attempt) and sends the trace context in the standard
+// traceparent header, so a server's spans join the caller's trace. Without
+// it no span is made.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(s *settings) { s.tp = tp } }
 
 // WithBaseURL sets the API's base URL (default DefaultBaseURL).
 func WithBaseURL(u string) Option { return func(s *settings) { s.baseURL = u } }
@@ -185,6 +194,7 @@ type Client struct {
 	maxResp int64
 	maxWait time.Duration
 	now     func() time.Time
+	tracer  trace.Tracer // nil: no spans
 }
 
 var (
@@ -232,7 +242,7 @@ func New(opts ...Option) (*Client, error) {
 	}
 	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret, s.hc == nil),
 		access: s.access, secret: s.secret, send: send, log: s.log, retry: s.retry,
-		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now}, nil
+		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now, tracer: tracing.Tracer(s.tp)}, nil
 }
 
 // requestHeaders are the headers every request carries, built once. A

@@ -15,9 +15,14 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/internal/retry"
+	"github.com/sourced-go/sourced/internal/tracing"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
 )
@@ -115,7 +120,7 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 
 // attempt sends the request once. It returns the response, or an error and
 // whether trying again is safe and useful.
-func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
+func (c *Client) attempt(ctx context.Context, cl call) (res response, err error, retry bool) {
 	// Bound the attempt, unless the caller's context ends sooner anyway.
 	actx := ctx
 	if bound := c.timeout + cl.wait; true {
@@ -146,6 +151,15 @@ func (c *Client) attempt(ctx context.Context, cl call) (response, error, bool) {
 		return response{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrInvalid), false
 	}
 	req.Header = c.headers.header(cl.body != nil, cl.ref.Tenant)
+	if c.tracer != nil {
+		var span trace.Span
+		actx, span = c.startSpan(actx, cl)
+		req = req.WithContext(actx)
+		// The shared header map must not carry this request's trace.
+		req.Header = req.Header.Clone()
+		tracing.Propagator.Inject(actx, propagation.HeaderCarrier(req.Header))
+		defer func() { endSpan(span, res, err) }()
+	}
 	// Request logs cost nothing unless debug logging is on.
 	var began time.Time
 	debug := c.log.Core().Enabled(zap.DebugLevel)
@@ -304,4 +318,26 @@ func scrub(err error) error {
 		}
 	}
 	return err
+}
+
+// startSpan starts the client span of one HTTP call.
+func (c *Client) startSpan(ctx context.Context, cl call) (context.Context, trace.Span) {
+	return c.tracer.Start(ctx, "sourced.http "+cl.method, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("http.request.method", cl.method), attribute.String("url.path", cl.path),
+			attribute.String("server.address", c.base.Host), attribute.String("sourced.op", cl.op),
+			attribute.String("sourced.aggregate_type", cl.ref.Type), attribute.String("sourced.aggregate_id", cl.ref.ID)))
+}
+
+func endSpan(span trace.Span, res response, err error) {
+	if res.status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", res.status))
+	}
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode != 0 {
+			span.SetAttributes(attribute.Int("http.response.status_code", te.StatusCode))
+		}
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

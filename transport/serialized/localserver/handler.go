@@ -13,8 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/sourced-go/sourced/internal/tracing"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/memory"
 	"github.com/sourced-go/sourced/transport/serialized/internal/wire"
@@ -65,6 +70,13 @@ func WithRateLimit(limit int, window time.Duration) Option {
 	}
 }
 
+// WithTracerProvider makes a server span of every request, joined to the
+// caller's trace when the request carries a traceparent header. Without it
+// no span is made.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(h *handler) { h.tracer = tracing.Tracer(tp) }
+}
+
 // WithClock sets the clock of the rate-limit window.
 func WithClock(now func() time.Time) Option {
 	return func(h *handler) {
@@ -75,6 +87,7 @@ func WithClock(now func() time.Time) Option {
 }
 
 type handler struct {
+	tracer         trace.Tracer // nil: no spans
 	backend        transport.Transport
 	access, secret []byte
 	keyed          bool
@@ -160,6 +173,19 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		began = time.Now()
 	}
 	w := &statusWriter{ResponseWriter: rw}
+	if h.tracer != nil {
+		ctx := tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := h.tracer.Start(ctx, "sourced-server "+r.Method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		r = r.WithContext(ctx)
+		defer func() {
+			span.SetAttributes(attribute.Int("http.response.status_code", w.status))
+			if w.status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(w.status))
+			}
+			span.End()
+		}()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			h.log.Error("handler panic", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Any("panic", p))
