@@ -55,7 +55,7 @@ type config struct {
 	pageSize  int
 	tenant    string
 
-	tracer         trace.Tracer
+	tracer trace.Tracer
 
 	cacheSize      int
 	snapshots      snapshot.Store
