@@ -6,6 +6,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/sourced-go/sourced/transport"
 )
 
 // Signal is a broadcast: every Broadcast wakes every reader that took a
@@ -56,5 +58,28 @@ func Wait(ctx context.Context, changed <-chan struct{}, deadline time.Time) bool
 		return false
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// ReadFeed answers a feed query from a store whose commits broadcast on s.
+// It calls read; while the answer holds no entry and q.Wait allows, it waits
+// for the next commit (or for ctx to end) and reads again, from the last
+// sequence number read looked at (scanned), so entries the query filters
+// out are not looked at twice.
+func ReadFeed(ctx context.Context, s *Signal, q transport.FeedQuery, read func(q transport.FeedQuery) (page transport.FeedPage, scanned int64, err error)) (transport.FeedPage, error) {
+	var deadline time.Time
+	if q.Wait > 0 {
+		deadline = time.Now().Add(q.Wait)
+	}
+	for {
+		changed := s.Changed()
+		page, scanned, err := read(q)
+		if err != nil {
+			return transport.FeedPage{}, err
+		}
+		if len(page.Entries) > 0 || !Wait(ctx, changed, deadline) {
+			return page, nil
+		}
+		q.Since = scanned
 	}
 }

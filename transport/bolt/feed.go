@@ -174,24 +174,16 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 		return transport.FeedPage{}, err
 	}
 	limit := transport.PageLimit(q.Limit)
-	var deadline time.Time
-	if q.Wait > 0 {
-		deadline = time.Now().Add(q.Wait)
-	}
-	for {
+	return commitsignal.ReadFeed(ctx, &t.signal, q, func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
 		if err := canceled(ctx, op, ref); err != nil {
-			return transport.FeedPage{}, err
+			return transport.FeedPage{}, 0, err
 		}
-		changed := t.signal.Changed()
 		page, scanned, err := t.readFeed(q, limit)
 		if err != nil {
-			return transport.FeedPage{}, storeFailed(op, ref, err)
+			return transport.FeedPage{}, 0, storeFailed(op, ref, err)
 		}
-		if len(page.Entries) > 0 || !commitsignal.Wait(ctx, changed, deadline) {
-			return page, nil
-		}
-		q.Since = scanned
-	}
+		return page, scanned, nil
+	})
 }
 
 func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPage, int64, error) {

@@ -3,7 +3,6 @@ package memory
 import (
 	"context"
 	"sort"
-	"time"
 
 	"github.com/sourced-go/sourced/internal/commitsignal"
 	"github.com/sourced-go/sourced/transport"
@@ -70,21 +69,13 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 		return transport.FeedPage{}, err
 	}
 	limit := transport.PageLimit(q.Limit)
-	var deadline time.Time
-	if q.Wait > 0 {
-		deadline = time.Now().Add(q.Wait)
-	}
-	for {
+	return commitsignal.ReadFeed(ctx, &t.signal, q, func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
 		if err := canceled(ctx, op, ref); err != nil {
-			return transport.FeedPage{}, err
+			return transport.FeedPage{}, 0, err
 		}
-		changed := t.signal.Changed()
 		page, scanned := t.readFeed(q, limit)
-		if len(page.Entries) > 0 || !commitsignal.Wait(ctx, changed, deadline) {
-			return page, nil
-		}
-		q.Since = scanned // nothing up to here matched; look only at what is new
-	}
+		return page, scanned, nil
+	})
 }
 
 // readFeed returns a page and the last sequence number it looked at.

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -20,20 +19,13 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 	if err := transport.CheckFeed(q); err != nil {
 		return transport.FeedPage{}, err
 	}
-	var deadline time.Time
-	if q.Wait > 0 {
-		deadline = time.Now().Add(q.Wait)
-	}
-	for {
-		changed := t.signal.Changed()
+	return commitsignal.ReadFeed(ctx, &t.signal, q, func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
 		page, err := t.readFeed(ctx, q)
 		if err != nil {
-			return transport.FeedPage{}, failed(op, ref, err, false)
+			return transport.FeedPage{}, 0, failed(op, ref, err, false)
 		}
-		if len(page.Entries) > 0 || !commitsignal.Wait(ctx, changed, deadline) {
-			return page, nil
-		}
-	}
+		return page, q.Since, nil
+	})
 }
 
 func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery) (transport.FeedPage, error) {

@@ -91,7 +91,8 @@ type Transport struct {
 	waiters map[*waiter]struct{} // stores waiting for their numbers
 	waiting map[int64]*waiter    // by batch id
 	kick    chan struct{}        // wakes the sequencer after a local commit
-	quit    chan struct{}
+	ctx     context.Context      // of the background work; Close cancels it
+	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	closeMu sync.Once
 
@@ -139,7 +140,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Transport, e
 
 func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Option) (*Transport, error) {
 	t := &Transport{pool: pool, ownPool: own, schema: DefaultSchema, log: zap.NewNop(), now: time.Now,
-		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), quit: make(chan struct{}), waiters: map[*waiter]struct{}{}, waiting: map[int64]*waiter{}}
+		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), waiters: map[*waiter]struct{}{}, waiting: map[int64]*waiter{}}
 	for _, o := range opts {
 		if o != nil {
 			o(t)
@@ -152,6 +153,7 @@ func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Opti
 	if err := t.migrate(ctx); err != nil {
 		return nil, fmt.Errorf("postgres transport: migrating schema %s: %w", t.schema, redact(err))
 	}
+	t.ctx, t.stop = context.WithCancel(context.Background())
 	t.wg.Add(2)
 	go t.sequencer()
 	go t.listen()
@@ -162,7 +164,7 @@ func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Opti
 // made it.
 func (t *Transport) Close() error {
 	t.closeMu.Do(func() {
-		close(t.quit)
+		t.stop()
 		t.wg.Wait()
 		if t.ownPool {
 			t.pool.Close()
@@ -240,18 +242,13 @@ func idHash(id string) int64 {
 // away; then it lets the stores waiting for their numbers return.
 func (t *Transport) sequencer() {
 	defer t.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-t.quit
-		cancel()
-	}()
+	ctx := t.ctx
 	tick := time.NewTicker(t.interval)
 	defer tick.Stop()
 	for {
 		changed := t.signal.Changed()
 		select {
-		case <-t.quit:
+		case <-ctx.Done():
 			return
 		case <-t.kick:
 		case <-tick.C:
@@ -353,7 +350,7 @@ func (t *Transport) awaitNumbers(ctx context.Context, ids []int64) {
 	case <-ctx.Done():
 	case <-timer.C:
 		t.log.Warn("postgres: a stored batch still waits for its feed number; an old transaction may hold the feed back", zap.Int64s("batch_ids", ids))
-	case <-t.quit:
+	case <-t.ctx.Done():
 	}
 	t.mu.Lock()
 	for id := range w.left {
@@ -382,12 +379,7 @@ func (t *Transport) sequence(ctx context.Context) ([]int64, error) {
 // numbers batches.
 func (t *Transport) listen() {
 	defer t.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-t.quit
-		cancel()
-	}()
+	ctx := t.ctx
 	policy := backoff.NewExponentialBackOff()
 	policy.MaxElapsedTime = 0
 	for ctx.Err() == nil {
