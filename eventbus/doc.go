@@ -35,5 +35,7 @@
 // read model the last version it processed per aggregate, and on start-up,
 // or when a handler reports a gap, catch up by reading the store from that
 // version (transport.Load since it). The store is the durable log; the bus
-// is the fast path.
+// is the fast path. Package subscription does all of that for you: it
+// follows the store's feed with the same handlers (eventbus.Typed builds
+// both) and keeps a checkpoint.
 package eventbus

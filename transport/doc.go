@@ -19,6 +19,11 @@
 //     ten minutes; ConfirmDelete with that token deletes for good), for one
 //     aggregate or every aggregate of a type.
 //
+// Two capabilities are optional, found with a type assertion: Lister lists
+// the aggregates of a type, and Feeder exposes the feed, every stored batch
+// in commit order with a sequence number, for read models and reactions
+// (package subscription follows it).
+//
 // Every call is scoped to a tenant through Ref.Tenant (empty for the default
 // tenant); one tenant never sees another's data.
 //
