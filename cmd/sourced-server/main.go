@@ -13,7 +13,8 @@
 //
 // Events live in memory unless -data names a bbolt file or -postgres (or
 // SOURCED_POSTGRES_URL) a PostgreSQL database, which several servers and
-// app instances can share. -tls-cert and -tls-key serve HTTPS. /healthz,
+// app instances can share. -tls-cert and -tls-key serve HTTPS;
+// -otlp-endpoint exports traces. /healthz,
 // /readyz and /metrics (Prometheus) need no keys; /console/ is a read-only
 // web console behind the keys, on by default on a loopback address.
 package main
@@ -66,6 +67,7 @@ type config struct {
 	metricsAddr string
 	console     string
 	insecure    bool
+	otlp        string
 }
 
 // run serves until ctx ends, then shuts down gracefully. ready, when not
@@ -87,6 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	fs.StringVar(&c.tlsKey, "tls-key", getenv("SOURCED_TLS_KEY"), "TLS private key file (PEM) (env SOURCED_TLS_KEY)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve /metrics on this address instead of the main one")
 	fs.StringVar(&c.console, "console", "auto", "the web console at /console/: on, off, or auto (on when listening on loopback)")
+	fs.StringVar(&c.otlp, "otlp-endpoint", "", "export traces over OTLP/HTTP to this URL (for example http://127.0.0.1:4318); requests that carry a traceparent header join the caller's trace")
 	fs.BoolVar(&c.insecure, "insecure-no-keys", false, "allow listening on a non-loopback address without keys: anyone who reaches it can read, write and delete")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -131,6 +134,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 
 	opts := []localserver.Option{localserver.WithLogger(log), localserver.WithMaxBodyBytes(c.maxBody),
 		localserver.WithRateLimit(c.rateLimit, c.rateWindow)}
+	if c.otlp != "" {
+		tp, shutdown, err := tracing(ctx, c.otlp)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := shutdown(sctx); err != nil {
+				log.Warn("traces not all exported", zap.Error(err))
+			}
+		}()
+		opts = append(opts, localserver.WithTracerProvider(tp))
+	}
 	var consoleOpts []console.Option
 	if access != "" {
 		opts = append(opts, localserver.WithKeys(access, secret))
