@@ -49,3 +49,18 @@ func TestRunRejectsUnknownFlags(t *testing.T) {
 	var out bytes.Buffer
 	assert.Error(t, run(context.Background(), []string{"-nope"}, func(string) string { return "" }, &out))
 }
+
+// TestANewStoreRebuildsTheList: a list kept for another store (a local
+// server restarted on memory) is rebuilt, not trusted.
+func TestANewStoreRebuildsTheList(t *testing.T) {
+	views := t.TempDir()
+	none := func(string) string { return "" }
+	for i := range 2 {
+		var out bytes.Buffer
+		require.NoError(t, run(context.Background(), []string{"-data", filepath.Join(t.TempDir(), "shop.db"), "-views", views}, none, &out))
+		if i == 1 {
+			assert.Contains(t, out.String(), "built from the start of the feed: 4 batches applied", "rebuilt, not trusted")
+			assert.Contains(t, out.String(), "all orders: 1, worth 1200.00 SEK", "only the new store's order")
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/sourced-go/sourced/examples/order/orders"
 	"github.com/sourced-go/sourced/examples/payment/payments"
 	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/subscription"
 	"github.com/sourced-go/sourced/subscription/boltcheckpoint"
 	"github.com/sourced-go/sourced/transport"
 )
@@ -57,20 +58,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	orderRepo := repository.New(tr, orders.Definition)
 	paymentRepo := repository.New(tr, payments.Definition, repository.WithPublisher(bus))
 
-	// The process that pays orders follows the payment feed durably; its
-	// checkpoint lives beside the data.
+	// The process that pays orders follows the payment feed durably. With
+	// -data its checkpoint lives beside the data file; elsewhere it starts
+	// from the beginning of the feed each run, which orders.PayFor makes
+	// safe (each payment is recorded once).
 	feed, err := st.Feeder()
 	if err != nil {
 		return err
 	}
-	db, err := bbolt.Open(st.ViewPath("pay-orders"), 0o600, &bbolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	checkpoints, err := boltcheckpoint.New(db)
-	if err != nil {
-		return err
+	var checkpoints subscription.Checkpoints = subscription.NewMemoryCheckpoints()
+	if store.Data != "" {
+		db, err := bbolt.Open(st.ViewPath("pay-orders"), 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		if checkpoints, err = boltcheckpoint.New(db); err != nil {
+			return err
+		}
 	}
 	process, err := payments.PayOrders(feed, checkpoints, orderRepo)
 	if err != nil {

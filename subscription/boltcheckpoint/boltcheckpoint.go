@@ -87,6 +87,13 @@ func (s *Store) Save(_ context.Context, name string, seq int64) error {
 	})
 }
 
+// Reset forgets the checkpoint of the subscription called name, so that it
+// starts over: for a read model rebuilt from scratch, or a store that was
+// replaced by an empty one (its feed head below the checkpoint).
+func (s *Store) Reset(_ context.Context, name string) error {
+	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCheckpoints).Delete([]byte(name)) })
+}
+
 // Get reads a checkpoint inside a transaction of the caller's.
 func Get(tx *bbolt.Tx, name string) (int64, bool) {
 	b := tx.Bucket(bucketCheckpoints)

@@ -24,7 +24,11 @@ import (
 // Name is the subscription's (and its checkpoint's) name.
 const Name = "order-list"
 
-var bucketRows = []byte("order-list")
+var (
+	bucketRows = []byte("order-list")
+	bucketMeta = []byte("order-list-meta")
+	keyMarker  = []byte("marker")
+)
 
 // Row is one order in the list.
 type Row struct {
@@ -68,15 +72,33 @@ func (l *List) Close() error { return l.db.Close() }
 
 // CatchUp applies every order batch stored after the list's checkpoint,
 // up to the feed's head when it starts, and returns the checkpoint it
-// started from and how many batches it applied.
+// started from and how many batches it applied. When the feed entry at the
+// checkpoint is not the one the list applied last, the store is not the one
+// the list was built from (a local server restarted on memory, say), and
+// the list is rebuilt from scratch.
 func (l *List) CatchUp(ctx context.Context, feed transport.Feeder) (from int64, applied int, err error) {
 	head, err := feed.FeedHead(ctx, transport.Scope{Type: "order"})
 	if err != nil {
 		return 0, 0, err
 	}
 	from, _, err = l.cps.Load(ctx, Name)
-	if err != nil || from >= head {
-		return from, 0, err
+	if err != nil {
+		return 0, 0, err
+	}
+	if from > 0 {
+		same, err := l.sameStore(ctx, feed, from)
+		if err != nil {
+			return 0, 0, err
+		}
+		if !same {
+			if err := l.reset(ctx); err != nil {
+				return 0, 0, err
+			}
+			from = 0
+		}
+	}
+	if from >= head {
+		return from, 0, nil
 	}
 	sub, err := subscription.New(feed, Name, l.cps, subscription.Feed("order"), subscription.Wait(time.Second))
 	if err != nil {
@@ -96,6 +118,44 @@ func (l *List) CatchUp(ctx context.Context, feed transport.Feeder) (from int64, 
 		return nil
 	})
 	return from, applied, sub.Run(ctx)
+}
+
+// sameStore reports whether the feed's entry at the checkpoint is the one
+// the list applied last.
+func (l *List) sameStore(ctx context.Context, feed transport.Feeder, checkpoint int64) (bool, error) {
+	var marker string
+	if err := l.db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketMeta); b != nil {
+			marker = string(b.Get(keyMarker))
+		}
+		return nil
+	}); err != nil {
+		return false, err
+	}
+	p, err := feed.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}, Since: checkpoint - 1, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	return len(p.Entries) == 1 && p.Entries[0].Sequence == checkpoint && len(p.Entries[0].Events) > 0 &&
+		p.Entries[0].Events[0].EventID == marker, nil
+}
+
+// reset empties the list and forgets its checkpoint.
+func (l *List) reset(ctx context.Context) error {
+	err := l.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketRows, bucketMeta} {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return l.cps.Reset(ctx, Name)
 }
 
 // applyEntry changes the rows for one stored batch.
@@ -136,7 +196,14 @@ func applyEntry(tx *bbolt.Tx, e transport.FeedEntry) error {
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(e.AggregateID), v)
+	if err := b.Put([]byte(e.AggregateID), v); err != nil {
+		return err
+	}
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil || len(e.Events) == 0 {
+		return err
+	}
+	return meta.Put(keyMarker, []byte(e.Events[0].EventID))
 }
 
 // Rows returns the list, ordered by id, and its totals.
