@@ -9,6 +9,7 @@ import (
 
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/memory"
+	"github.com/sourced-go/sourced/transport/transporttest"
 )
 
 // BenchmarkFeedCatchUp reads a feed of 100,000 one-event batches from the
@@ -31,20 +32,9 @@ func BenchmarkFeedCatchUp(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		n := 0
-		for since := int64(0); ; {
-			p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since, Limit: 1000})
-			if err != nil {
-				b.Fatal(err)
-			}
-			n += len(p.Entries)
-			if !p.HasMore {
-				break
-			}
-			since = p.Entries[len(p.Entries)-1].Sequence
-		}
-		if n != batches {
-			b.Fatalf("read %d entries", n)
+		n, err := transporttest.CountFeed(ctx, tr, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Limit: 1000})
+		if err != nil || n != batches {
+			b.Fatalf("read %d entries: %v", n, err)
 		}
 	}
 	b.ReportMetric(float64(batches*b.N)/b.Elapsed().Seconds(), "entries/s")

@@ -18,6 +18,7 @@ import (
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/repository"
 	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/transporttest"
 )
 
 var oneEvent = []transport.Event{{EventType: "Incremented", Data: []byte(`{"by":1}`)}}
@@ -94,20 +95,9 @@ func BenchmarkFeedCatchUp(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		n := 0
-		for since := int64(0); ; {
-			p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since})
-			if err != nil {
-				b.Fatal(err)
-			}
-			n += len(p.Entries)
-			if !p.HasMore {
-				break
-			}
-			since = p.Entries[len(p.Entries)-1].Sequence
-		}
-		if n != batches {
-			b.Fatalf("read %d", n)
+		n, err := transporttest.CountFeed(ctx, tr, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}})
+		if err != nil || n != batches {
+			b.Fatalf("read %d: %v", n, err)
 		}
 	}
 	b.ReportMetric(float64(batches*b.N)/b.Elapsed().Seconds(), "entries/s")

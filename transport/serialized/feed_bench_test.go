@@ -16,6 +16,7 @@ import (
 	"github.com/sourced-go/sourced/transport/memory"
 	"github.com/sourced-go/sourced/transport/serialized"
 	"github.com/sourced-go/sourced/transport/serialized/localserver"
+	"github.com/sourced-go/sourced/transport/transporttest"
 )
 
 // BenchmarkFeedCatchUpHTTP reads a feed of 20,000 one-event batches from
@@ -94,20 +95,9 @@ func BenchmarkFeedCatchUpHTTP(b *testing.B) {
 		}
 		b.ReportAllocs()
 		for b.Loop() {
-			n := 0
-			for since := int64(0); ; {
-				p, err := client.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since, Limit: 1000})
-				if err != nil {
-					b.Fatal(err)
-				}
-				n += len(p.Entries)
-				if !p.HasMore {
-					break
-				}
-				since = p.Entries[len(p.Entries)-1].Sequence
-			}
-			if n != batches {
-				b.Fatalf("read %d", n)
+			n, err := transporttest.CountFeed(ctx, client, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Limit: 1000})
+			if err != nil || n != batches {
+				b.Fatalf("read %d: %v", n, err)
 			}
 		}
 		b.ReportMetric(float64(batches*b.N)/b.Elapsed().Seconds(), "entries/s")
