@@ -9,21 +9,24 @@
 //
 // Open (or New, with a pool of your own) creates its schema and runs its
 // embedded, versioned migrations under an advisory lock, so several
-// processes may start at once. Tables: aggregates (one row per aggregate:
-// its version), batches (one row per stored batch, its events as JSON text,
-// passed through untouched), feed_counter, delete_tokens (so two-step
-// deletes survive a restart) and schema_migrations.
+// processes may start at once. Tables: batches (one row per stored batch,
+// its events as JSON text, passed through untouched; never updated), feed
+// (a narrow row per numbered batch), feed_counter, feed_stats,
+// delete_tokens (so two-step deletes survive a restart) and
+// schema_migrations.
 //
 // # Concurrency
 //
-// A store is one transaction: it moves the aggregate's row to the next
-// version only if the expected version matches (a conditional UPDATE, or
-// an INSERT for a new aggregate; the loser of a race gets ErrConflict) and
-// inserts the batch. StoreBulk does every batch in one transaction. When
-// the connection fails before COMMIT is sent the transaction never
-// happened and the error is ErrUnavailable; when it fails during COMMIT the
-// outcome is unknown and the error is ErrAmbiguous, which the repository
-// resolves by reading the batch back.
+// A store inserts its batch and nothing else: the unique key (tenant,
+// type, id, version) is the optimistic concurrency check. Version 1 is a
+// plain insert; version n+1 is inserted only from the row of version n (so
+// a wrong expected version inserts nothing: ErrConflict); a second writer
+// of one version breaks the unique key (ErrConflict). A store of one batch
+// is one statement, one round trip; StoreBulk does every batch in one
+// transaction. When the connection fails before the statement or COMMIT
+// is sent, nothing happened and the error is ErrUnavailable; when it fails
+// after, the outcome is unknown and the error is ErrAmbiguous, which the
+// repository resolves by reading the batch back.
 //
 // # The feed, and why no reader skips a batch
 //
@@ -32,7 +35,7 @@
 // and moves past 7, and 7 commits afterwards, skipped for good. Here a
 // batch is inserted without a number and with the id of its transaction
 // (pg_current_xact_id). A sequencer gives numbers afterwards, in one short
-// transaction of its own: it locks the feed_counter row (so sequencers take
+// transaction of its own: it takes an advisory lock (so sequencers take
 // turns), takes the batches without a number whose transaction is older
 // than the oldest transaction still running (pg_snapshot_xmin: every one
 // of them has committed or rolled back, and no older one can commit
@@ -40,15 +43,25 @@
 // only ever given once everything before it is settled, and readers read
 // numbered batches only: nothing can appear behind a position a reader has
 // passed. TestNoSkipWhenTheLowerCommitsLast forces the bad interleaving.
+// (A bulk store follows a version only when that version's transaction is
+// older than its own, so an aggregate's versions are in order in the
+// feed; otherwise it fails with ErrConflict, and a retry, in a newer
+// transaction, goes through.)
 //
-// A Store returns once its batch has its number (it runs the sequencer
-// itself, waiting if an older transaction is still open), so a batch is in
-// the feed when Store returns, as on every transport. Every Transport also
-// runs a sequencer in the background, every WithSequencerInterval (100 ms
-// by default), for batches whose writer went away before numbering them. Sequence numbers are global to the database (unique
-// and rising per tenant; a tenant's feed skips the others' numbers) and
-// never reused. A long-running transaction anywhere in the database holds
-// the feed back until it ends (its xid is the horizon): keep transactions
+// Writers never wait for the feed. After a commit, the transport's
+// background sequencer numbers what has settled (commits arriving within
+// 2 ms share one run), and every WithSequencerInterval (100 ms by default)
+// it looks for batches that other processes left without numbers. A
+// batch is nevertheless in the feed once its Store has returned, for any
+// reader in any process: ReadFeed, FeedHead and FeedOverview first check,
+// in the same round trip as their query, whether some committed batch still
+// lacks its number, and if so run the sequencer themselves and, while a
+// transaction older than such a batch is still open, wait for it (up to
+// 30 s or the context's end, then the read goes on without it and logs a
+// warning). Sequence numbers are global to the database (unique and
+// rising per tenant; a tenant's feed skips the others' numbers) and never
+// reused. A long-running transaction anywhere in the database holds the
+// feed back until it ends (its xid is the horizon): keep transactions
 // short, and watch for idle-in-transaction sessions.
 //
 // A feed read that waits (FeedQuery.Wait) wakes when this process numbers

@@ -4,7 +4,31 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
 )
 
 // SetBeforeCommit makes every store call f just before COMMIT (tests only).
 func SetBeforeCommit(t *Transport, f func(ctx context.Context, tx pgx.Tx)) { t.beforeCommit = f }
+
+// SetOnPending makes a feed read call f each time it finds a committed
+// batch that must wait for an older open transaction (tests only).
+func SetOnPending(t *Transport, f func()) { t.onPending = f }
+
+// SetBeforeBatch makes a store of several batches call f before it writes
+// batch i (tests only).
+func SetBeforeBatch(t *Transport, f func(i int)) { t.beforeBatch = f }
+
+// StopBackground stops the sequencer and the listener but keeps the pool,
+// as if the process had stopped right after its stores (tests only).
+func StopBackground(t *Transport) {
+	t.stop()
+	t.wg.Wait()
+}
+
+// MigrateTo creates schema on pool with the migrations up to version upTo
+// only, as an older release of this package left it (tests only).
+func MigrateTo(ctx context.Context, pool *pgxpool.Pool, schema string, upTo int) error {
+	t := &Transport{pool: pool, schema: schema, log: zap.NewNop()}
+	return t.migrateTo(ctx, upTo)
+}

@@ -11,8 +11,9 @@ import (
 )
 
 // ReadFeed implements transport.Feeder. Only numbered batches are read
-// (see the package doc); a read that waits wakes when batches get numbers,
-// here or in another process.
+// (see the package doc); a read first makes sure that every batch
+// committed before it began has its number (see settle). A read that
+// waits wakes when batches get numbers, here or in another process.
 func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transport.FeedPage, error) {
 	const op = "read feed"
 	ref := transport.Ref{Tenant: q.Feed.Tenant, Type: q.Feed.Type}
@@ -20,7 +21,7 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 		return transport.FeedPage{}, err
 	}
 	return commitsignal.ReadFeed(ctx, &t.signal, q, func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
-		page, err := t.readFeed(ctx, q)
+		page, err := settled(ctx, t, func(pending string) (transport.FeedPage, bool, error) { return t.readFeed(ctx, q, pending) })
 		if err != nil {
 			return transport.FeedPage{}, 0, failed(op, ref, err, false)
 		}
@@ -28,7 +29,39 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 	})
 }
 
-func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery) (transport.FeedPage, error) {
+// settled runs read, which also tells whether some committed batch has
+// no feed number yet (it queues the pending statement, when given, before
+// its own); if so, it settles and reads again.
+func settled[T any](ctx context.Context, t *Transport, read func(pending string) (T, bool, error)) (T, error) {
+	v, pending, err := read(t.q.pendingNow)
+	if err != nil || !pending {
+		return v, err
+	}
+	if err := t.settle(ctx); err != nil {
+		return v, err
+	}
+	v, _, err = read("")
+	return v, err
+}
+
+// sendWithPending sends b, after the pending statement when there is one,
+// and reads that statement's answer.
+func (t *Transport) sendWithPending(ctx context.Context, b *pgx.Batch, pendingSQL string) (pgx.BatchResults, bool, error) {
+	if pendingSQL != "" {
+		b.QueuedQueries = append([]*pgx.QueuedQuery{{SQL: pendingSQL}}, b.QueuedQueries...)
+	}
+	res := t.pool.SendBatch(ctx, b)
+	var pending bool
+	if pendingSQL != "" {
+		if err := res.QueryRow().Scan(&pending); err != nil {
+			_ = res.Close()
+			return nil, false, err
+		}
+	}
+	return res, pending, nil
+}
+
+func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, pendingSQL string) (transport.FeedPage, bool, error) {
 	limit := transport.PageLimit(q.Limit)
 	types := q.EventTypes
 	if types == nil {
@@ -47,11 +80,14 @@ func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery) (transp
 		batch.Queue(t.q.feedType, q.Feed.Tenant, q.Since, limit+1, count, number, types, q.Feed.Type)
 		batch.Queue(t.q.headType, q.Feed.Tenant, q.Feed.Type)
 	}
-	res := t.pool.SendBatch(ctx, batch)
+	res, pending, err := t.sendWithPending(ctx, batch, pendingSQL)
+	if err != nil {
+		return page, false, err
+	}
 	defer res.Close()
 	rows, err := res.Query()
 	if err != nil {
-		return page, err
+		return page, false, err
 	}
 	var e transport.FeedEntry
 	var data []byte
@@ -68,12 +104,12 @@ func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery) (transp
 		return nil
 	})
 	if err != nil {
-		return page, err
+		return page, false, err
 	}
 	if err := res.QueryRow().Scan(&page.Head); err != nil {
-		return page, err
+		return page, false, err
 	}
-	return page, nil
+	return page, pending, nil
 }
 
 // FeedHead implements transport.Feeder.
@@ -83,13 +119,21 @@ func (t *Transport) FeedHead(ctx context.Context, feed transport.Scope) (int64, 
 	if err := transport.CheckFeedHead(feed); err != nil {
 		return 0, err
 	}
-	var head int64
-	var err error
-	if feed.Type == transport.AllTypes {
-		err = t.pool.QueryRow(ctx, t.q.headAll, feed.Tenant).Scan(&head)
-	} else {
-		err = t.pool.QueryRow(ctx, t.q.headType, feed.Tenant, feed.Type).Scan(&head)
-	}
+	head, err := settled(ctx, t, func(pendingSQL string) (int64, bool, error) {
+		b := &pgx.Batch{}
+		if feed.Type == transport.AllTypes {
+			b.Queue(t.q.headAll, feed.Tenant)
+		} else {
+			b.Queue(t.q.headType, feed.Tenant, feed.Type)
+		}
+		res, pending, err := t.sendWithPending(ctx, b, pendingSQL)
+		if err != nil {
+			return 0, false, err
+		}
+		defer res.Close()
+		var head int64
+		return head, pending, res.QueryRow().Scan(&head)
+	})
 	if err != nil {
 		return 0, failed(op, ref, err, false)
 	}
@@ -103,15 +147,25 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 	if err := transport.CheckFeedOverview(tenant); err != nil {
 		return nil, err
 	}
-	rows, err := t.pool.Query(ctx, t.q.overview, tenant)
-	if err != nil {
-		return nil, failed(op, ref, err, false)
-	}
-	infos := []transport.FeedInfo{}
-	var i transport.FeedInfo
-	_, err = pgx.ForEachRow(rows, []any{&i.AggregateType, &i.Aggregates, &i.Batches, &i.Events}, func() error {
-		infos = append(infos, i)
-		return nil
+	infos, err := settled(ctx, t, func(pendingSQL string) ([]transport.FeedInfo, bool, error) {
+		b := &pgx.Batch{}
+		b.Queue(t.q.overview, tenant)
+		res, pending, err := t.sendWithPending(ctx, b, pendingSQL)
+		if err != nil {
+			return nil, false, err
+		}
+		defer res.Close()
+		rows, err := res.Query()
+		if err != nil {
+			return nil, false, err
+		}
+		infos := []transport.FeedInfo{}
+		var i transport.FeedInfo
+		_, err = pgx.ForEachRow(rows, []any{&i.AggregateType, &i.Aggregates, &i.Batches, &i.Events}, func() error {
+			infos = append(infos, i)
+			return nil
+		})
+		return infos, pending, err
 	})
 	if err != nil {
 		return nil, failed(op, ref, err, false)

@@ -18,11 +18,14 @@ import (
 // TestNoSkipWhenTheLowerCommitsLast forces the interleaving that breaks a
 // feed numbered at insert: A opens its transaction first, B opens later and
 // commits first, A commits last. No reader may see B and then, behind its
-// position, A.
+// position, A; and a reader that starts after B's Store returned gets B,
+// so it waits for A.
 func TestNoSkipWhenTheLowerCommitsLast(t *testing.T) {
 	tr := fresh(t)
+	other := sameStore(t, tr) // another process, say, on the same schema
 	ctx := context.Background()
 	a, b := transport.Ref{Type: "order", ID: uuid.NewString()}, transport.Ref{Type: "order", ID: uuid.NewString()}
+	all := transport.Scope{Type: transport.AllTypes}
 
 	inTx, release := make(chan struct{}), make(chan struct{})
 	var first atomic.Bool
@@ -42,10 +45,11 @@ func TestNoSkipWhenTheLowerCommitsLast(t *testing.T) {
 	var seen []transport.FeedEntry
 	readerDone := make(chan error, 1)
 	rctx, stopReader := context.WithCancel(ctx)
+	defer stopReader()
 	go func() {
 		since := int64(0)
 		for len(seen) < 2 {
-			p, err := tr.ReadFeed(rctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since, Wait: 10 * time.Second})
+			p, err := tr.ReadFeed(rctx, transport.FeedQuery{Feed: all, Since: since, Wait: 10 * time.Second})
 			if err != nil {
 				readerDone <- err
 				return
@@ -58,30 +62,153 @@ func TestNoSkipWhenTheLowerCommitsLast(t *testing.T) {
 		readerDone <- nil
 	}()
 
-	bDone := make(chan error, 1)
+	// B commits and returns while the older A is still open: a writer never
+	// waits for another.
+	require.NoError(t, tr.Store(ctx, b, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
+
+	// A read that starts now must hold B, and B may only come after A: the
+	// read waits until A has settled.
+	waiting := make(chan struct{}, 1)
+	postgres.SetOnPending(other, func() {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	})
+	type result struct {
+		page transport.FeedPage
+		err  error
+	}
+	read := make(chan result, 1)
 	go func() {
-		bDone <- tr.Store(ctx, b, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist)
+		p, err := other.ReadFeed(ctx, transport.FeedQuery{Feed: all})
+		read <- result{p, err}
 	}()
-	// B has committed (its row is visible) but must not be in the feed
-	// while the older A is open: wait until B's row is there, then look.
-	require.Eventually(t, func() bool { ok, _ := tr.Exists(ctx, b); return ok }, 10*time.Second, time.Millisecond)
-	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}})
-	require.NoError(t, err)
-	assert.Empty(t, p.Entries, "B is held back while the older transaction A is open")
+	<-waiting
 	select {
-	case err := <-bDone:
-		t.Fatalf("B's Store returned (%v) before its batch could be in the feed", err)
+	case r := <-read:
+		t.Fatalf("the read returned %d entries while the older transaction A was open", len(r.page.Entries))
 	default:
 	}
 
 	close(release) // A commits last
 	require.NoError(t, <-aDone)
-	require.NoError(t, <-bDone)
-	require.NoError(t, <-readerDone)
-	stopReader()
+	r := <-read
+	require.NoError(t, r.err)
+	require.Len(t, r.page.Entries, 2, "the read that waited holds both")
+	assert.Equal(t, a.ID, r.page.Entries[0].AggregateID, "A, opened first, is numbered first")
+	assert.Equal(t, b.ID, r.page.Entries[1].AggregateID)
 
-	require.Len(t, seen, 2, "the reader saw both batches")
-	assert.Equal(t, a.ID, seen[0].AggregateID, "A, opened first, is numbered first")
+	require.NoError(t, <-readerDone)
+	require.Len(t, seen, 2, "the tailing reader saw both batches")
+	assert.Equal(t, a.ID, seen[0].AggregateID)
 	assert.Equal(t, b.ID, seen[1].AggregateID)
 	assert.Less(t, seen[0].Sequence, seen[1].Sequence)
+}
+
+// TestReadersNumberWhatTheWriterLeft: a writer whose process stopped right
+// after its stores left batches without numbers; a reader elsewhere gets
+// them all the same, in its read, its head and its counts.
+func TestReadersNumberWhatTheWriterLeft(t *testing.T) {
+	writer := fresh(t)
+	reader := sameStore(t, writer)
+	postgres.StopBackground(writer)
+	ctx := context.Background()
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	require.NoError(t, writer.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
+	require.NoError(t, writer.Store(ctx, ref, []transport.Event{{EventType: "OrderPaid"}}, transport.Exactly(1)))
+
+	head, err := reader.FeedHead(ctx, transport.Scope{Type: "order"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), head)
+	infos, err := reader.FeedOverview(ctx, "")
+	require.NoError(t, err)
+	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 1, Batches: 2, Events: 2}}, infos)
+	p, err := reader.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 2)
+	assert.Equal(t, []int64{1, 2}, []int64{p.Entries[0].Version, p.Entries[1].Version})
+}
+
+// TestBulkNeverOrdersAVersionBeforeItsPredecessor: a bulk store's
+// transaction begins (and takes its transaction id) before another writer
+// stores version 1 of an aggregate the bulk then follows with version 2.
+// Numbered in transaction order, version 2 would come first in the feed;
+// the bulk must fail with a conflict instead (a retry starts a newer
+// transaction).
+func TestBulkNeverOrdersAVersionBeforeItsPredecessor(t *testing.T) {
+	tr := fresh(t)
+	ctx := context.Background()
+	scope := transport.Scope{Type: "order"}
+	early, late := uuid.NewString(), uuid.NewString()
+	postgres.SetBeforeBatch(tr, func(i int) {
+		if i == 1 { // the bulk has written its first batch: its id is taken
+			require.NoError(t, tr.Store(ctx, transport.Ref{Type: "order", ID: late}, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
+		}
+	})
+	err := tr.StoreBulk(ctx, scope, []transport.Batch{
+		{AggregateID: early, Events: []transport.Event{{EventType: "OrderPlaced"}}, Expected: transport.MustNotExist},
+		{AggregateID: late, Events: []transport.Event{{EventType: "OrderPaid"}}, Expected: transport.Exactly(1)},
+	})
+	require.ErrorIs(t, err, transport.ErrConflict)
+	postgres.SetBeforeBatch(tr, nil)
+
+	// The same bulk again, in a new transaction, goes through, and the feed
+	// has every aggregate's versions in order.
+	require.NoError(t, tr.StoreBulk(ctx, scope, []transport.Batch{
+		{AggregateID: early, Events: []transport.Event{{EventType: "OrderPlaced"}}, Expected: transport.MustNotExist},
+		{AggregateID: late, Events: []transport.Event{{EventType: "OrderPaid"}}, Expected: transport.Exactly(1)},
+	}))
+	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: scope})
+	require.NoError(t, err)
+	last := map[string]int64{}
+	for _, e := range p.Entries {
+		assert.Equal(t, last[e.AggregateID]+1, e.Version, "versions of %s in order", e.AggregateID)
+		last[e.AggregateID] = e.Version
+	}
+	assert.Equal(t, map[string]int64{early: 1, late: 2}, last)
+
+	// The same holds for a bulk that expects any version.
+	other := uuid.NewString()
+	var once atomic.Bool
+	postgres.SetBeforeBatch(tr, func(i int) {
+		if i == 1 && once.CompareAndSwap(false, true) {
+			require.NoError(t, tr.Store(ctx, transport.Ref{Type: "order", ID: other}, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
+		}
+	})
+	require.NoError(t, tr.StoreBulk(ctx, scope, []transport.Batch{
+		{AggregateID: uuid.NewString(), Events: []transport.Event{{EventType: "OrderPlaced"}}},
+		{AggregateID: other, Events: []transport.Event{{EventType: "OrderPaid"}}},
+	}), "an Any store that meets a newer transaction tries again")
+	postgres.SetBeforeBatch(tr, nil)
+	p, err = tr.ReadFeed(ctx, transport.FeedQuery{Feed: scope, Since: p.Entries[len(p.Entries)-1].Sequence})
+	require.NoError(t, err)
+	var versions []int64
+	for _, e := range p.Entries {
+		if e.AggregateID == other {
+			versions = append(versions, e.Version)
+		}
+	}
+	assert.Equal(t, []int64{1, 2}, versions)
+}
+
+// TestWaitingReaderWakesOnAnotherProcessesStore: a reader waiting on the
+// feed in one process (whose own sequencer would not look for an hour)
+// wakes when another process stores and numbers a batch: the numbering
+// notifies every listener.
+func TestWaitingReaderWakesOnAnotherProcessesStore(t *testing.T) {
+	writer := fresh(t)
+	reader := sameStore(t, writer, postgres.WithSequencerInterval(time.Hour))
+	ctx := context.Background()
+	got := make(chan transport.FeedPage, 1)
+	go func() {
+		p, err := reader.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}, Wait: time.Minute})
+		assert.NoError(t, err)
+		got <- p
+	}()
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	require.NoError(t, writer.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
+	p := <-got
+	require.Len(t, p.Entries, 1)
+	assert.Equal(t, ref.ID, p.Entries[0].AggregateID)
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -87,16 +88,18 @@ type Transport struct {
 	interval time.Duration
 
 	signal  commitsignal.Signal // broadcast when batches get numbers
-	mu      sync.Mutex
-	waiters map[*waiter]struct{} // stores waiting for their numbers
-	waiting map[int64]*waiter    // by batch id
-	kick    chan struct{}        // wakes the sequencer after a local commit
-	ctx     context.Context      // of the background work; Close cancels it
+	kick    chan struct{}       // wakes the sequencer after a local commit
+	gather  time.Duration       // how long the sequencer lets commits gather
+	ctx     context.Context     // of the background work; Close cancels it
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	closeMu sync.Once
 
+	origin string // this Transport's name in its notifications
+
 	beforeCommit func(ctx context.Context, tx pgx.Tx) // tests only
+	onPending    func()                               // tests only
+	beforeBatch  func(i int)                          // tests only
 }
 
 var (
@@ -140,7 +143,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Transport, e
 
 func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Option) (*Transport, error) {
 	t := &Transport{pool: pool, ownPool: own, schema: DefaultSchema, log: zap.NewNop(), now: time.Now,
-		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), waiters: map[*waiter]struct{}{}, waiting: map[int64]*waiter{}}
+		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), gather: gatherTime, origin: uuid.NewString()}
 	for _, o := range opts {
 		if o != nil {
 			o(t)
@@ -179,7 +182,10 @@ func (t *Transport) Schema() string { return t.schema }
 // migrate applies the embedded migrations that the schema lacks, under a
 // transaction-level advisory lock so that processes starting together take
 // turns.
-func (t *Transport) migrate(ctx context.Context) error {
+func (t *Transport) migrate(ctx context.Context) error { return t.migrateTo(ctx, 0) }
+
+// migrateTo applies the migrations up to version upTo (0: all of them).
+func (t *Transport) migrateTo(ctx context.Context, upTo int) error {
 	files, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
 		return err
@@ -205,7 +211,7 @@ func (t *Transport) migrate(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("migration file %s: %w", f, err)
 			}
-			if v <= current {
+			if v <= current || (upTo > 0 && v > upTo) {
 				continue
 			}
 			body, err := migrations.ReadFile(f)
@@ -236,144 +242,122 @@ func idHash(id string) int64 {
 	return int64(h.Sum32())
 }
 
-// sequencer numbers settled batches, when a local store asks, when
-// another process numbered some (an older transaction of ours may have
-// been waiting for it), and every interval for batches whose writer went
-// away; then it lets the stores waiting for their numbers return.
+// sequencer numbers settled batches in the background: soon after a
+// local commit (commits that arrive together share a run), and every
+// interval for batches that other processes stored and did not number.
+// Feed readers never depend on it: they settle what they need themselves
+// (see settle).
 func (t *Transport) sequencer() {
 	defer t.wg.Done()
 	ctx := t.ctx
 	tick := time.NewTicker(t.interval)
 	defer tick.Stop()
+	gather := time.NewTimer(0)
+	<-gather.C
 	for {
-		changed := t.signal.Changed()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.kick:
+			gather.Reset(t.gather)
+			select {
+			case <-gather.C:
+			case <-ctx.Done():
+				return
+			}
 		case <-tick.C:
-		case <-changed:
 		}
-		for {
-			ids, err := t.sequence(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					t.log.Warn("postgres feed sequencer failed; it tries again", zap.Error(redact(err)))
-				}
-				break
-			}
-			if len(ids) == 0 {
-				// Another process may have numbered what our stores wait for.
-				if err := t.check(ctx); err != nil && ctx.Err() == nil {
-					t.log.Warn("postgres feed sequencer could not check waiting stores", zap.Error(redact(err)))
-				}
-				break
-			}
-			t.signal.Broadcast()
-			t.release(ids)
+		if _, _, err := t.sequence(ctx); err != nil && ctx.Err() == nil {
+			t.log.Warn("postgres feed sequencer failed; it tries again", zap.Error(redact(err)))
 		}
 	}
 }
-
-// waiter is a store waiting for its batches' feed numbers.
-type waiter struct {
-	left map[int64]bool
-	done chan struct{}
-}
-
-// release lets go the stores whose batches are all among ids now.
-func (t *Transport) release(ids []int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.waiters) == 0 {
-		return
-	}
-	for _, id := range ids {
-		if w := t.waiting[id]; w != nil {
-			delete(w.left, id)
-			delete(t.waiting, id)
-			if len(w.left) == 0 {
-				close(w.done)
-				delete(t.waiters, w)
-			}
-		}
-	}
-}
-
-// check asks the database which awaited batches have numbers (another
-// process's sequencer may have given them) and releases their stores.
-func (t *Transport) check(ctx context.Context) error {
-	t.mu.Lock()
-	ids := make([]int64, 0, len(t.waiting))
-	for id := range t.waiting {
-		ids = append(ids, id)
-	}
-	t.mu.Unlock()
-	if len(ids) == 0 {
-		return nil
-	}
-	rows, err := t.pool.Query(ctx, t.q.numbered, ids)
-	if err != nil {
-		return err
-	}
-	got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return err
-	}
-	t.release(got)
-	return nil
-}
-
-// awaitNumbers returns once the batches with these ids have feed numbers,
-// so that a batch is in the feed when its Store returns. The sequencer
-// numbers them, after any older transaction still open has settled. If
-// that takes longer than maxNumberWait, or ctx ends, it returns anyway: the
-// batches are stored, and the sequencer numbers them soon.
-func (t *Transport) awaitNumbers(ctx context.Context, ids []int64) {
-	w := &waiter{left: make(map[int64]bool, len(ids)), done: make(chan struct{})}
-	t.mu.Lock()
-	for _, id := range ids {
-		w.left[id] = true
-		t.waiting[id] = w
-	}
-	t.waiters[w] = struct{}{}
-	t.mu.Unlock()
-	select {
-	case t.kick <- struct{}{}:
-	default:
-	}
-	timer := time.NewTimer(maxNumberWait)
-	defer timer.Stop()
-	select {
-	case <-w.done:
-		return
-	case <-ctx.Done():
-	case <-timer.C:
-		t.log.Warn("postgres: a stored batch still waits for its feed number; an old transaction may hold the feed back", zap.Int64s("batch_ids", ids))
-	case <-t.ctx.Done():
-	}
-	t.mu.Lock()
-	for id := range w.left {
-		delete(t.waiting, id)
-	}
-	delete(t.waiters, w)
-	t.mu.Unlock()
-}
-
-// maxNumberWait bounds how long a store waits for its feed number.
-const maxNumberWait = 30 * time.Second
 
 // sequence gives feed numbers to the batches whose transactions are all
-// settled, in transaction order, and returns the ids it numbered: one
-// round trip to the sequence_feed function (migration 2), which takes the
-// sequencers' advisory lock, reads the horizon, numbers and notifies.
-func (t *Transport) sequence(ctx context.Context) ([]int64, error) {
-	rows, err := t.pool.Query(ctx, t.q.sequence, t.q.lock, t.q.channel)
-	if err != nil {
-		return nil, err
+// settled, in transaction order, in one round trip: it takes the
+// sequencers' advisory lock, numbers, moves the counter and notifies other
+// processes. With since set (a snapshot, as text), it also reports whether
+// a batch that had committed by then still has no number (an older
+// transaction is still open); since "" means the snapshot this call
+// starts with. It returns that snapshot, so that a caller that waits can
+// keep asking about the same batches.
+func (t *Transport) sequence(ctx context.Context, since ...string) (pending bool, snapshot string, err error) {
+	// One implicit transaction: the statements of a batch commit together
+	// at its end; each takes a snapshot of its own.
+	b := &pgx.Batch{}
+	var from *string
+	if len(since) > 0 && since[0] != "" {
+		from = &since[0]
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[int64])
+	b.Queue(t.q.lockAndMark, t.q.lock, from)
+	var numbered int64
+	b.Queue(t.q.sequence, t.q.channel, t.origin).QueryRow(func(row pgx.Row) error { return row.Scan(&numbered) })
+	if len(since) > 0 {
+		b.Queue(t.q.pendingSince).QueryRow(func(row pgx.Row) error { return row.Scan(&snapshot, &pending) })
+	}
+	if err := t.pool.SendBatch(ctx, b).Close(); err != nil {
+		return false, "", err
+	}
+	if numbered > 0 {
+		t.signal.Broadcast()
+	}
+	return pending, snapshot, nil
 }
+
+// settle returns once every batch that had committed when it was called
+// has its feed number, so that a batch is in the feed once the Store that
+// wrote it has returned, whichever process reads. It numbers what it can
+// itself; a batch whose number must wait for an older transaction still
+// open waits with it, until that transaction ends, ctx ends or
+// maxNumberWait has passed (then the read goes on without it, and a
+// warning is logged: the feed is held back).
+func (t *Transport) settle(ctx context.Context) error {
+	var timeout <-chan time.Time
+	snapshot := ""
+	for {
+		changed := t.signal.Changed()
+		pending, snap, err := t.sequence(ctx, snapshot)
+		if err != nil {
+			return err
+		}
+		if !pending {
+			return nil
+		}
+		snapshot = snap
+		if timeout == nil {
+			timer := time.NewTimer(maxNumberWait)
+			defer timer.Stop()
+			timeout = timer.C
+		}
+		if t.onPending != nil {
+			t.onPending()
+		}
+		// The older transaction ends in this process (its store kicks the
+		// sequencer), in another (whose sequencer notifies), or is not a
+		// store at all: then only asking again tells.
+		retry := time.NewTimer(t.interval)
+		select {
+		case <-changed:
+		case <-retry.C:
+		case <-ctx.Done():
+			retry.Stop()
+			return ctx.Err()
+		case <-timeout:
+			retry.Stop()
+			t.log.Warn("postgres: stored batches still wait for their feed numbers; an old open transaction holds the feed back")
+			return nil
+		}
+		retry.Stop()
+	}
+}
+
+// maxNumberWait bounds how long a feed read waits for an older
+// transaction to settle.
+const maxNumberWait = 30 * time.Second
+
+// gatherTime is how long the background sequencer lets commits gather
+// before it numbers them.
+const gatherTime = 2 * time.Millisecond
 
 // listen wakes this process's waiting feed readers when another process
 // numbers batches.
@@ -410,8 +394,12 @@ func (t *Transport) listenOnce(ctx context.Context, policy *backoff.ExponentialB
 	}
 	policy.Reset()
 	for {
-		if _, err := raw.WaitForNotification(ctx); err != nil {
+		n, err := raw.WaitForNotification(ctx)
+		if err != nil {
 			return err
+		}
+		if n.Payload == t.origin {
+			continue // our own sequencer: its stores and readers know already
 		}
 		t.signal.Broadcast()
 	}

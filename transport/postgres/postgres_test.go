@@ -59,6 +59,16 @@ func freshAt(t testing.TB, url string, opts ...postgres.Option) *postgres.Transp
 	return tr
 }
 
+// sameStore opens a second transport on tr's schema, as another process
+// would.
+func sameStore(t testing.TB, tr *postgres.Transport, opts ...postgres.Option) *postgres.Transport {
+	t.Helper()
+	other, err := postgres.Open(context.Background(), database(t), append([]postgres.Option{postgres.WithSchema(tr.Schema()), postgres.WithSequencerInterval(20 * time.Millisecond)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+	return other
+}
+
 func TestConformance(t *testing.T) {
 	database(t)
 	transporttest.RunWithClock(t, func(t *testing.T, now func() time.Time) transport.Transport {

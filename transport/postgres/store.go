@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/transport"
@@ -132,9 +133,8 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
-// write stores batches, all or none, and returns once they are in the
-// feed. A store whose expected version is Any and that loses a race for
-// the next version tries again.
+// write stores batches, all or none. A store whose expected version is
+// Any and that loses a race for the next version tries again.
 func (t *Transport) write(ctx context.Context, op string, ref transport.Ref, batches []encoded) error {
 	for attempt := 0; ; attempt++ {
 		err, raced := t.writeOnce(ctx, op, ref, batches)
@@ -146,27 +146,36 @@ func (t *Transport) write(ctx context.Context, op string, ref transport.Ref, bat
 
 // writeOnce stores batches once. One batch is one statement in its own
 // implicit transaction (one round trip); several share an explicit one.
-// raced says an Any store lost a race and may simply try again.
+// raced says an Any store lost a race and may simply try again. The
+// sequencer is told once the batches are in; a feed reader does not wait
+// for it (see settle).
 func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref, batches []encoded) (err error, raced bool) {
 	now := t.now()
-	ids := make([]int64, len(batches))
-	outcome := func(b encoded, err error, committing bool) (error, bool) {
+	insert := func(q interface {
+		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	}, b encoded) (error, bool) {
+		sql, args := t.storeSQL(b, now)
+		tag, err := q.Exec(ctx, sql, args...)
 		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return conflict(op, b), false
+		case err == nil && tag.RowsAffected() == 0:
+			// No row to follow: the expected version is not the last one
+			// (or, for Any, the last one is of a newer transaction).
+			return conflict(op, b), b.expect.IsAny()
 		case isUniqueViolation(err):
 			return conflict(op, b), b.expect.IsAny()
+		case err != nil:
+			// A statement outside a transaction commits as it ends: once it
+			// was sent, its outcome is unknown unless the server answered.
+			_, single := q.(*pgxpool.Pool)
+			return failed(op, b.ref, err, single && !pgconn.SafeToRetry(err)), false
 		}
-		return failed(op, b.ref, err, committing), false
+		return nil, false
 	}
 	if len(batches) == 1 && t.beforeCommit == nil {
-		sql, args := t.storeSQL(batches[0], now)
-		if err := t.pool.QueryRow(ctx, sql, args...).Scan(&ids[0]); err != nil {
-			// The statement commits as it ends: once it was sent, its
-			// outcome is unknown unless the server answered.
-			return outcome(batches[0], err, !pgconn.SafeToRetry(err))
+		if err, raced := insert(t.pool, batches[0]); err != nil {
+			return err, raced
 		}
-		t.awaitNumbers(ctx, ids)
+		t.stored()
 		return nil, false
 	}
 	tx, err := t.pool.Begin(ctx)
@@ -175,19 +184,29 @@ func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref,
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	for i, b := range batches {
-		sql, args := t.storeSQL(b, now)
-		if err := tx.QueryRow(ctx, sql, args...).Scan(&ids[i]); err != nil {
-			return outcome(b, err, false)
+		if t.beforeBatch != nil {
+			t.beforeBatch(i)
+		}
+		if err, raced := insert(tx, b); err != nil {
+			return err, raced
 		}
 	}
 	if t.beforeCommit != nil {
 		t.beforeCommit(ctx, tx)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return outcome(batches[0], err, true)
+		return failed(op, ref, err, true), false
 	}
-	t.awaitNumbers(ctx, ids)
+	t.stored()
 	return nil, false
+}
+
+// stored wakes the background sequencer after a commit.
+func (t *Transport) stored() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Store implements transport.Transport: one transaction.
@@ -267,6 +286,9 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 			return transport.NewError(op, ref, transport.ErrBadDeleteToken)
 		}
 		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", t.q.lock); err != nil {
 			return err
 		}
 		stmts, args := t.q.deleteOne, []any{target.Tenant, target.Type, target.ID}

@@ -1,0 +1,88 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/postgres"
+)
+
+// TestUpgradeFromTheFirstSchema: a schema that the first release made and
+// used (batches numbered by its sequence_feed function, one batch left
+// without a number by a writer that went away) is migrated in place when
+// a Transport opens it: the numbers given stay, the batch left over gets
+// the next one, and storing, numbering, counting and deleting go on.
+func TestUpgradeFromTheFirstSchema(t *testing.T) {
+	url := database(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	schema := fmt.Sprintf("up%d_%d", os.Getpid(), schemas.Add(1))
+	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 1))
+
+	s := pgx.Identifier{schema}.Sanitize()
+	a, b := uuid.NewString(), uuid.NewString()
+	insert := func(id string, version int64) {
+		_, err := pool.Exec(ctx, `INSERT INTO `+s+`.batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events)
+			VALUES ('', 'order', $1, $2, now(), 1, '{OrderPlaced}', 0, '[{"eventId":"`+uuid.NewString()+`","eventType":"OrderPlaced"}]')`, id, version)
+		require.NoError(t, err)
+	}
+	insert(a, 1)
+	insert(b, 1)
+	insert(a, 2)
+	var numbered int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+s+`.sequence_feed(1, 'x')`).Scan(&numbered))
+	require.Equal(t, 3, numbered, "the first schema's sequencer numbered three")
+	insert(b, 2) // left without a number
+
+	tr, err := postgres.Open(ctx, url, postgres.WithSchema(schema))
+	require.NoError(t, err)
+	defer tr.Close()
+	var version int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT max(version) FROM `+s+`.schema_migrations`).Scan(&version))
+	assert.Equal(t, 2, version)
+
+	feed := transport.Scope{Type: "order"}
+	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: feed})
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 4)
+	for i, want := range []struct {
+		id      string
+		version int64
+	}{{a, 1}, {b, 1}, {a, 2}, {b, 2}} {
+		assert.Equal(t, int64(i+1), p.Entries[i].Sequence)
+		assert.Equal(t, want.id, p.Entries[i].AggregateID)
+		assert.Equal(t, want.version, p.Entries[i].Version)
+	}
+
+	require.NoError(t, tr.Store(ctx, transport.Ref{Type: "order", ID: a}, []transport.Event{{EventType: "OrderPaid"}}, transport.Exactly(2)))
+	p, err = tr.ReadFeed(ctx, transport.FeedQuery{Feed: feed, Since: 4})
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 1)
+	assert.Equal(t, int64(5), p.Entries[0].Sequence)
+
+	target := transport.DeleteAggregate(transport.Ref{Type: "order", ID: b})
+	token, err := tr.RequestDelete(ctx, target)
+	require.NoError(t, err)
+	require.NoError(t, tr.ConfirmDelete(ctx, target, token))
+	infos, err := tr.FeedOverview(ctx, "")
+	require.NoError(t, err)
+	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 1, Batches: 3, Events: 3}}, infos)
+	p, err = tr.ReadFeed(ctx, transport.FeedQuery{Feed: feed})
+	require.NoError(t, err)
+	var seqs []int64
+	for _, e := range p.Entries {
+		seqs = append(seqs, e.Sequence)
+	}
+	assert.Equal(t, []int64{1, 3, 5}, seqs, "b's entries leave the feed; the others keep their numbers")
+}
