@@ -50,7 +50,7 @@
 //
 // Writers never wait for the feed. After a commit, the transport's
 // background sequencer numbers what has settled (commits arriving within
-// 2 ms share one run), and every WithSequencerInterval (100 ms by default)
+// 5 ms share one run, see WithSequencerDelay), and every WithSequencerInterval (100 ms by default)
 // it looks for batches that other processes left without numbers. A
 // batch is nevertheless in the feed once its Store has returned, for any
 // reader in any process: ReadFeed, FeedHead and FeedOverview first check,

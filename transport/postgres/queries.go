@@ -43,12 +43,12 @@ func newQueries(schema string) queries {
 		sequence: `WITH counter AS (
 				SELECT seq, horizon, pg_snapshot_xmin(pg_current_snapshot()) AS high FROM ` + s + `feed_counter
 			), settled AS (
-				SELECT b.id, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
+				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
 				FROM ` + s + `batches b, counter c
 				WHERE b.tx >= (SELECT horizon FROM counter) AND b.tx < (SELECT high FROM counter)
 			), numbered AS (
-				INSERT INTO ` + s + `feed (tenant, seq, aggregate_type, batch_id)
-				SELECT tenant, seq, aggregate_type, id FROM settled
+				INSERT INTO ` + s + `feed (tenant, seq, aggregate_type, tx, batch_id)
+				SELECT tenant, seq, aggregate_type, tx, id FROM settled
 				RETURNING batch_id
 			), counted AS (
 				INSERT INTO ` + s + `feed_stats AS st (tenant, aggregate_type, aggregates, batches, events)
@@ -119,12 +119,12 @@ func newQueries(schema string) queries {
 		},
 
 		feedAll: `SELECT f.seq, f.aggregate_type, b.aggregate_id, b.version, b.stored_at, b.events
-			FROM ` + s + `feed f JOIN ` + s + `batches b ON b.id = f.batch_id
+			FROM ` + s + `feed f JOIN ` + s + `batches b ON b.tx = f.tx AND b.id = f.batch_id
 			WHERE f.tenant = $1 AND f.seq > $2
 			AND ($4 = 0 OR b.id_hash % $4 = $5) AND (cardinality($6::text[]) = 0 OR b.event_types && $6)
 			ORDER BY f.seq LIMIT $3`,
 		feedType: `SELECT f.seq, f.aggregate_type, b.aggregate_id, b.version, b.stored_at, b.events
-			FROM ` + s + `feed f JOIN ` + s + `batches b ON b.id = f.batch_id
+			FROM ` + s + `feed f JOIN ` + s + `batches b ON b.tx = f.tx AND b.id = f.batch_id
 			WHERE f.tenant = $1 AND f.seq > $2 AND f.aggregate_type = $7
 			AND ($4 = 0 OR b.id_hash % $4 = $5) AND (cardinality($6::text[]) = 0 OR b.event_types && $6)
 			ORDER BY f.seq LIMIT $3`,
