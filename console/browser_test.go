@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -82,9 +83,20 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	put(transport.Ref{Type: "payment", ID: uuid.NewString()}, "PaymentProcessed", `{"amount":249.5}`)
 
+	// Chromium's helper processes may still write to its profile for a
+	// moment after the browser is gone, which would fail t.TempDir's
+	// cleanup: the profile gets a folder of its own, removed with retries.
+	profile, err := os.MkdirTemp("", "sourced-chromium-")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		policy := backoff.WithMaxRetries(backoff.NewConstantBackOff(100*time.Millisecond), 50)
+		if err := backoff.Retry(func() error { return os.RemoveAll(profile) }, policy); err != nil {
+			t.Logf("leaving Chromium's profile behind: %v", err)
+		}
+	})
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(profile), chromedp.WindowSize(1280, 900),
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true))
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	defer cancelAlloc()
