@@ -20,8 +20,18 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 	if err := transport.CheckFeed(q); err != nil {
 		return transport.FeedPage{}, err
 	}
+	first := true
 	return commitsignal.ReadFeed(ctx, &t.signal, q, func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
-		page, err := settled(ctx, t, func(pending string) (transport.FeedPage, bool, error) { return t.readFeed(ctx, q, pending) })
+		var page transport.FeedPage
+		var err error
+		if first {
+			// What committed before this call must be in its answer.
+			first = false
+			page, err = settled(ctx, t, func(pending string) (transport.FeedPage, bool, error) { return t.readFeed(ctx, q, pending) })
+		} else {
+			// Woken by a numbering: what is numbered is what is new.
+			page, _, err = t.readFeed(ctx, q, "")
+		}
 		if err != nil {
 			return transport.FeedPage{}, 0, failed(op, ref, err, false)
 		}
