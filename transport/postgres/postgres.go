@@ -371,7 +371,7 @@ const maxNumberWait = 30 * time.Second
 
 // gatherTime is how long the background sequencer lets commits gather
 // before it numbers them, unless WithSequencerDelay says otherwise: at 32
-// writers, 5 ms numbered about 10% more batches a second than 2 ms, and
+// writers, 5 ms stored up to 10% more batches a second than 2 ms, and
 // 10 or 20 ms no more than 5 (docs/performance.md).
 const gatherTime = 5 * time.Millisecond
 

@@ -89,7 +89,9 @@ func newQueries(schema string) queries {
 		// of a newer transaction (see storeExactly).
 		storeAny: `INSERT INTO ` + s + `batches ` + batchColumns + `
 			SELECT $1, $2, $3, coalesce(last.version, 0) + 1, $5, $4, $6, $7, $8
-			FROM (SELECT max(version) AS version, max(tx) AS tx FROM ` + s + `batches WHERE ` + same + `) last
+			FROM (SELECT) one LEFT JOIN LATERAL (
+				SELECT version, tx FROM ` + s + `batches WHERE ` + same + ` ORDER BY version DESC LIMIT 1
+			) last ON true
 			WHERE last.tx IS NULL OR last.tx < pg_current_xact_id()`,
 
 		exists: `SELECT EXISTS (SELECT 1 FROM ` + s + `batches WHERE ` + same + `)`,
