@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -32,3 +33,7 @@ func MigrateTo(ctx context.Context, pool *pgxpool.Pool, schema string, upTo int)
 	t := &Transport{pool: pool, schema: schema, log: zap.NewNop()}
 	return t.migrateTo(ctx, upTo)
 }
+
+// SetMaxNumberWait sets how long a feed read waits for an older open
+// transaction (tests only).
+func SetMaxNumberWait(t *Transport, d time.Duration) { t.maxWait = d }

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/postgres"
@@ -211,4 +213,40 @@ func TestWaitingReaderWakesOnAnotherProcessesStore(t *testing.T) {
 	p := <-got
 	require.Len(t, p.Entries, 1)
 	assert.Equal(t, ref.ID, p.Entries[0].AggregateID)
+}
+
+// TestAnOldOpenTransactionHoldsReadersBackForABoundedTime: a transaction
+// left open elsewhere (it only took a transaction id) holds the feed
+// back. A read waits for it up to its bound, then answers without the
+// batches behind it and says why in the log; one whose context ends
+// first returns the context's error. Writers are not held at all.
+func TestAnOldOpenTransactionHoldsReadersBackForABoundedTime(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	tr := fresh(t, postgres.WithLogger(zap.New(core)))
+	ctx := context.Background()
+	idle, err := tr.Pool().Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = idle.Rollback(ctx) }()
+	_, err = idle.Exec(ctx, "SELECT pg_current_xact_id()")
+	require.NoError(t, err)
+
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	require.NoError(t, tr.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist), "a writer is not held")
+
+	short, cancel := context.WithCancel(ctx)
+	postgres.SetOnPending(tr, cancel) // ends the read's context once it waits
+	_, err = tr.ReadFeed(short, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.ErrorIs(t, err, context.Canceled)
+
+	postgres.SetOnPending(tr, nil)
+	postgres.SetMaxNumberWait(tr, 10*time.Millisecond)
+	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.NoError(t, err)
+	assert.Empty(t, p.Entries, "the batch behind the open transaction is not in the feed yet")
+	assert.Equal(t, 1, logs.FilterMessageSnippet("an old open transaction holds the feed back").Len())
+
+	require.NoError(t, idle.Rollback(ctx))
+	p, err = tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 1, "once the old transaction ends, the batch is in the feed")
 }

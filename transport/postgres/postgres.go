@@ -104,6 +104,7 @@ type Transport struct {
 	signal  commitsignal.Signal // broadcast when batches get numbers
 	kick    chan struct{}       // wakes the sequencer after a local commit
 	gather  time.Duration       // how long the sequencer lets commits gather
+	maxWait time.Duration       // how long a feed read waits for an older transaction
 	ctx     context.Context     // of the background work; Close cancels it
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -157,7 +158,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Transport, e
 
 func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Option) (*Transport, error) {
 	t := &Transport{pool: pool, ownPool: own, schema: DefaultSchema, log: zap.NewNop(), now: time.Now,
-		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), gather: gatherTime, origin: uuid.NewString()}
+		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), gather: gatherTime, maxWait: maxNumberWait, origin: uuid.NewString()}
 	for _, o := range opts {
 		if o != nil {
 			o(t)
@@ -339,7 +340,7 @@ func (t *Transport) settle(ctx context.Context) error {
 		}
 		snapshot = snap
 		if timeout == nil {
-			timer := time.NewTimer(maxNumberWait)
+			timer := time.NewTimer(t.maxWait)
 			defer timer.Stop()
 			timeout = timer.C
 		}
@@ -358,7 +359,8 @@ func (t *Transport) settle(ctx context.Context) error {
 			return ctx.Err()
 		case <-timeout:
 			retry.Stop()
-			t.log.Warn("postgres: stored batches still wait for their feed numbers; an old open transaction holds the feed back")
+			t.log.Warn("postgres: stored batches still wait for their feed numbers; an old open transaction holds the feed back",
+				zap.Duration("waited", t.maxWait))
 			return nil
 		}
 		retry.Stop()
