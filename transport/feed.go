@@ -19,9 +19,11 @@ const MaxFeedWait = 60 * time.Second
 // stored batch: the feed that read models and reactions follow. It is
 // optional, like Lister: callers check for it with a type assertion.
 //
-// Sequence numbers are positive, unique within a tenant and increase in
-// commit order: once a reader has seen sequence number N, no batch with a
-// number at or below N can appear later. A transport must make that true
+// Sequence numbers are positive, unique within a tenant and only rise:
+// once a reader has seen sequence number N, no batch with a number at or
+// below N can appear later. One aggregate's batches are numbered in
+// version order; across aggregates the order is the transport's (commit
+// order in memory and bolt, transaction order in postgres). A transport must make that true
 // even when writers commit concurrently, because a reader that has moved
 // past a number never looks back. A batch is in the feed when the Store
 // (or StoreBulk) that wrote it returns. The feed of one aggregate type

@@ -60,9 +60,19 @@
 // 30 s or the context's end, then the read goes on without it and logs a
 // warning). Sequence numbers are global to the database (unique and
 // rising per tenant; a tenant's feed skips the others' numbers) and never
-// reused. A long-running transaction anywhere in the database holds the
-// feed back until it ends (its xid is the horizon): keep transactions
-// short, and watch for idle-in-transaction sessions.
+// reused. A long-running transaction anywhere on the server, in any
+// database (transaction ids are the cluster's), holds the feed back until
+// it ends (its xid is the horizon): keep transactions short, and watch for
+// idle-in-transaction sessions.
+//
+// The feed is in transaction order, not commit order: of two batches that
+// commit close together, the one whose transaction began first comes first.
+// One aggregate's batches are always in version order.
+//
+// The guarantee needs stores to commit durably (synchronous_commit on or
+// local, PostgreSQL's default): the sequencer's own commits need not wait
+// for the flush because a numbering lost in a crash is given again to the
+// same batches, which holds only if no batch it numbered can be lost.
 //
 // A feed read that waits (FeedQuery.Wait) wakes when this process numbers
 // batches and, through LISTEN/NOTIFY on the channel "<schema>_feed", when

@@ -54,13 +54,22 @@ func settled[T any](ctx context.Context, t *Transport, read func(pending string)
 	return v, err
 }
 
-// sendWithPending sends b, after the pending statement when there is one,
-// and reads that statement's answer.
+// sendWithPending sends b as one read-only transaction with one snapshot
+// (so a page and its head agree), after the pending statement when there
+// is one, and reads that statement's answer. The caller reads b's results
+// and closes them.
 func (t *Transport) sendWithPending(ctx context.Context, b *pgx.Batch, pendingSQL string) (pgx.BatchResults, bool, error) {
+	head := []*pgx.QueuedQuery{{SQL: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"}}
 	if pendingSQL != "" {
-		b.QueuedQueries = append([]*pgx.QueuedQuery{{SQL: pendingSQL}}, b.QueuedQueries...)
+		head = append(head, &pgx.QueuedQuery{SQL: pendingSQL})
 	}
+	b.QueuedQueries = append(head, b.QueuedQueries...)
+	b.Queue("COMMIT")
 	res := t.pool.SendBatch(ctx, b)
+	if _, err := res.Exec(); err != nil {
+		_ = res.Close()
+		return nil, false, err
+	}
 	var pending bool
 	if pendingSQL != "" {
 		if err := res.QueryRow().Scan(&pending); err != nil {

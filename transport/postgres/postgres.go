@@ -206,7 +206,9 @@ func (t *Transport) migrateTo(ctx context.Context, upTo int) error {
 		return err
 	}
 	sort.Strings(files)
-	return pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+	// READ COMMITTED: what is read after the lock must be what the process
+	// before us left.
+	return pgx.BeginTxFunc(ctx, t.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey("sourced.migrate."+t.schema)); err != nil {
 			return err
 		}
@@ -284,6 +286,9 @@ func (t *Transport) sequencer() {
 		}
 		if _, _, err := t.sequence(ctx); err != nil && ctx.Err() == nil {
 			t.log.Warn("postgres feed sequencer failed; it tries again", zap.Error(redact(err)))
+			// The run may have committed all the same (the answer was lost):
+			// let waiting readers look.
+			t.signal.Broadcast()
 		}
 	}
 }
@@ -297,9 +302,11 @@ func (t *Transport) sequencer() {
 // starts with. It returns that snapshot, so that a caller that waits can
 // keep asking about the same batches.
 func (t *Transport) sequence(ctx context.Context, since ...string) (pending bool, snapshot string, err error) {
-	// One implicit transaction: the statements of a batch commit together
-	// at its end; each takes a snapshot of its own.
+	// One transaction, in one round trip. READ COMMITTED whatever the
+	// session's default: each statement must take a snapshot of its own,
+	// the numbering one after the lock.
 	b := &pgx.Batch{}
+	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 	var from *string
 	if len(since) > 0 && since[0] != "" {
 		from = &since[0]
@@ -310,6 +317,7 @@ func (t *Transport) sequence(ctx context.Context, since ...string) (pending bool
 	if len(since) > 0 {
 		b.Queue(t.q.pendingSince).QueryRow(func(row pgx.Row) error { return row.Scan(&snapshot, &pending) })
 	}
+	b.Queue("COMMIT")
 	if err := t.pool.SendBatch(ctx, b).Close(); err != nil {
 		return false, "", err
 	}

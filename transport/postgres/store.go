@@ -279,7 +279,8 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	if err := transport.CheckDelete(op, target); err != nil {
 		return err
 	}
-	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+	// READ COMMITTED: the counts read after the lock must be current.
+	err := pgx.BeginTxFunc(ctx, t.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
 		var got string
 		err := tx.QueryRow(ctx, t.q.redeemToken, token, target.Tenant, target.Type, target.ID, target.AllOfType, t.now()).Scan(&got)
 		if errors.Is(err, pgx.ErrNoRows) {
