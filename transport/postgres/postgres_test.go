@@ -142,3 +142,20 @@ func TestUnderRepeatableReadByDefault(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(200), head)
 }
+
+// TestStoreWithAnEndedContextIsUnavailable: a store that could not even
+// get a connection sent nothing, so it is ErrUnavailable (not ambiguous),
+// and nothing is stored.
+func TestStoreWithAnEndedContextIsUnavailable(t *testing.T) {
+	tr := fresh(t)
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	err := tr.Store(ended, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist)
+	require.ErrorIs(t, err, transport.ErrUnavailable)
+	assert.NotErrorIs(t, err, transport.ErrAmbiguous)
+	assert.ErrorIs(t, err, context.Canceled)
+	ok, err := tr.Exists(context.Background(), ref)
+	require.NoError(t, err)
+	assert.False(t, ok)
+}

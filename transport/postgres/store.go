@@ -166,13 +166,21 @@ func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref,
 		case err != nil:
 			// A statement outside a transaction commits as it ends: once it
 			// was sent, its outcome is unknown unless the server answered.
-			_, single := q.(*pgxpool.Pool)
+			_, single := q.(*pgxpool.Conn)
 			return failed(op, b.ref, err, single && !pgconn.SafeToRetry(err)), false
 		}
 		return nil, false
 	}
 	if len(batches) == 1 && t.beforeCommit == nil {
-		if err, raced := insert(t.pool, batches[0]); err != nil {
+		// Acquired apart, so that a failure to get a connection (nothing
+		// sent) is told from one after the statement went out.
+		conn, err := t.pool.Acquire(ctx)
+		if err != nil {
+			return failed(op, ref, err, false), false
+		}
+		err, raced := insert(conn, batches[0])
+		conn.Release()
+		if err != nil {
 			return err, raced
 		}
 		t.stored()
