@@ -224,3 +224,35 @@ func envInt(name string, def int) int {
 	}
 	return def
 }
+
+// BenchmarkFeedHeadUnderWrites: a feed reader asks for the head while 16
+// writers store one-event batches; each answer includes every batch whose
+// Store had returned when the call began, so under writes a read usually
+// numbers batches itself and waits for older transactions still open.
+func BenchmarkFeedHeadUnderWrites(b *testing.B) {
+	tr := fresh(b)
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ref := transport.Ref{Type: "counter", ID: uuid.NewString()}
+			for v := int64(0); ctx.Err() == nil; v++ {
+				if err := tr.Store(ctx, ref, oneEvent, transport.Exactly(v)); err != nil && ctx.Err() == nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := tr.FeedHead(context.Background(), transport.Scope{Type: "counter"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	stop()
+	wg.Wait()
+}

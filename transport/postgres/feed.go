@@ -12,7 +12,7 @@ import (
 
 // ReadFeed implements transport.Feeder. Only numbered batches are read
 // (see the package doc); a read first makes sure that every batch
-// committed before it began has its number (see settle). A read that
+// committed before it began has its number (see settled). A read that
 // waits wakes when batches get numbers, here or in another process.
 func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transport.FeedPage, error) {
 	const op = "read feed"
@@ -27,10 +27,10 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 		if first {
 			// What committed before this call must be in its answer.
 			first = false
-			page, err = settled(ctx, t, func(pending string) (transport.FeedPage, bool, error) { return t.readFeed(ctx, q, pending) })
+			page, err = settled(ctx, t, func(p prelude) (transport.FeedPage, bool, string, error) { return t.readFeed(ctx, q, p) })
 		} else {
 			// Woken by a numbering: what is numbered is what is new.
-			page, _, err = t.readFeed(ctx, q, "")
+			page, _, _, err = t.readFeed(ctx, q, prelude{})
 		}
 		if err != nil {
 			return transport.FeedPage{}, 0, failed(op, ref, err, false)
@@ -39,48 +39,99 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 	})
 }
 
-// settled runs read, which also tells whether some committed batch has
-// no feed number yet (it queues the pending statement, when given, before
-// its own); if so, it settles and reads again.
-func settled[T any](ctx context.Context, t *Transport, read func(pending string) (T, bool, error)) (T, error) {
-	v, pending, err := read(t.q.pendingNow)
-	if err != nil || !pending {
-		return v, err
-	}
-	if err := t.settle(ctx); err != nil {
-		return v, err
-	}
-	v, _, err = read("")
-	return v, err
+// prelude is what a feed read sends before its own statements, in the
+// same round trip.
+type prelude struct {
+	check  bool    // ask whether some committed batch has no number yet
+	settle bool    // first run the sequencer, and ask about since
+	since  *string // the snapshot a settling read asks about; nil: the run's own
 }
 
-// sendWithPending sends b as one read-only transaction with one snapshot
-// (so a page and its head agree), after the pending statement when there
-// is one, and reads that statement's answer. The caller reads b's results
-// and closes them.
-func (t *Transport) sendWithPending(ctx context.Context, b *pgx.Batch, pendingSQL string) (pgx.BatchResults, bool, error) {
-	head := []*pgx.QueuedQuery{{SQL: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"}}
-	if pendingSQL != "" {
-		head = append(head, &pgx.QueuedQuery{SQL: pendingSQL})
+// settled runs read, which tells whether some committed batch has no feed
+// number yet. If one has none, it reads again after a numbering run of its
+// own in the same round trip, and again, waiting in between, while a batch
+// that had committed by then must wait for an older transaction (see
+// settleWait): so what committed before the read began is in its answer,
+// whichever process stored it.
+//
+// Under a stream of writes the check nearly always finds a batch of the
+// last few milliseconds without its number; so once it has, reads settle
+// straight away, until a numbering run finds nothing to do.
+func settled[T any](ctx context.Context, t *Transport, read func(p prelude) (T, bool, string, error)) (T, error) {
+	var v T
+	var err error
+	if !t.busy.Load() {
+		var pending bool
+		v, pending, _, err = read(prelude{check: true})
+		if err != nil || !pending {
+			return v, err
+		}
+		t.busy.Store(true)
 	}
-	b.QueuedQueries = append(head, b.QueuedQueries...)
-	b.Queue("COMMIT")
-	res := t.pool.SendBatch(ctx, b)
-	if _, err := res.Exec(); err != nil {
-		_ = res.Close()
-		return nil, false, err
-	}
-	var pending bool
-	if pendingSQL != "" {
-		if err := res.QueryRow().Scan(&pending); err != nil {
-			_ = res.Close()
-			return nil, false, err
+	w := t.newSettleWait()
+	defer w.stop()
+	p := prelude{settle: true}
+	for {
+		changed := t.signal.Changed()
+		var snapshot string
+		var pending bool
+		v, pending, snapshot, err = read(p)
+		if err != nil || !pending {
+			return v, err
+		}
+		p.since = &snapshot
+		again, err := w.wait(ctx, changed)
+		if !again {
+			return v, err
 		}
 	}
-	return res, pending, nil
 }
 
-func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, pendingSQL string) (transport.FeedPage, bool, error) {
+// send sends the prelude and b as one round trip, b's statements in one
+// read-only transaction with one snapshot (so a page and its head agree),
+// and reads the prelude's answers. The caller reads b's results and
+// closes them.
+func (t *Transport) send(ctx context.Context, b *pgx.Batch, p prelude) (res pgx.BatchResults, pending bool, snapshot string, err error) {
+	own := b.QueuedQueries
+	b.QueuedQueries = nil
+	if p.settle {
+		t.queueSequencer(b, p.since, true)
+	}
+	b.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+	if p.check {
+		b.Queue(t.q.pendingNow)
+	}
+	b.QueuedQueries = append(b.QueuedQueries, own...)
+	b.Queue("COMMIT")
+	res = t.pool.SendBatch(ctx, b)
+	fail := func(err error) (pgx.BatchResults, bool, string, error) {
+		_ = res.Close()
+		return nil, false, "", err
+	}
+	if p.settle {
+		numbered, still, snap, err := t.readSequencer(res, true)
+		if err != nil {
+			return fail(err)
+		}
+		if numbered > 0 {
+			t.signal.Broadcast()
+		} else if !still {
+			t.busy.Store(false) // nothing was waiting: check first again
+		}
+		pending, snapshot = still, snap
+	}
+	if _, err := res.Exec(); err != nil { // BEGIN
+		return fail(err)
+	}
+	if p.check {
+		if err := res.QueryRow().Scan(&pending); err != nil {
+			return fail(err)
+		}
+	}
+	return res, pending, snapshot, nil
+}
+
+func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, p prelude) (transport.FeedPage, bool, string, error) {
 	limit := transport.PageLimit(q.Limit)
 	types := q.EventTypes
 	if types == nil {
@@ -99,14 +150,14 @@ func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, pending
 		batch.Queue(t.q.feedType, q.Feed.Tenant, q.Since, limit+1, count, number, types, q.Feed.Type)
 		batch.Queue(t.q.headType, q.Feed.Tenant, q.Feed.Type)
 	}
-	res, pending, err := t.sendWithPending(ctx, batch, pendingSQL)
+	res, pending, snapshot, err := t.send(ctx, batch, p)
 	if err != nil {
-		return page, false, err
+		return page, false, "", err
 	}
 	defer res.Close()
 	rows, err := res.Query()
 	if err != nil {
-		return page, false, err
+		return page, false, "", err
 	}
 	var e transport.FeedEntry
 	var data []byte
@@ -123,12 +174,12 @@ func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, pending
 		return nil
 	})
 	if err != nil {
-		return page, false, err
+		return page, false, "", err
 	}
 	if err := res.QueryRow().Scan(&page.Head); err != nil {
-		return page, false, err
+		return page, false, "", err
 	}
-	return page, pending, nil
+	return page, pending, snapshot, nil
 }
 
 // FeedHead implements transport.Feeder.
@@ -138,20 +189,20 @@ func (t *Transport) FeedHead(ctx context.Context, feed transport.Scope) (int64, 
 	if err := transport.CheckFeedHead(feed); err != nil {
 		return 0, err
 	}
-	head, err := settled(ctx, t, func(pendingSQL string) (int64, bool, error) {
+	head, err := settled(ctx, t, func(p prelude) (int64, bool, string, error) {
 		b := &pgx.Batch{}
 		if feed.Type == transport.AllTypes {
 			b.Queue(t.q.headAll, feed.Tenant)
 		} else {
 			b.Queue(t.q.headType, feed.Tenant, feed.Type)
 		}
-		res, pending, err := t.sendWithPending(ctx, b, pendingSQL)
+		res, pending, snapshot, err := t.send(ctx, b, p)
 		if err != nil {
-			return 0, false, err
+			return 0, false, "", err
 		}
 		defer res.Close()
 		var head int64
-		return head, pending, res.QueryRow().Scan(&head)
+		return head, pending, snapshot, res.QueryRow().Scan(&head)
 	})
 	if err != nil {
 		return 0, failed(op, ref, err, false)
@@ -166,17 +217,17 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 	if err := transport.CheckFeedOverview(tenant); err != nil {
 		return nil, err
 	}
-	infos, err := settled(ctx, t, func(pendingSQL string) ([]transport.FeedInfo, bool, error) {
+	infos, err := settled(ctx, t, func(p prelude) ([]transport.FeedInfo, bool, string, error) {
 		b := &pgx.Batch{}
 		b.Queue(t.q.overview, tenant)
-		res, pending, err := t.sendWithPending(ctx, b, pendingSQL)
+		res, pending, snapshot, err := t.send(ctx, b, p)
 		if err != nil {
-			return nil, false, err
+			return nil, false, "", err
 		}
 		defer res.Close()
 		rows, err := res.Query()
 		if err != nil {
-			return nil, false, err
+			return nil, false, "", err
 		}
 		infos := []transport.FeedInfo{}
 		var i transport.FeedInfo
@@ -184,7 +235,7 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 			infos = append(infos, i)
 			return nil
 		})
-		return infos, pending, err
+		return infos, pending, snapshot, err
 	})
 	if err != nil {
 		return nil, failed(op, ref, err, false)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -105,6 +106,7 @@ type Transport struct {
 	kick    chan struct{}       // wakes the sequencer after a local commit
 	gather  time.Duration       // how long the sequencer lets commits gather
 	maxWait time.Duration       // how long a feed read waits for an older transaction
+	busy    atomic.Bool         // feed reads have lately found batches to number
 	ctx     context.Context     // of the background work; Close cancels it
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -263,7 +265,7 @@ func idHash(id string) int64 {
 // local commit (commits that arrive together share a run), and every
 // interval for batches that other processes stored and did not number.
 // Feed readers never depend on it: they settle what they need themselves
-// (see settle).
+// (see settled).
 func (t *Transport) sequencer() {
 	defer t.wg.Done()
 	ctx := t.ctx
@@ -284,7 +286,7 @@ func (t *Transport) sequencer() {
 			}
 		case <-tick.C:
 		}
-		if _, _, err := t.sequence(ctx); err != nil && ctx.Err() == nil {
+		if err := t.sequence(ctx); err != nil && ctx.Err() == nil {
 			t.log.Warn("postgres feed sequencer failed; it tries again", zap.Error(redact(err)))
 			// The run may have committed all the same (the answer was lost):
 			// let waiting readers look.
@@ -294,85 +296,103 @@ func (t *Transport) sequencer() {
 }
 
 // sequence gives feed numbers to the batches whose transactions are all
-// settled, in transaction order, in one round trip: it takes the
-// sequencers' advisory lock, numbers, moves the counter and notifies other
-// processes. With since set (a snapshot, as text), it also reports whether
-// a batch that had committed by then still has no number (an older
-// transaction is still open); since "" means the snapshot this call
-// starts with. It returns that snapshot, so that a caller that waits can
-// keep asking about the same batches.
-func (t *Transport) sequence(ctx context.Context, since ...string) (pending bool, snapshot string, err error) {
-	// One transaction, in one round trip. READ COMMITTED whatever the
-	// session's default: each statement must take a snapshot of its own,
-	// the numbering one after the lock.
+// settled, in transaction order, in one round trip (see queueSequencer).
+func (t *Transport) sequence(ctx context.Context) error {
 	b := &pgx.Batch{}
-	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-	var from *string
-	if len(since) > 0 && since[0] != "" {
-		from = &since[0]
+	t.queueSequencer(b, nil, false)
+	res := t.pool.SendBatch(ctx, b)
+	numbered, _, _, err := t.readSequencer(res, false)
+	if cerr := res.Close(); err == nil {
+		err = cerr
 	}
-	b.Queue(t.q.lockAndMark, t.q.lock, from)
-	var numbered int64
-	b.Queue(t.q.sequence, t.q.channel, t.origin).QueryRow(func(row pgx.Row) error { return row.Scan(&numbered) })
-	if len(since) > 0 {
-		b.Queue(t.q.pendingSince).QueryRow(func(row pgx.Row) error { return row.Scan(&snapshot, &pending) })
-	}
-	b.Queue("COMMIT")
-	if err := t.pool.SendBatch(ctx, b).Close(); err != nil {
-		return false, "", err
-	}
-	if numbered > 0 {
+	if err == nil && numbered > 0 {
 		t.signal.Broadcast()
 	}
-	return pending, snapshot, nil
+	return err
 }
 
-// settle returns once every batch that had committed when it was called
-// has its feed number, so that a batch is in the feed once the Store that
-// wrote it has returned, whichever process reads. It numbers what it can
-// itself; a batch whose number must wait for an older transaction still
-// open waits with it, until that transaction ends, ctx ends or
-// maxNumberWait has passed (then the read goes on without it, and a
-// warning is logged: the feed is held back).
-func (t *Transport) settle(ctx context.Context) error {
-	var timeout <-chan time.Time
-	snapshot := ""
-	for {
-		changed := t.signal.Changed()
-		pending, snap, err := t.sequence(ctx, snapshot)
-		if err != nil {
-			return err
-		}
-		if !pending {
-			return nil
-		}
-		snapshot = snap
-		if timeout == nil {
-			timer := time.NewTimer(t.maxWait)
-			defer timer.Stop()
-			timeout = timer.C
-		}
-		if t.onPending != nil {
-			t.onPending()
-		}
-		// The older transaction ends in this process (its store kicks the
-		// sequencer), in another (whose sequencer notifies), or is not a
-		// store at all: then only asking again tells.
-		retry := time.NewTimer(t.interval)
-		select {
-		case <-changed:
-		case <-retry.C:
-		case <-ctx.Done():
-			retry.Stop()
-			return ctx.Err()
-		case <-timeout:
-			retry.Stop()
-			t.log.Warn("postgres: stored batches still wait for their feed numbers; an old open transaction holds the feed back",
-				zap.Duration("waited", t.maxWait))
-			return nil
-		}
-		retry.Stop()
+// queueSequencer queues one numbering run: it takes the sequencers'
+// advisory lock, numbers, moves the counter and notifies other processes.
+// It is a transaction of its own, READ COMMITTED whatever the session's
+// default, since each statement must take a snapshot of its own (the
+// numbering one after the lock). With pending, it also asks whether a
+// batch that had committed by the snapshot since (or, when since is nil,
+// by the snapshot the run starts with) still has no number: an older
+// transaction is still open.
+func (t *Transport) queueSequencer(b *pgx.Batch, since *string, pending bool) {
+	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	b.Queue(t.q.lockAndMark, t.q.lock, since)
+	b.Queue(t.q.sequence, t.q.channel, t.origin)
+	if pending {
+		b.Queue(t.q.pendingSince)
 	}
+	b.Queue("COMMIT")
+}
+
+// readSequencer reads the results of queueSequencer: how many batches it
+// numbered and, with pending, the answer and the snapshot it was about.
+func (t *Transport) readSequencer(res pgx.BatchResults, pending bool) (numbered int64, stillPending bool, snapshot string, err error) {
+	if _, err = res.Exec(); err != nil { // BEGIN
+		return
+	}
+	if _, err = res.Exec(); err != nil { // the lock
+		return
+	}
+	if err = res.QueryRow().Scan(&numbered); err != nil {
+		return
+	}
+	if pending {
+		if err = res.QueryRow().Scan(&snapshot, &stillPending); err != nil {
+			return
+		}
+	}
+	_, err = res.Exec() // COMMIT
+	return
+}
+
+// settleWait is the waiting of a feed read while a batch that had
+// committed before it began cannot have its number yet, because an older
+// transaction is still open. It waits until that transaction ends, ctx
+// ends or maxNumberWait has passed (then the read goes on without the
+// batch, and a warning is logged: the feed is held back).
+type settleWait struct {
+	t       *Transport
+	timeout *time.Timer
+	policy  *backoff.ExponentialBackOff
+}
+
+func (t *Transport) newSettleWait() *settleWait {
+	// The older transaction ends in this process (its store kicks the
+	// sequencer), in another (whose sequencer notifies), or is not a store
+	// at all: then only asking again tells. Stores are short, so ask again
+	// soon, then less and less often.
+	policy := backoff.NewExponentialBackOff()
+	policy.InitialInterval, policy.RandomizationFactor = time.Millisecond, 0
+	policy.MaxInterval, policy.MaxElapsedTime = t.interval, 0
+	return &settleWait{t: t, timeout: time.NewTimer(t.maxWait), policy: policy}
+}
+
+func (w *settleWait) stop() { w.timeout.Stop() }
+
+// wait returns true to ask again, false to read on without waiting more,
+// or ctx's error.
+func (w *settleWait) wait(ctx context.Context, changed <-chan struct{}) (bool, error) {
+	if w.t.onPending != nil {
+		w.t.onPending()
+	}
+	retry := time.NewTimer(w.policy.NextBackOff())
+	defer retry.Stop()
+	select {
+	case <-changed:
+	case <-retry.C:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-w.timeout.C:
+		w.t.log.Warn("postgres: stored batches still wait for their feed numbers; an old open transaction holds the feed back",
+			zap.Duration("waited", w.t.maxWait))
+		return false, nil
+	}
+	return true, nil
 }
 
 // maxNumberWait bounds how long a feed read waits for an older

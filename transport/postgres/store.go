@@ -148,7 +148,7 @@ func (t *Transport) write(ctx context.Context, op string, ref transport.Ref, bat
 // implicit transaction (one round trip); several share an explicit one.
 // raced says an Any store lost a race and may simply try again. The
 // sequencer is told once the batches are in; a feed reader does not wait
-// for it (see settle).
+// for it (see settled).
 func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref, batches []encoded) (err error, raced bool) {
 	now := t.now()
 	insert := func(q interface {
