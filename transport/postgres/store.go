@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/transport"
@@ -104,9 +103,9 @@ func encode(ref transport.Ref, events []transport.Event, expected transport.Expe
 	return encoded{ref: ref, data: data, types: types, count: len(events), expect: expected}, err
 }
 
-// storeSQL returns the statement and arguments that store b: one
-// statement, which moves the aggregate's row on only if the expected
-// version matches and inserts the batch only then, returning its id.
+// storeSQL returns the statement and arguments that store b: one insert,
+// which writes the batch only if its expected version holds (see the
+// queries).
 func (t *Transport) storeSQL(b encoded, now time.Time) (string, []any) {
 	r := b.ref
 	args := []any{r.Tenant, r.Type, r.ID, b.count, now, b.types, idHash(r.ID), b.data}
@@ -151,9 +150,11 @@ func (t *Transport) write(ctx context.Context, op string, ref transport.Ref, bat
 // for it (see settled).
 func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref, batches []encoded) (err error, raced bool) {
 	now := t.now()
+	// insert runs one batch's statement on q; single says it is a
+	// transaction of its own, which commits as the statement ends.
 	insert := func(q interface {
 		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-	}, b encoded) (error, bool) {
+	}, b encoded, single bool) (error, bool) {
 		sql, args := t.storeSQL(b, now)
 		tag, err := q.Exec(ctx, sql, args...)
 		switch {
@@ -164,9 +165,8 @@ func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref,
 		case isUniqueViolation(err):
 			return conflict(op, b), b.expect.IsAny()
 		case err != nil:
-			// A statement outside a transaction commits as it ends: once it
-			// was sent, its outcome is unknown unless the server answered.
-			_, single := q.(*pgxpool.Conn)
+			// Once a statement of its own was sent, its outcome is unknown
+			// unless the server answered.
 			return failed(op, b.ref, err, single && !pgconn.SafeToRetry(err)), false
 		}
 		return nil, false
@@ -178,7 +178,7 @@ func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref,
 		if err != nil {
 			return failed(op, ref, err, false), false
 		}
-		err, raced := insert(conn, batches[0])
+		err, raced := insert(conn, batches[0], true)
 		conn.Release()
 		if err != nil {
 			return err, raced
@@ -195,7 +195,7 @@ func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref,
 		if t.beforeBatch != nil {
 			t.beforeBatch(i)
 		}
-		if err, raced := insert(tx, b); err != nil {
+		if err, raced := insert(tx, b, false); err != nil {
 			return err, raced
 		}
 	}
