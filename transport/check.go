@@ -1,5 +1,7 @@
 package transport
 
+import "fmt"
+
 // The Check functions validate the arguments of each Transport method the
 // same way for every transport: call one first and return its error as it
 // is. Each returns an *Error wrapping ErrInvalid that names the operation
@@ -36,6 +38,9 @@ func CheckStoreBulk(scope Scope, batches []Batch) error {
 	}
 	if len(batches) == 0 {
 		return invalidOp(op, sref, "a bulk store needs at least one batch")
+	}
+	if len(batches) > MaxBulkBatches {
+		return invalidOp(op, sref, fmt.Sprintf("a bulk store takes at most %d batches, got %d", MaxBulkBatches, len(batches)))
 	}
 	seen := make(map[string]struct{}, len(batches))
 	for _, b := range batches {

@@ -35,8 +35,11 @@ type Feeder interface {
 	// then answers, possibly with no entries.
 	ReadFeed(ctx context.Context, q FeedQuery) (FeedPage, error)
 
-	// FeedHead returns the sequence number of the newest batch in feed
-	// (feed.Type is an aggregate type or AllTypes), 0 when it is empty.
+	// FeedHead returns the highest sequence number given to a batch of feed
+	// (feed.Type is an aggregate type or AllTypes), 0 when none was. Deletes
+	// never lower it: numbers are never reused, so the head may stand above
+	// every entry still readable. A reader that wants to know whether it has
+	// read everything looks at FeedPage.HasMore, not at the head.
 	FeedHead(ctx context.Context, feed Scope) (int64, error)
 
 	// FeedOverview returns, for each aggregate type of tenant that has

@@ -19,14 +19,29 @@ const (
 	MaxEncryptedData = 65535
 	// DeleteTokenTTL is how long a delete token stays valid.
 	DeleteTokenTTL = 10 * time.Minute
+	// MaxPageBytes bounds a page of Load or ReadFeed in bytes as well as in
+	// batches: a transport stops adding batches to a page once their events'
+	// EventType, Data and EncryptedData together would pass it, and sets
+	// HasMore. A page always holds at least one batch, so a single batch
+	// larger than the bound is still returned whole.
+	MaxPageBytes = 4 << 20
+	// MaxBulkBatches is the largest number of batches one StoreBulk takes.
+	MaxBulkBatches = 1000
 )
+
+// EventBytes is what an event counts towards MaxPageBytes: the lengths of
+// its EventType, Data and EncryptedData.
+func EventBytes(e *Event) int { return len(e.EventType) + len(e.Data) + len(e.EncryptedData) }
 
 // Transport stores and loads the events of aggregates. Implementations must
 // be safe for concurrent use. Every method validates its input and returns an
 // *Error wrapping ErrInvalid before doing anything for bad names or ids.
 //
-// Event.Data slices returned by Load may be shared with the transport's own
-// storage: callers must treat them as read-only.
+// Event.Data slices returned by Load and ReadFeed may be shared with the
+// transport's own storage: callers must treat them as read-only. Everything
+// else a page holds (its slices of events and entries, their strings) is the
+// caller's: changing it never changes what a later read returns. Data and
+// EncryptedData come back byte for byte as stored.
 type Transport interface {
 	// Load returns the batches stored after version since (exclusive), at
 	// most limit of them (0 means DefaultLimit; more than MaxLimit is

@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"encoding/json"
+
 	"github.com/google/uuid"
 
 	"github.com/sourced-go/sourced/internal/naming"
@@ -43,8 +45,10 @@ func ValidateTenant(tenant string) error {
 }
 
 // ValidateEvents checks a batch before it is stored: 1 to MaxBatchEvents
-// events, valid event types, event ids empty or UUIDs, data empty or valid
-// JSON is left to the store, encryptedData within MaxEncryptedData.
+// events, valid event types, event ids empty or UUIDs, data empty or one
+// valid JSON value, encryptedData within MaxEncryptedData. Every transport
+// calls it (through CheckStore and CheckStoreBulk), so what one refuses all
+// refuse.
 func ValidateEvents(events []Event) error {
 	if len(events) == 0 {
 		return invalidf("a batch needs at least one event")
@@ -59,6 +63,9 @@ func ValidateEvents(events []Event) error {
 		}
 		if e.EventID != "" && !isUUID(e.EventID) {
 			return invalidf("event %d: eventId %s is not a UUID", i, clip(e.EventID))
+		}
+		if len(e.Data) > 0 && !json.Valid(e.Data) {
+			return invalidf("event %d (%s): data is not valid JSON", i, clip(e.EventType))
 		}
 		if len(e.EncryptedData) > MaxEncryptedData {
 			return invalidf("event %d: encryptedData is %d bytes, at most %d allowed", i, len(e.EncryptedData), MaxEncryptedData)
