@@ -2,7 +2,7 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,7 +21,8 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 		return transport.FeedPage{}, err
 	}
 	first := true
-	return commitsignal.ReadFeed(ctx, &t.signal, q, func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
+	var last transport.FeedQuery
+	page, err := commitsignal.ReadFeed(ctx, &t.signal, q, func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
 		var page transport.FeedPage
 		var err error
 		if first {
@@ -32,11 +33,26 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 			// Woken by a numbering: what is numbered is what is new.
 			page, _, _, err = t.readFeed(ctx, q, prelude{})
 		}
+		if t.afterRead != nil {
+			t.afterRead()
+		}
 		if err != nil {
 			return transport.FeedPage{}, 0, failed(op, ref, err, false)
 		}
+		last = q
 		return page, q.Since, nil
 	})
+	if err != nil || len(page.Entries) > 0 || q.Wait <= 0 || ctx.Err() != nil {
+		return page, err
+	}
+	// The wait ended without a wake-up: a last read, which settles as the
+	// first did, so that whatever committed while the read waited is in
+	// the answer, however its wake-up went missing.
+	page, err = settled(ctx, t, func(p prelude) (transport.FeedPage, bool, string, error) { return t.readFeed(ctx, last, p) })
+	if err != nil {
+		return transport.FeedPage{}, failed(op, ref, err, false)
+	}
+	return page, nil
 }
 
 // prelude is what a feed read sends before its own statements, in the
@@ -109,13 +125,12 @@ func (t *Transport) send(ctx context.Context, b *pgx.Batch, p prelude) (res pgx.
 		return nil, false, "", err
 	}
 	if p.settle {
-		numbered, still, snap, err := t.readSequencer(res, true)
+		r, still, snap, err := t.readSequencer(res, true)
 		if err != nil {
 			return fail(err)
 		}
-		if numbered > 0 {
-			t.signal.Broadcast()
-		} else if !still {
+		t.saw(r)
+		if r.numbered == 0 && !still {
 			t.busy.Store(false) // nothing was waiting: check first again
 		}
 		pending, snapshot = still, snap
@@ -160,20 +175,29 @@ func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, p prelu
 		return page, false, "", err
 	}
 	var e transport.FeedEntry
-	var data []byte
-	_, err = pgx.ForEachRow(rows, []any{&e.Sequence, &e.AggregateType, &e.AggregateID, &e.Version, &e.Stored, &data}, func() error {
+	var payload, legacy []byte
+	size := 0
+	_, err = pgx.ForEachRow(rows, []any{&e.Sequence, &e.AggregateType, &e.AggregateID, &e.Version, &e.Stored, &payload, &legacy}, func() error {
 		if len(page.Entries) == limit {
 			page.HasMore = true
-			return nil
+			return errPageFull
 		}
-		e.Events = nil
-		if err := json.Unmarshal(data, &e.Events); err != nil {
+		var err error
+		if e.Events, err = decodePayload(nil, payload, legacy); err != nil {
 			return err
+		}
+		payload, legacy = nil, nil // the entry keeps them
+		for i := range e.Events {
+			size += transport.EventBytes(&e.Events[i])
+		}
+		if len(page.Entries) > 0 && size > transport.MaxPageBytes {
+			page.HasMore = true
+			return errPageFull
 		}
 		page.Entries = append(page.Entries, e)
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errPageFull) {
 		return page, false, "", err
 	}
 	if err := res.QueryRow().Scan(&page.Head); err != nil {

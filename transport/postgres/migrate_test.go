@@ -50,7 +50,7 @@ func TestUpgradeFromTheFirstSchema(t *testing.T) {
 	defer tr.Close()
 	var version int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT max(version) FROM `+s+`.schema_migrations`).Scan(&version))
-	assert.Equal(t, 2, version)
+	assert.Equal(t, postgres.SchemaVersion, version)
 
 	feed := transport.Scope{Type: "order"}
 	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: feed})

@@ -38,7 +38,28 @@ const DefaultSchema = "sourced"
 // connection string, schema name or option).
 var ErrConfig = errors.New("postgres transport: bad configuration")
 
-var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+// ErrSchemaTooNew: the database's schema was migrated by a newer release of
+// this package than the running one (its version is above SchemaVersion).
+// Open and New refuse it, and CheckSchema reports it: an older release
+// must not write to tables whose meaning it does not know.
+var ErrSchemaTooNew = errors.New("postgres transport: the database schema is newer than this release knows")
+
+// SchemaVersion is the newest schema migration this release knows and
+// applies: Open and New bring an older schema up to it, and refuse a newer
+// one with ErrSchemaTooNew.
+const SchemaVersion = 3
+
+// maxIdentifier is PostgreSQL's longest identifier, in bytes (NAMEDATALEN-1).
+const maxIdentifier = 63
+
+// channelSuffix makes the notification channel from the schema name.
+const channelSuffix = "_feed"
+
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// maxSchemaName is the longest schema name: the channel, the schema's name
+// with channelSuffix, must be an identifier too.
+const maxSchemaName = maxIdentifier - len(channelSuffix)
 
 // Option configures a Transport.
 type Option func(*Transport)
@@ -57,11 +78,13 @@ func WithLogger(l *zap.Logger) Option {
 	}
 }
 
-// WithClock sets the clock that dates batches and expires delete tokens.
+// WithClock sets the clock that dates batches (tests use it to move time).
+// Delete tokens expire by the database's clock; a clock given here only
+// shifts it, by how far the given clock is from this machine's.
 func WithClock(now func() time.Time) Option {
 	return func(t *Transport) {
 		if now != nil {
-			t.now = now
+			t.now, t.clocked = now, true
 		}
 	}
 }
@@ -100,13 +123,18 @@ type Transport struct {
 	q        queries
 	log      *zap.Logger
 	now      func() time.Time
+	clocked  bool // now was given (WithClock)
 	interval time.Duration
+	chunk    int // the most batches one numbering run numbers (see sequencerChunk)
 
 	signal  commitsignal.Signal // broadcast when batches get numbers
 	kick    chan struct{}       // wakes the sequencer after a local commit
 	gather  time.Duration       // how long the sequencer lets commits gather
 	maxWait time.Duration       // how long a feed read waits for an older transaction
 	busy    atomic.Bool         // feed reads have lately found batches to number
+	lastSeq atomic.Int64        // the highest feed number this process has seen given
+
+	failures atomic.Int64 // sequencer runs that failed, since Open
 	ctx     context.Context     // of the background work; Close cancels it
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -117,6 +145,8 @@ type Transport struct {
 	beforeCommit func(ctx context.Context, tx pgx.Tx) // tests only
 	onPending    func()                               // tests only
 	beforeBatch  func(i int)                          // tests only
+	afterRead    func()                               // tests only
+	onRun        func(numbered int64)                 // tests only
 }
 
 var (
@@ -160,17 +190,21 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Transport, e
 
 func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Option) (*Transport, error) {
 	t := &Transport{pool: pool, ownPool: own, schema: DefaultSchema, log: zap.NewNop(), now: time.Now,
-		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), gather: gatherTime, maxWait: maxNumberWait, origin: uuid.NewString()}
+		interval: 100 * time.Millisecond, chunk: sequencerChunk, kick: make(chan struct{}, 1), gather: gatherTime, maxWait: maxNumberWait, origin: uuid.NewString()}
 	for _, o := range opts {
 		if o != nil {
 			o(t)
 		}
 	}
-	if !schemaName.MatchString(t.schema) {
-		return nil, fmt.Errorf("%w: schema name %q must match %s", ErrConfig, t.schema, schemaName)
+	if !schemaName.MatchString(t.schema) || len(t.schema) > maxSchemaName {
+		return nil, fmt.Errorf("%w: schema name %q must match %s and be at most %d bytes long (its notification channel, the name with %q, must be a PostgreSQL identifier of at most %d)",
+			ErrConfig, t.schema, schemaName, maxSchemaName, channelSuffix, maxIdentifier)
 	}
 	t.q = newQueries(t.schema)
 	if err := t.migrate(ctx); err != nil {
+		if errors.Is(err, ErrSchemaTooNew) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("postgres transport: migrating schema %s: %w", t.schema, redact(err))
 	}
 	t.ctx, t.stop = context.WithCancel(context.Background())
@@ -196,12 +230,62 @@ func (t *Transport) Close() error {
 // Schema returns the schema the tables live in.
 func (t *Transport) Schema() string { return t.schema }
 
-// migrate applies the embedded migrations that the schema lacks, under a
-// transaction-level advisory lock so that processes starting together take
-// turns.
-func (t *Transport) migrate(ctx context.Context) error { return t.migrateTo(ctx, 0) }
+// migrate brings the schema to SchemaVersion. It reads the version first,
+// without a lock and without writing: a schema that is up to date is left
+// alone, so a role with rights on the data only (no CREATE) can open it.
+// Otherwise it applies the migrations the schema lacks (see migrateTo).
+func (t *Transport) migrate(ctx context.Context) error {
+	v, err := t.schemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if v > SchemaVersion {
+		return t.tooNew(v)
+	}
+	if v == SchemaVersion {
+		return nil
+	}
+	return t.migrateTo(ctx, 0)
+}
 
-// migrateTo applies the migrations up to version upTo (0: all of them).
+// schemaVersion reads the schema's version: 0 when there is no schema yet.
+func (t *Transport) schemaVersion(ctx context.Context) (int, error) {
+	s := pgx.Identifier{t.schema, "schema_migrations"}.Sanitize()
+	var exists bool
+	var v int
+	err := t.pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", s).Scan(&exists)
+	if err == nil && exists {
+		err = t.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM "+s).Scan(&v)
+	}
+	return v, err
+}
+
+func (t *Transport) tooNew(v int) error {
+	return fmt.Errorf("%w: schema %s is at version %d, this release knows up to %d; upgrade this program (or open another schema)",
+		ErrSchemaTooNew, t.schema, v, SchemaVersion)
+}
+
+// CheckSchema reports whether the database's schema is still the one this
+// Transport works with: nil when it is at SchemaVersion, an error wrapping
+// ErrSchemaTooNew when a newer release has migrated it since Open (this
+// process should stop writing and be upgraded), another error when it is
+// older or cannot be read. A server's readiness check may call it.
+func (t *Transport) CheckSchema(ctx context.Context) error {
+	v, err := t.schemaVersion(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("postgres transport: reading the version of schema %s: %w", t.schema, redact(err))
+	case v > SchemaVersion:
+		return t.tooNew(v)
+	case v < SchemaVersion:
+		return fmt.Errorf("postgres transport: schema %s is at version %d, below the %d this release needs", t.schema, v, SchemaVersion)
+	}
+	return nil
+}
+
+// migrateTo applies the migrations up to version upTo (0: all of them),
+// under a transaction-level advisory lock so that processes starting
+// together take turns.
 func (t *Transport) migrateTo(ctx context.Context, upTo int) error {
 	files, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
@@ -224,6 +308,9 @@ func (t *Transport) migrateTo(ctx context.Context, upTo int) error {
 		var current int
 		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM "+s+".schema_migrations").Scan(&current); err != nil {
 			return err
+		}
+		if current > SchemaVersion {
+			return t.tooNew(current)
 		}
 		for _, f := range files {
 			v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(f, "migrations/"), "_", 2)[0])
@@ -255,6 +342,36 @@ func lockKey(s string) int64 {
 	return int64(h.Sum64())
 }
 
+// typeKey is the advisory lock key of an aggregate type of a tenant, and
+// aggKey that of one aggregate (see the lock statements in queries). Two
+// that collide only make a store or a delete wait longer.
+func (t *Transport) typeKey(tenant, typ string) int64 {
+	h := fnv.New64a()
+	for _, s := range [...]string{"sourced.type", t.schema, tenant, typ} {
+		_, _ = h.Write([]byte(s))
+		_, _ = h.Write([]byte{0})
+	}
+	return int64(h.Sum64())
+}
+
+func (t *Transport) aggKey(ref transport.Ref) int64 {
+	h := fnv.New64a()
+	for _, s := range [...]string{"sourced.aggregate", t.schema, ref.Tenant, ref.Type, ref.ID} {
+		_, _ = h.Write([]byte(s))
+		_, _ = h.Write([]byte{0})
+	}
+	return int64(h.Sum64())
+}
+
+// clockOffset is how far the clock given with WithClock is from this
+// machine's, which the database's clock is shifted by for delete tokens.
+func (t *Transport) clockOffset() time.Duration {
+	if !t.clocked {
+		return 0
+	}
+	return t.now().Sub(time.Now())
+}
+
 func idHash(id string) int64 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
@@ -265,7 +382,12 @@ func idHash(id string) int64 {
 // local commit (commits that arrive together share a run), and every
 // interval for batches that other processes stored and did not number.
 // Feed readers never depend on it: they settle what they need themselves
-// (see settled).
+// (see settled). Every run wakes this process's waiting readers when the
+// feed has grown since this process last saw it, whoever numbered it (so
+// a notification lost while the listener reconnected costs one interval
+// at most). When a run fails, it tries again after a growing wait
+// (backoff), logging once when the store becomes unreachable and once
+// when it is back.
 func (t *Transport) sequencer() {
 	defer t.wg.Done()
 	ctx := t.ctx
@@ -273,72 +395,145 @@ func (t *Transport) sequencer() {
 	defer tick.Stop()
 	gather := time.NewTimer(0)
 	<-gather.C
+	policy := backoff.NewExponentialBackOff()
+	policy.InitialInterval, policy.MaxInterval, policy.MaxElapsedTime = t.interval, 30*time.Second, 0
+	failing, again := false, false
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.kick:
-			gather.Reset(t.gather)
+		if !again {
 			select {
-			case <-gather.C:
 			case <-ctx.Done():
 				return
+			case <-t.kick:
+				gather.Reset(t.gather)
+				select {
+				case <-gather.C:
+				case <-ctx.Done():
+					return
+				}
+			case <-tick.C:
 			}
-		case <-tick.C:
 		}
-		if err := t.sequence(ctx); err != nil && ctx.Err() == nil {
-			t.log.Warn("postgres feed sequencer failed; it tries again", zap.Error(redact(err)))
-			// The run may have committed all the same (the answer was lost):
-			// let waiting readers look.
-			t.signal.Broadcast()
+		again = false
+		err := t.sequence(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if failing {
+				failing = false
+				t.log.Info("postgres feed sequencer: the store is reachable again", zap.String("schema", t.schema))
+			}
+			policy.Reset()
+			continue
+		}
+		t.failures.Add(1)
+		if !failing {
+			failing = true
+			t.log.Error("postgres feed sequencer: the store is unreachable; retrying with backoff (logged again only once it is back)",
+				zap.String("schema", t.schema), zap.Error(redact(err)))
+		}
+		// The run may have committed all the same (the answer was lost):
+		// let waiting readers look.
+		t.signal.Broadcast()
+		wait := time.NewTimer(policy.NextBackOff())
+		select {
+		case <-wait.C:
+		case <-ctx.Done():
+			wait.Stop()
+			return
+		}
+		again = true
+	}
+}
+
+// SequencerFailures returns how many background numbering runs have failed
+// since Open (each is retried with backoff): for metrics and health checks.
+func (t *Transport) SequencerFailures() int64 { return t.failures.Load() }
+
+// sequence gives feed numbers to the batches whose transactions are all
+// settled, in transaction order, a bounded chunk per run and as many runs
+// as there are chunks (see queueSequencer).
+func (t *Transport) sequence(ctx context.Context) error {
+	for {
+		b := &pgx.Batch{}
+		t.queueSequencer(b, nil, false)
+		res := t.pool.SendBatch(ctx, b)
+		run, _, _, err := t.readSequencer(res, false)
+		if cerr := res.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		t.saw(run)
+		if !run.more {
+			return nil
 		}
 	}
 }
 
-// sequence gives feed numbers to the batches whose transactions are all
-// settled, in transaction order, in one round trip (see queueSequencer).
-func (t *Transport) sequence(ctx context.Context) error {
-	b := &pgx.Batch{}
-	t.queueSequencer(b, nil, false)
-	res := t.pool.SendBatch(ctx, b)
-	numbered, _, _, err := t.readSequencer(res, false)
-	if cerr := res.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && numbered > 0 {
-		t.signal.Broadcast()
-	}
-	return err
+// run is what a numbering run did: how many batches it numbered, the last
+// number given so far (by any process), and whether more batches wait.
+type run struct {
+	numbered, seq int64
+	more          bool
 }
+
+// saw wakes this process's waiting readers when run shows the feed grew
+// since this process last looked.
+func (t *Transport) saw(r run) {
+	if t.onRun != nil {
+		t.onRun(r.numbered)
+	}
+	for {
+		last := t.lastSeq.Load()
+		if r.seq <= last {
+			return
+		}
+		if t.lastSeq.CompareAndSwap(last, r.seq) {
+			t.signal.Broadcast()
+			return
+		}
+	}
+}
+
+// sequencerTimeout bounds the statements of a numbering run, whatever the
+// role's or the session's statement_timeout and lock_timeout (a short one
+// must not stop the feed: a run that always fails numbers nothing, ever).
+const sequencerTimeout = "60s"
 
 // queueSequencer queues one numbering run: it takes the sequencers'
 // advisory lock, numbers, moves the counter and notifies other processes.
 // It is a transaction of its own, READ COMMITTED whatever the session's
 // default, since each statement must take a snapshot of its own (the
-// numbering one after the lock). With pending, it also asks whether a
-// batch that had committed by the snapshot since (or, when since is nil,
-// by the snapshot the run starts with) still has no number: an older
-// transaction is still open.
+// numbering one after the lock), with its own timeouts. With pending, it
+// also asks whether a batch that had committed by the snapshot since (or,
+// when since is nil, by the snapshot the run starts with) still has no
+// number: an older transaction is still open.
 func (t *Transport) queueSequencer(b *pgx.Batch, since *string, pending bool) {
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true)")
 	b.Queue(t.q.lockAndMark, t.q.lock, since)
-	b.Queue(t.q.sequence, t.q.channel, t.origin)
+	b.Queue(t.q.sequence, t.q.channel, t.origin, t.chunk)
 	if pending {
 		b.Queue(t.q.pendingSince)
 	}
 	b.Queue("COMMIT")
 }
 
-// readSequencer reads the results of queueSequencer: how many batches it
-// numbered and, with pending, the answer and the snapshot it was about.
-func (t *Transport) readSequencer(res pgx.BatchResults, pending bool) (numbered int64, stillPending bool, snapshot string, err error) {
+// readSequencer reads the results of queueSequencer: what the run did and,
+// with pending, the answer and the snapshot it was about.
+func (t *Transport) readSequencer(res pgx.BatchResults, pending bool) (r run, stillPending bool, snapshot string, err error) {
 	if _, err = res.Exec(); err != nil { // BEGIN
+		return
+	}
+	if _, err = res.Exec(); err != nil { // the timeouts
 		return
 	}
 	if _, err = res.Exec(); err != nil { // the lock
 		return
 	}
-	if err = res.QueryRow().Scan(&numbered); err != nil {
+	if err = res.QueryRow().Scan(&r.numbered, &r.seq, &r.more); err != nil {
 		return
 	}
 	if pending {
@@ -439,6 +634,9 @@ func (t *Transport) listenOnce(ctx context.Context, policy *backoff.ExponentialB
 		return err
 	}
 	policy.Reset()
+	// Notifications sent while no connection listened are lost: whoever
+	// waits looks again.
+	t.signal.Broadcast()
 	for {
 		n, err := raw.WaitForNotification(ctx)
 		if err != nil {

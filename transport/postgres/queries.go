@@ -8,24 +8,31 @@ type queries struct {
 	lock                                                     int64
 
 	load, storeNew, storeExactly, storeAny string
+	lockOne, lockAnyOne, lockMany          string
+	lockDeleteOne, lockDeleteType          string
 	exists, list, overview                 string
 	issueToken, redeemToken                string
-	statsOne, deleteOne, deleteType        []string
+	deleteOne, deleteType                  []string
 
 	feedAll, feedType, headAll, headType string
 }
 
 // batchColumns are the columns a store writes: $1..$3 name the aggregate,
 // $4 is the event count, $5 the time, $6 the event types, $7 the id hash,
-// $8 the events.
-const batchColumns = `(tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events)`
+// $8 the payload (see encodePayload).
+const batchColumns = `(tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload)`
+
+// sequencerChunk is how many batches one numbering run numbers at most
+// (more when one transaction alone stored more): a backlog is numbered in
+// runs of bounded length, each well within any statement timeout.
+const sequencerChunk = 10000
 
 func newQueries(schema string) queries {
 	s := pgx.Identifier{schema}.Sanitize() + "."
 	lock := lockKey("sourced.sequencer." + schema)
 	same := `tenant = $1 AND aggregate_type = $2 AND aggregate_id = $3`
 	return queries{
-		channel: schema + "_feed",
+		channel: schema + channelSuffix,
 		lock:    lock,
 		// The sequencers take turns under an advisory lock ($1), held to
 		// the end of the transaction; the snapshot a settling reader asks
@@ -42,27 +49,41 @@ func newQueries(schema string) queries {
 		// transport's origin. It returns how many batches it numbered.
 		sequence: `WITH counter AS (
 				SELECT seq, horizon, pg_snapshot_xmin(pg_current_snapshot()) AS high FROM ` + s + `feed_counter
+			), pending AS NOT MATERIALIZED (
+				SELECT b.tx FROM ` + s + `batches b, counter c WHERE b.tx >= c.horizon AND b.tx < c.high
+				ORDER BY b.tx, b.id
+			), kth AS (
+				SELECT tx FROM pending OFFSET $3 LIMIT 1
+			), upto AS (
+				-- The run numbers the batches of the transactions before
+				-- the $3+1-th pending batch's (all of them when there are no
+				-- more), or the first pending transaction's alone when it
+				-- holds more than $3.
+				SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM kth) THEN (SELECT high FROM counter)
+					WHEN (SELECT tx FROM kth) > (SELECT tx FROM pending LIMIT 1) THEN (SELECT tx FROM kth)
+					ELSE coalesce((SELECT min(b.tx) FROM ` + s + `batches b, counter c WHERE b.tx > (SELECT tx FROM kth) AND b.tx < c.high), (SELECT high FROM counter))
+				END AS high
 			), settled AS (
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
 				FROM ` + s + `batches b, counter c
-				WHERE b.tx >= (SELECT horizon FROM counter) AND b.tx < (SELECT high FROM counter)
+				WHERE b.tx >= c.horizon AND b.tx < (SELECT high FROM upto)
 			), numbered AS (
 				INSERT INTO ` + s + `feed (tenant, seq, aggregate_type, tx, batch_id)
 				SELECT tenant, seq, aggregate_type, tx, id FROM settled
 				RETURNING batch_id
 			), counted AS (
-				INSERT INTO ` + s + `feed_stats AS st (tenant, aggregate_type, aggregates, batches, events)
-				SELECT tenant, aggregate_type, count(*) FILTER (WHERE version = 1), count(*), sum(event_count)
+				INSERT INTO ` + s + `feed_stats AS st (tenant, aggregate_type, aggregates, batches, events, head)
+				SELECT tenant, aggregate_type, count(*) FILTER (WHERE version = 1), count(*), sum(event_count), max(seq)
 				FROM settled GROUP BY tenant, aggregate_type
 				ON CONFLICT (tenant, aggregate_type) DO UPDATE
 				SET aggregates = st.aggregates + excluded.aggregates, batches = st.batches + excluded.batches,
-					events = st.events + excluded.events
+					events = st.events + excluded.events, head = greatest(st.head, excluded.head)
 			), moved AS (
-				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq), horizon = (SELECT high FROM counter)
-				WHERE (SELECT high FROM counter) > horizon
+				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq), horizon = (SELECT high FROM upto)
+				WHERE (SELECT high FROM upto) > horizon
 				RETURNING CASE WHEN seq > (SELECT seq FROM counter) THEN pg_notify($1, $2) END
 			)
-			SELECT count(*) FROM numbered`,
+			SELECT count(*), (SELECT seq FROM counter) + count(*), EXISTS (SELECT 1 FROM kth) FROM numbered`,
 		// Whether a batch that had committed by the marked snapshot still
 		// has no number: every batch of a transaction older than the
 		// horizon has one.
@@ -71,7 +92,7 @@ func newQueries(schema string) queries {
 		// Whether any committed batch has no number yet (no lock taken).
 		pendingNow: `SELECT EXISTS (SELECT 1 FROM ` + s + `batches WHERE tx >= (SELECT horizon FROM ` + s + `feed_counter))`,
 
-		load: `SELECT version, events FROM ` + s + `batches WHERE ` + same + ` AND version > $4 ORDER BY version LIMIT $5`,
+		load: `SELECT version, payload, events FROM ` + s + `batches WHERE ` + same + ` AND version > $4 ORDER BY version LIMIT $5`,
 		// Version 1: a second writer of it breaks the unique key.
 		storeNew: `INSERT INTO ` + s + `batches ` + batchColumns + ` VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8)`,
 		// Version $9 + 1 (with $9 > 0), only if version $9 is there: the
@@ -81,29 +102,53 @@ func newQueries(schema string) queries {
 		// (always true for a store of one batch, whose transaction starts
 		// with this statement): in a bulk store that began before version
 		// $9 was written, the feed would otherwise order $9 + 1 before $9.
+		// The time is never before the source's (clocks of processes
+		// differ): an aggregate's batches are dated in order.
 		storeExactly: `INSERT INTO ` + s + `batches ` + batchColumns + `
-			SELECT $1, $2, $3, $9 + 1, $5, $4, $6, $7, $8 FROM ` + s + `batches
+			SELECT $1, $2, $3, $9 + 1, greatest($5, stored_at), $4, $6, $7, $8 FROM ` + s + `batches
 			WHERE ` + same + ` AND version = $9 AND tx < pg_current_xact_id()`,
-		// The next version, whatever it is; a race breaks the unique key
-		// and the store tries again, as it does when the last version is
-		// of a newer transaction (see storeExactly).
+		// The next version, whatever it is. Under the aggregate's lock
+		// taken exclusively (see lockAnyOne) no other store of it is in
+		// flight, so it cannot lose a race; the last version must be of an
+		// older transaction, as for storeExactly.
 		storeAny: `INSERT INTO ` + s + `batches ` + batchColumns + `
-			SELECT $1, $2, $3, coalesce(last.version, 0) + 1, $5, $4, $6, $7, $8
+			SELECT $1, $2, $3, coalesce(last.version, 0) + 1, greatest($5, last.stored_at), $4, $6, $7, $8
 			FROM (SELECT) one LEFT JOIN LATERAL (
-				SELECT version, tx FROM ` + s + `batches WHERE ` + same + ` ORDER BY version DESC LIMIT 1
+				SELECT version, tx, stored_at FROM ` + s + `batches WHERE ` + same + ` ORDER BY version DESC LIMIT 1
 			) last ON true
 			WHERE last.tx IS NULL OR last.tx < pg_current_xact_id()`,
+		// The locks a store takes before it writes, each statement in
+		// its own: shared on its type ($1) and on its aggregate ($2),
+		// exclusive on the aggregate for an Any store. A delete takes the
+		// aggregate's (or a type delete the type's) exclusively, so it
+		// waits for every store in flight, and stores that come after it
+		// wait for it and then, in a new snapshot, find it done. Keys are
+		// taken in ascending order after the type's (lockMany: $1 the
+		// keys, $2 whether each is exclusive).
+		lockOne:    `SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock_shared($2)`,
+		lockAnyOne: `SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)`,
+		lockMany: `SELECT CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END
+			FROM unnest($1::bigint[], $2::boolean[]) AS u(k, x)`,
+		lockDeleteOne:  `SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)`,
+		lockDeleteType: `SELECT pg_advisory_xact_lock($1)`,
 
 		exists: `SELECT EXISTS (SELECT 1 FROM ` + s + `batches WHERE ` + same + `)`,
 		list: `SELECT aggregate_id, max(version), max(stored_at) FROM ` + s + `batches WHERE tenant = $1 AND aggregate_type = $2
 			GROUP BY aggregate_id ORDER BY aggregate_id COLLATE "C" OFFSET $3 LIMIT $4`,
 		overview: `SELECT aggregate_type, aggregates, batches, events FROM ` + s + `feed_stats
 			WHERE tenant = $1 AND batches > 0 ORDER BY aggregate_type COLLATE "C"`,
-		issueToken: `INSERT INTO ` + s + `delete_tokens (token, tenant, aggregate_type, aggregate_id, all_of_type, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6)`,
+		// Tokens expire by the database's clock ($6 is the offset, in
+		// microseconds, of a clock given with WithClock: 0 otherwise; $7 the
+		// time to live); issuing one purges the expired.
+		issueToken: `WITH purged AS (
+				DELETE FROM ` + s + `delete_tokens WHERE expires_at <= now() + $6 * interval '1 microsecond'
+			)
+			INSERT INTO ` + s + `delete_tokens (token, tenant, aggregate_type, aggregate_id, all_of_type, expires_at)
+			VALUES ($1, $2, $3, $4, $5, now() + ($6 + $7) * interval '1 microsecond')`,
 		redeemToken: `DELETE FROM ` + s + `delete_tokens WHERE token = $1 AND tenant = $2 AND aggregate_type = $3
-			AND aggregate_id = $4 AND all_of_type = $5 AND expires_at > $6 RETURNING token`,
-		// A delete runs under the sequencers' lock, so no numbering runs
+			AND aggregate_id = $4 AND all_of_type = $5 AND expires_at > now() + $6 * interval '1 microsecond' RETURNING token`,
+		// A delete runs under its target's lock (so no store of it is in
+		// flight, see lockOne) and the sequencers' lock, so no numbering runs
 		// beside it, and takes off the counts what was numbered: the
 		// batches older than the horizon. Feed rows of deleted batches stay
 		// behind, never joined again.
@@ -115,22 +160,26 @@ func newQueries(schema string) queries {
 			`DELETE FROM ` + s + `batches WHERE ` + same,
 		},
 		deleteType: []string{
-			`DELETE FROM ` + s + `feed_stats WHERE tenant = $1 AND aggregate_type = $2`,
+			// The head stays: numbers are never reused.
+			`UPDATE ` + s + `feed_stats SET aggregates = 0, batches = 0, events = 0 WHERE tenant = $1 AND aggregate_type = $2`,
 			`DELETE FROM ` + s + `feed WHERE tenant = $1 AND aggregate_type = $2`,
 			`DELETE FROM ` + s + `batches WHERE tenant = $1 AND aggregate_type = $2`,
 		},
 
-		feedAll: `SELECT f.seq, f.aggregate_type, b.aggregate_id, b.version, b.stored_at, b.events
+		feedAll: `SELECT f.seq, f.aggregate_type, b.aggregate_id, b.version, b.stored_at, b.payload, b.events
 			FROM ` + s + `feed f JOIN ` + s + `batches b ON b.tx = f.tx AND b.id = f.batch_id
 			WHERE f.tenant = $1 AND f.seq > $2
 			AND ($4 = 0 OR b.id_hash % $4 = $5) AND (cardinality($6::text[]) = 0 OR b.event_types && $6)
 			ORDER BY f.seq LIMIT $3`,
-		feedType: `SELECT f.seq, f.aggregate_type, b.aggregate_id, b.version, b.stored_at, b.events
+		feedType: `SELECT f.seq, f.aggregate_type, b.aggregate_id, b.version, b.stored_at, b.payload, b.events
 			FROM ` + s + `feed f JOIN ` + s + `batches b ON b.tx = f.tx AND b.id = f.batch_id
 			WHERE f.tenant = $1 AND f.seq > $2 AND f.aggregate_type = $7
 			AND ($4 = 0 OR b.id_hash % $4 = $5) AND (cardinality($6::text[]) = 0 OR b.event_types && $6)
 			ORDER BY f.seq LIMIT $3`,
-		headAll:  `SELECT coalesce(max(seq), 0) FROM ` + s + `feed WHERE tenant = $1`,
-		headType: `SELECT coalesce(max(seq), 0) FROM ` + s + `feed WHERE tenant = $1 AND aggregate_type = $2`,
+		// A feed's head is the highest number it ever held (kept by the
+		// sequencer in feed_stats): it never falls, not even when a type
+		// delete takes the type's feed rows.
+		headAll:  `SELECT coalesce(max(head), 0) FROM ` + s + `feed_stats WHERE tenant = $1`,
+		headType: `SELECT coalesce((SELECT head FROM ` + s + `feed_stats WHERE tenant = $1 AND aggregate_type = $2), 0)`,
 	}
 }
