@@ -134,11 +134,11 @@ type Transport struct {
 	busy    atomic.Bool         // feed reads have lately found batches to number
 	lastSeq atomic.Int64        // the highest feed number this process has seen given
 
-	failures atomic.Int64 // sequencer runs that failed, since Open
-	ctx     context.Context     // of the background work; Close cancels it
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	closeMu sync.Once
+	failures atomic.Int64    // sequencer runs that failed, since Open
+	ctx      context.Context // of the background work; Close cancels it
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Once
 
 	origin string // this Transport's name in its notifications
 
