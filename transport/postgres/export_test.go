@@ -37,3 +37,14 @@ func MigrateTo(ctx context.Context, pool *pgxpool.Pool, schema string, upTo int)
 // SetMaxNumberWait sets how long a feed read waits for an older open
 // transaction (tests only).
 func SetMaxNumberWait(t *Transport, d time.Duration) { t.maxWait = d }
+
+// SetAfterRead makes ReadFeed call f after each of its reads (tests only).
+func SetAfterRead(t *Transport, f func()) { t.afterRead = f }
+
+// SetOnRun makes every numbering run call f with how many batches it
+// numbered (tests only).
+func SetOnRun(t *Transport, f func(numbered int64)) { t.onRun.Store(&f) }
+
+// SetSequencerChunk sets the most batches one numbering run numbers
+// (tests only).
+func SetSequencerChunk(t *Transport, n int) { t.chunk.Store(int64(n)) }

@@ -79,8 +79,9 @@ func WithLogger(l *zap.Logger) Option {
 }
 
 // WithClock sets the clock that dates batches (tests use it to move time).
-// Delete tokens expire by the database's clock; a clock given here only
-// shifts it, by how far the given clock is from this machine's.
+// Delete tokens expire by the database's clock, so that processes whose
+// clocks differ agree; a clock given here shifts it only by how far it has
+// moved since Open beyond this machine's clock.
 func WithClock(now func() time.Time) Option {
 	return func(t *Transport) {
 		if now != nil {
@@ -123,9 +124,11 @@ type Transport struct {
 	q        queries
 	log      *zap.Logger
 	now      func() time.Time
-	clocked  bool // now was given (WithClock)
+	clocked  bool      // now was given (WithClock)
+	opened   time.Time // this machine's time at Open
+	openedAt time.Time // now's time at Open
 	interval time.Duration
-	chunk    int // the most batches one numbering run numbers (see sequencerChunk)
+	chunk    atomic.Int64 // the most batches one numbering run numbers (see sequencerChunk)
 
 	signal  commitsignal.Signal // broadcast when batches get numbers
 	kick    chan struct{}       // wakes the sequencer after a local commit
@@ -146,7 +149,7 @@ type Transport struct {
 	onPending    func()                               // tests only
 	beforeBatch  func(i int)                          // tests only
 	afterRead    func()                               // tests only
-	onRun        func(numbered int64)                 // tests only
+	onRun        atomic.Pointer[func(numbered int64)] // tests only
 }
 
 var (
@@ -190,7 +193,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Transport, e
 
 func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Option) (*Transport, error) {
 	t := &Transport{pool: pool, ownPool: own, schema: DefaultSchema, log: zap.NewNop(), now: time.Now,
-		interval: 100 * time.Millisecond, chunk: sequencerChunk, kick: make(chan struct{}, 1), gather: gatherTime, maxWait: maxNumberWait, origin: uuid.NewString()}
+		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), gather: gatherTime, maxWait: maxNumberWait, origin: uuid.NewString()}
 	for _, o := range opts {
 		if o != nil {
 			o(t)
@@ -200,6 +203,8 @@ func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Opti
 		return nil, fmt.Errorf("%w: schema name %q must match %s and be at most %d bytes long (its notification channel, the name with %q, must be a PostgreSQL identifier of at most %d)",
 			ErrConfig, t.schema, schemaName, maxSchemaName, channelSuffix, maxIdentifier)
 	}
+	t.opened, t.openedAt = time.Now(), t.now()
+	t.chunk.Store(sequencerChunk)
 	t.q = newQueries(t.schema)
 	if err := t.migrate(ctx); err != nil {
 		if errors.Is(err, ErrSchemaTooNew) {
@@ -363,13 +368,15 @@ func (t *Transport) aggKey(ref transport.Ref) int64 {
 	return int64(h.Sum64())
 }
 
-// clockOffset is how far the clock given with WithClock is from this
-// machine's, which the database's clock is shifted by for delete tokens.
+// clockOffset is how far the clock given with WithClock has moved since
+// Open beyond this machine's: the database's clock, which delete tokens
+// expire by, is shifted by it. A clock that is merely set apart (a
+// process whose clock is wrong) shifts nothing.
 func (t *Transport) clockOffset() time.Duration {
 	if !t.clocked {
 		return 0
 	}
-	return t.now().Sub(time.Now())
+	return t.now().Sub(t.openedAt) - time.Since(t.opened)
 }
 
 func idHash(id string) int64 {
@@ -482,8 +489,8 @@ type run struct {
 // saw wakes this process's waiting readers when run shows the feed grew
 // since this process last looked.
 func (t *Transport) saw(r run) {
-	if t.onRun != nil {
-		t.onRun(r.numbered)
+	if f := t.onRun.Load(); f != nil {
+		(*f)(r.numbered)
 	}
 	for {
 		last := t.lastSeq.Load()
@@ -514,7 +521,7 @@ func (t *Transport) queueSequencer(b *pgx.Batch, since *string, pending bool) {
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true)")
 	b.Queue(t.q.lockAndMark, t.q.lock, since)
-	b.Queue(t.q.sequence, t.q.channel, t.origin, t.chunk)
+	b.Queue(t.q.sequence, t.q.channel, t.origin, t.chunk.Load())
 	if pending {
 		b.Queue(t.q.pendingSince)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -83,30 +84,53 @@ func TestConformance(t *testing.T) {
 // default isolation is REPEATABLE READ changes nothing: the sequencer,
 // deletes and migrations pick READ COMMITTED themselves (with one snapshot
 // for a whole transaction, a sequencer would number from a stale counter).
-// The conformance suite passes, and 8 writers beside 4 readers of the head
-// see no error and end with every batch numbered.
 func TestUnderRepeatableReadByDefault(t *testing.T) {
-	url := database(t) + "&default_transaction_isolation=repeatable%20read"
+	underDefaultIsolation(t, "repeatable read")
+}
+
+// underDefaultIsolation: under a default isolation of level, the
+// conformance suite passes, and 8 writers (exact and any versions, alone
+// and in bulk) beside 4 readers of the head and of an aggregate, in
+// another transport on the same schema, see no error and end with every
+// batch numbered.
+func underDefaultIsolation(t *testing.T, level string) {
+	url := database(t) + "&default_transaction_isolation=" + strings.ReplaceAll(level, " ", "%20")
 	transporttest.RunWithClock(t, func(t *testing.T, now func() time.Time) transport.Transport {
 		return freshAt(t, url, postgres.WithClock(now))
 	})
 
 	tr := freshAt(t, url)
-	other := sameStore(t, tr)
+	other, err := postgres.Open(context.Background(), url, postgres.WithSchema(tr.Schema()), postgres.WithSequencerInterval(20*time.Millisecond))
+	require.NoError(t, err)
+	defer other.Close()
 	var isolation string
 	require.NoError(t, tr.Pool().QueryRow(context.Background(), "SHOW transaction_isolation").Scan(&isolation))
-	require.Equal(t, "repeatable read", isolation, "the setting took")
+	require.Equal(t, level, isolation, "the setting took")
 	ctx := context.Background()
+	shared := transport.Ref{Type: "order", ID: uuid.NewString()}
+	require.NoError(t, tr.Store(ctx, shared, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	done := make(chan struct{})
-	for range 8 {
+	for w := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			ref := transport.Ref{Type: "order", ID: uuid.NewString()}
 			for v := range int64(25) {
-				if err := tr.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.Exactly(v)); err != nil {
+				var err error
+				switch {
+				case w%4 == 3:
+					err = tr.StoreBulk(ctx, ref.Scope(), []transport.Batch{
+						{AggregateID: ref.ID, Events: []transport.Event{{EventType: "OrderPlaced"}}, Expected: transport.Exactly(v)},
+						{AggregateID: shared.ID, Events: []transport.Event{{EventType: "OrderPaid"}}},
+					})
+				case w%2 == 1:
+					err = tr.Store(ctx, shared, []transport.Event{{EventType: "OrderPaid"}}, transport.Any)
+				default:
+					err = tr.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.Exactly(v))
+				}
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -114,7 +138,7 @@ func TestUnderRepeatableReadByDefault(t *testing.T) {
 		}()
 	}
 	var readers sync.WaitGroup
-	for range 4 {
+	for r := range 4 {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -124,7 +148,13 @@ func TestUnderRepeatableReadByDefault(t *testing.T) {
 					return
 				default:
 				}
-				if _, err := other.FeedHead(ctx, transport.Scope{Type: "order"}); err != nil {
+				var err error
+				if r%2 == 0 {
+					_, err = other.FeedHead(ctx, transport.Scope{Type: "order"})
+				} else {
+					_, err = other.Load(ctx, shared, 0, 0)
+				}
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -140,7 +170,8 @@ func TestUnderRepeatableReadByDefault(t *testing.T) {
 	}
 	head, err := other.FeedHead(ctx, transport.Scope{Type: "order"})
 	require.NoError(t, err)
-	assert.Equal(t, int64(200), head)
+	// 1 + 4 writers x 25 alone + 2 writers x 25 of 2 (bulk) + 2 x 25 (any).
+	assert.Equal(t, int64(1+100+100+50), head)
 }
 
 // TestStoreWithAnEndedContextIsUnavailable: a store that could not even
