@@ -279,18 +279,16 @@ func TestWaitingReaderReadsAgainAtItsDeadline(t *testing.T) {
 	postgres.StopBackground(writer) // stores, but never numbers nor notifies
 	reader := sameStore(t, writer, postgres.WithSequencerInterval(time.Hour))
 	ctx := context.Background()
-	firstRead := make(chan struct{})
 	var once sync.Once
-	postgres.SetAfterRead(reader, func() { once.Do(func() { close(firstRead) }) })
-	got := make(chan transport.FeedPage, 1)
-	go func() {
-		p, err := reader.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}, Wait: 300 * time.Millisecond})
-		assert.NoError(t, err)
-		got <- p
-	}()
-	<-firstRead
-	require.NoError(t, writer.Store(ctx, transport.Ref{Type: "order", ID: uuid.NewString()}, placed, transport.MustNotExist))
-	assert.Len(t, (<-got).Entries, 1)
+	postgres.SetAfterRead(reader, func() {
+		// Stored after the first read, before the wait.
+		once.Do(func() {
+			require.NoError(t, writer.Store(ctx, transport.Ref{Type: "order", ID: uuid.NewString()}, placed, transport.MustNotExist))
+		})
+	})
+	p, err := reader.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}, Wait: 200 * time.Millisecond})
+	require.NoError(t, err)
+	assert.Len(t, p.Entries, 1)
 }
 
 // TestBulkInOppositeOrdersDoesNotDeadlock (item 6): StoreBulk([x, y])
