@@ -33,7 +33,7 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, inPath)
 		return
 	}
-	etag := etagOf(page.Version, since, limit)
+	etag := etagOf(ref.Tenant, &page, since, limit)
 	w.Header()["Etag"] = []string{etag}
 	if match := r.Header.Get("If-None-Match"); match != "" && match == etag {
 		w.WriteHeader(http.StatusNotModified)
@@ -43,21 +43,22 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 	if events == nil {
 		events = []transport.Event{}
 	}
-	body, err := wire.EncodeLoadResponse(wire.LoadResponse{AggregateID: ref.ID, AggregateType: ref.Type,
-		AggregateVersion: page.Version, Events: events, HasMore: page.HasMore})
-	writeBody(w, http.StatusOK, body, err, h.jsonType)
-}
-
-// etagOf names one page of one version: "version-since-limit".
-func etagOf(version, since, limit int64) string {
-	b := make([]byte, 0, 32)
-	b = append(b, '"')
-	b = strconv.AppendInt(b, version, 10)
-	b = append(b, '-')
-	b = strconv.AppendInt(b, since, 10)
-	b = append(b, '-')
-	b = strconv.AppendInt(b, limit, 10)
-	return string(append(b, '"'))
+	s := h.stream(w)
+	s.b = append(s.b, `{"aggregateId":`...)
+	s.b = wire.AppendString(s.b, ref.ID)
+	s.b = append(s.b, `,"aggregateType":`...)
+	s.b = wire.AppendString(s.b, ref.Type)
+	s.b = append(s.b, `,"aggregateVersion":`...)
+	s.b = strconv.AppendInt(s.b, page.Version, 10)
+	s.b = append(s.b, `,"events":`...)
+	if !s.events(events) {
+		s.fail()
+		return
+	}
+	s.b = append(s.b, `,"hasMore":`...)
+	s.b = strconv.AppendBool(s.b, page.HasMore)
+	s.b = append(s.b, '}')
+	s.end()
 }
 
 func (h *handler) exists(w http.ResponseWriter, r *http.Request) {
@@ -83,6 +84,9 @@ func (h *handler) store(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, inPath)
 		return
 	}
+	if !needJSON(w, r) {
+		return
+	}
 	var req wire.StoreRequest
 	if status, err := h.decode(w, r, &req); err != nil {
 		bodyError(w, status, err)
@@ -104,6 +108,9 @@ func (h *handler) storeBulk(w http.ResponseWriter, r *http.Request) {
 	ref, err := ref(r)
 	if err != nil {
 		h.fail(w, r, err, inPath)
+		return
+	}
+	if !needJSON(w, r) {
 		return
 	}
 	var req wire.BulkRequest
