@@ -101,10 +101,22 @@ type Proxies struct {
 	prefixes []netip.Prefix
 }
 
-// ParseProxies reads a comma-separated list of IP addresses and CIDR
+// NewProxies returns the set of proxies in prefixes (a single address is
+// a /32 or /128 prefix).
+func NewProxies(prefixes ...netip.Prefix) Proxies {
+	p := Proxies{prefixes: make([]netip.Prefix, 0, len(prefixes))}
+	for _, pr := range prefixes {
+		if pr.IsValid() {
+			p.prefixes = append(p.prefixes, pr.Masked())
+		}
+	}
+	return p
+}
+
+// ParsePrefixes reads a comma-separated list of IP addresses and CIDR
 // prefixes ("10.0.0.0/8, 127.0.0.1").
-func ParseProxies(list string) (Proxies, error) {
-	var p Proxies
+func ParsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
 	for _, s := range strings.Split(list, ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {
@@ -113,18 +125,19 @@ func ParseProxies(list string) (Proxies, error) {
 		if !strings.Contains(s, "/") {
 			a, err := netip.ParseAddr(s)
 			if err != nil {
-				return Proxies{}, err
+				return nil, err
 			}
-			p.prefixes = append(p.prefixes, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
 			continue
 		}
 		pr, err := netip.ParsePrefix(s)
 		if err != nil {
-			return Proxies{}, err
+			return nil, err
 		}
-		p.prefixes = append(p.prefixes, pr.Masked())
+		out = append(out, pr.Masked())
 	}
-	return p, nil
+	return out, nil
 }
 
 // Trusted reports whether addr (an IP, or host:port) is a trusted proxy.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -100,12 +101,13 @@ func WithAnyHost() Option {
 	return func(h *handler) { h.anyHost = true }
 }
 
-// WithTrustedProxies names the proxies whose X-Forwarded-For header the
-// request log believes (a comma-separated list of addresses and CIDR
-// prefixes, as httpguard.ParseProxies reads). Without it the log carries
-// the connection's peer address only.
-func WithTrustedProxies(p httpguard.Proxies) Option {
-	return func(h *handler) { h.proxies = p }
+// WithTrustedProxies names the proxies (addresses as /32 or /128 prefixes,
+// or networks) whose X-Forwarded-For header the request log believes: for
+// a request from one of them, the log's remote address is the right-most
+// forwarded address that is not itself a trusted proxy. Without it the log
+// carries the connection's peer address only.
+func WithTrustedProxies(prefixes ...netip.Prefix) Option {
+	return func(h *handler) { h.proxies = httpguard.NewProxies(prefixes...) }
 }
 
 // WithTracerProvider makes a server span of every request, joined to the

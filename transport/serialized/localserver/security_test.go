@@ -164,10 +164,10 @@ func TestRequestLogTruncatesUntrustedValues(t *testing.T) {
 
 func TestRequestLogBelievesForwardedForFromTrustedProxiesOnly(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	proxies, err := httpguard.ParseProxies("10.0.0.0/8")
+	proxies, err := httpguard.ParsePrefixes("10.0.0.0/8")
 	require.NoError(t, err)
 	h := localserver.NewHandler(memory.New(), localserver.WithKeys(accessKey, secretKey), localserver.WithLogger(zap.New(core)),
-		localserver.WithTrustedProxies(proxies))
+		localserver.WithTrustedProxies(proxies...))
 	for _, peer := range []string{"10.1.2.3:4000", "198.51.100.7:4000"} {
 		req := httptest.NewRequest("GET", "/feeds", nil)
 		req.RemoteAddr = peer
