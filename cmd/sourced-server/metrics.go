@@ -23,6 +23,7 @@ type metrics struct {
 	limited     prometheus.Counter
 	storeErrors prometheus.Counter
 	waiting     prometheus.Gauge
+	connsOpen   prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -47,11 +48,16 @@ func newMetrics() *metrics {
 			Help: "Requests answered 5xx: the store failed or was unavailable."}),
 		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sourced_feed_readers_waiting",
 			Help: "Feed reads in progress that may wait for a batch (waitTime > 0)."}),
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sourced_http_connections_open",
+			Help: "Connections open on the API's address (at most -max-conns)."}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.bytesIn, m.bytesOut, m.stores, m.conflicts, m.limited, m.storeErrors, m.waiting,
+	m.reg.MustRegister(m.requests, m.duration, m.bytesIn, m.bytesOut, m.stores, m.conflicts, m.limited, m.storeErrors, m.waiting, m.connsOpen,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// connections reports the open connections.
+func (m *metrics) connections(n int64) { m.connsOpen.Set(float64(n)) }
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
