@@ -156,6 +156,7 @@ type handler struct {
 // it is written, and nothing appends to these slices, so sharing is safe.
 var (
 	noStore   = []string{"private, no-store"}
+	noSniff   = []string{"nosniff"}
 	varyOnKey = []string{wire.HeaderTenantID + ", " + wire.HeaderAccessKey + ", " + wire.HeaderSecretAccessKey}
 )
 
@@ -296,6 +297,7 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd["Cache-Control"] = noStore
 	hd["Vary"] = varyOnKey
+	hd["X-Content-Type-Options"] = noSniff // data is written as stored: never let a browser take it for HTML
 	h.mux.ServeHTTP(w, r)
 }
 

@@ -29,6 +29,9 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 		limit = transport.MaxLimit
 	}
 	page, err := h.backend.Load(r.Context(), ref, since, int(limit))
+	if err == nil {
+		page, err = h.boundLoad(r, ref, since, page)
+	}
 	if err != nil {
 		h.fail(w, r, err, inPath)
 		return
@@ -59,6 +62,46 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 	s.b = strconv.AppendBool(s.b, page.HasMore)
 	s.b = append(s.b, '}')
 	s.end()
+}
+
+// boundLoad makes sure one answer holds at most transport.MaxPageBytes of
+// events (or a single batch), whatever the store returned: a store that
+// bounds its pages, as the port asks, passes straight through; for one that
+// does not, the page is read again batch by batch up to the bound, with
+// HasMore set.
+func (h *handler) boundLoad(r *http.Request, ref transport.Ref, since int64, page transport.Page) (transport.Page, error) {
+	if page.Version-since <= 1 {
+		return page, nil // one batch (or none): whole, however large
+	}
+	size := 0
+	for i := range page.Events {
+		size += transport.EventBytes(&page.Events[i])
+	}
+	if size <= transport.MaxPageBytes {
+		return page, nil
+	}
+	out := transport.Page{Version: since}
+	size = 0
+	for v := since; v < page.Version; {
+		p, err := h.backend.Load(r.Context(), ref, v, 1)
+		if err != nil {
+			return transport.Page{}, err
+		}
+		if len(p.Events) == 0 {
+			break
+		}
+		n := 0
+		for i := range p.Events {
+			n += transport.EventBytes(&p.Events[i])
+		}
+		if len(out.Events) > 0 && size+n > transport.MaxPageBytes {
+			out.HasMore = true
+			return out, nil
+		}
+		out.Events = append(out.Events, p.Events...)
+		out.Version, out.HasMore, size, v = p.Version, p.HasMore, size+n, p.Version
+	}
+	return out, nil
 }
 
 func (h *handler) exists(w http.ResponseWriter, r *http.Request) {

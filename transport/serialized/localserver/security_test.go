@@ -250,3 +250,64 @@ func remainingOf(rec *httptest.ResponseRecorder) string {
 	}
 	return ""
 }
+
+func TestLoadAndFeedWriteDataByteForByte(t *testing.T) {
+	a := newAPI(t)
+	path := "/aggregates/order/" + uuid.NewString()
+	data := `{"html": "<b>&amp;</b>", "ls": "` + "\u2028" + `", "n": [1, 2 ,3 ]}`
+	st := a.do("POST", path+"/events", `{"events":[{"eventType":"Noted","data":`+data+`}]}`)
+	require.Equal(t, 200, st.status, st.body)
+	r := a.do("GET", path, "")
+	require.Equal(t, 200, r.status)
+	assert.Contains(t, r.body, `"data":`+data, "not compacted, not re-escaped")
+	assert.Equal(t, "nosniff", r.header.Get("X-Content-Type-Options"))
+	r = a.do("GET", "/feeds/order", "")
+	require.Equal(t, 200, r.status)
+	assert.Contains(t, r.body, `"data":`+data)
+}
+
+// wholeLoads answers every Load with every batch, as a store that does not
+// bound its pages would.
+type wholeLoads struct{ *memory.Transport }
+
+func (w wholeLoads) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
+	if limit == 1 {
+		return w.Transport.Load(ctx, ref, since, 1)
+	}
+	var out transport.Page
+	for v := since; ; v++ {
+		p, err := w.Transport.Load(ctx, ref, v, 1)
+		if err != nil || len(p.Events) == 0 {
+			return out, err
+		}
+		out.Events, out.Version = append(out.Events, p.Events...), p.Version
+	}
+}
+
+func TestLoadPagesAreBoundedInBytes(t *testing.T) {
+	m := memory.New()
+	srv := localserver.NewServer(wholeLoads{m}, localserver.WithKeys(accessKey, secretKey))
+	t.Cleanup(srv.Close)
+	a := &api{t: t, url: srv.URL}
+	path := "/aggregates/order/" + uuid.NewString()
+	big := `{"events":[{"eventType":"Big","data":"` + strings.Repeat("y", 1<<20) + `"}]}`
+	for i := 0; i < 6; i++ {
+		require.Equal(t, 200, a.do("POST", path+"/events", big).status)
+	}
+	var got struct {
+		AggregateVersion int64
+		Events           []transport.Event
+		HasMore          bool
+	}
+	r := a.do("GET", path, "")
+	require.Equal(t, 200, r.status)
+	require.NoError(t, json.Unmarshal([]byte(r.body), &got))
+	assert.Equal(t, 3, len(got.Events), "three 1 MiB batches fit in MaxPageBytes, four do not")
+	assert.Equal(t, int64(3), got.AggregateVersion)
+	assert.True(t, got.HasMore)
+	r = a.do("GET", path+"?since=3", "")
+	require.NoError(t, json.Unmarshal([]byte(r.body), &got))
+	assert.Equal(t, 3, len(got.Events))
+	assert.Equal(t, int64(6), got.AggregateVersion)
+	assert.False(t, got.HasMore)
+}

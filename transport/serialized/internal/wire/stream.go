@@ -2,44 +2,39 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 
 	"github.com/sourced-go/sourced/transport"
 )
 
-// AppendEvent appends one event as json.Marshal writes it, for a server
-// that streams a body piece by piece. The common events take the fast path
-// of EncodeLoadResponse; anything else is left to json.Marshal.
+// errInvalidData is AppendEvent's error for data that is not JSON.
+var errInvalidData = errors.New("event data is not valid JSON")
+
+// AppendEvent appends one event as JSON, for a server that streams a body
+// piece by piece. Its data goes out byte for byte as stored (valid JSON, as
+// every transport requires, is written as it is: not compacted, not
+// re-escaped); its strings are written as json.Marshal writes them.
 func AppendEvent(b []byte, e *transport.Event) ([]byte, error) {
-	n := len(b)
-	ok := true
+	if len(e.Data) > 0 && !plainCompact(e.Data) && !json.Valid(e.Data) {
+		return b, errInvalidData
+	}
 	b = append(b, '{')
 	if e.EventID != "" {
 		b = append(b, `"eventId":`...)
-		b, ok = appendString(b, e.EventID)
+		b = AppendString(b, e.EventID)
 		b = append(b, ',')
 	}
-	if ok {
-		b = append(b, `"eventType":`...)
-		b, ok = appendString(b, e.EventType)
+	b = append(b, `"eventType":`...)
+	b = AppendString(b, e.EventType)
+	if len(e.Data) > 0 {
+		b = append(b, `,"data":`...)
+		b = append(b, e.Data...)
 	}
-	if ok && len(e.Data) > 0 {
-		if ok = plainCompact(e.Data); ok {
-			b = append(b, `,"data":`...)
-			b = append(b, e.Data...)
-		}
-	}
-	if ok && e.EncryptedData != "" {
+	if e.EncryptedData != "" {
 		b = append(b, `,"encryptedData":`...)
-		b, ok = appendString(b, e.EncryptedData)
+		b = AppendString(b, e.EncryptedData)
 	}
-	if ok {
-		return append(b, '}'), nil
-	}
-	raw, err := json.Marshal(e)
-	if err != nil {
-		return b[:n], err
-	}
-	return append(b[:n], raw...), nil
+	return append(b, '}'), nil
 }
 
 // AppendString appends s as json.Marshal writes it.
