@@ -294,10 +294,12 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusTooManyRequests, wire.ErrorResponse{Code: http.StatusTooManyRequests, Message: "rate limit exceeded"})
 		return
 	}
-	hd := w.Header()
-	hd["Cache-Control"] = noStore
-	hd["Vary"] = varyOnKey
-	hd["X-Content-Type-Options"] = noSniff // data is written as stored: never let a browser take it for HTML
+	if r.Method == http.MethodGet { // API data: for the caller only, per tenant and key
+		hd := w.Header()
+		hd["Cache-Control"] = noStore
+		hd["Vary"] = varyOnKey
+		hd["X-Content-Type-Options"] = noSniff // data is written as stored: never let a browser take it for HTML
+	}
 	h.mux.ServeHTTP(w, r)
 }
 
