@@ -9,8 +9,11 @@
 //
 // Behind the same keys as the API: a person signs in once with the access
 // key and the secret, and gets a session cookie (HttpOnly, SameSite=Strict,
-// Secure over TLS). Without keys configured (a loopback development server)
-// the console is open. Every page is rendered through html/template, and the
+// Secure over TLS or with WithSecureCookie). Sign-in is throttled per client
+// address, and sign-in and sign-out refuse other origins. Without keys
+// configured (a loopback development server) the console is open, to
+// loopback Host names and its own origin only (WithAnyHost lifts that). A
+// store failure shows as "store unavailable"; its cause goes to the log. Every page is rendered through html/template, and the
 // live feed builds its rows with textContent, so event data and names,
 // which are untrusted input, always show as text.
 //
