@@ -42,10 +42,20 @@ func LoopbackHost(host string) bool {
 	return err == nil && ip.Unmap().IsLoopback() && ip.Zone() == ""
 }
 
-// SameOrigin reports whether r carries no Origin header (not a browser's
-// cross-site request) or one naming the server the request was sent to:
-// the same host and port as its Host header.
+// SameOrigin reports whether r is not a browser's cross-origin request.
+// A browser's own Sec-Fetch-Site header decides when present (a page cannot
+// set it): same-origin, or none for a request the person made, pass;
+// same-site and cross-site do not. Otherwise the Origin header must be
+// absent or name the server the request was sent to: the same host and
+// port as its Host header. (Behind a proxy that rewrites Host, only the
+// first test can pass, which every current browser supports.)
 func SameOrigin(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "same-origin", "none":
+		return true
+	case "same-site", "cross-site":
+		return false
+	}
 	o := r.Header.Values("Origin")
 	if len(o) == 0 {
 		return true

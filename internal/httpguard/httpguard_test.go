@@ -36,6 +36,17 @@ func TestSameOrigin(t *testing.T) {
 	assert.False(t, req("127.0.0.1:8080", "null"))
 	assert.False(t, req("127.0.0.1:8080", "http://127.0.0.1:8080", "http://127.0.0.1:8080"))
 	assert.False(t, req("127.0.0.1:8080", "ftp://127.0.0.1:8080"))
+
+	fetched := func(host, site, origin string) bool {
+		r := httptest.NewRequest("POST", "/", nil)
+		r.Host = host
+		r.Header.Set("Sec-Fetch-Site", site)
+		r.Header.Set("Origin", origin)
+		return SameOrigin(r)
+	}
+	assert.True(t, fetched("127.0.0.1:8080", "same-origin", "https://events.example.com"), "a proxy rewrote Host; the browser says same origin")
+	assert.False(t, fetched("127.0.0.1:8080", "cross-site", "http://127.0.0.1:8080"), "the browser's word beats a matching Origin")
+	assert.False(t, fetched("127.0.0.1:8080", "same-site", "http://127.0.0.1:8080"))
 }
 
 func TestTruncate(t *testing.T) {
