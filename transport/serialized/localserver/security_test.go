@@ -245,6 +245,7 @@ func TestLoadIsStreamedAndSmallLoadsKeepTheirLength(t *testing.T) {
 // remainingOf reads the header as written: its name is not in Go's
 // canonical form, so Header.Get does not find it in a recorder.
 func remainingOf(rec *httptest.ResponseRecorder) string {
+	//lint:ignore SA1008 the server writes the name as the API spells it
 	if v := rec.Header()["Serialized-RateLimit-Remaining"]; len(v) > 0 {
 		return v[0]
 	}
