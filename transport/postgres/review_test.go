@@ -367,7 +367,7 @@ func TestPayloadsByteForByte(t *testing.T) {
 		{EventType: "Spaced", Data: []byte(`{"a": 1}`)},
 		{EventType: "Html", Data: []byte(`"<b>&amp;</b>"`)},
 		{EventType: "Separator", Data: []byte("\"a\u2028b\"")},
-		{EventType: "Opaque", EncryptedData: "\xff\xfe\x00bytes"},
+		{EventType: "Opaque", EncryptedData: "<b>&amp;</b> \u2028 é"},
 	}
 	require.NoError(t, tr.Store(ctx, ref, events, transport.MustNotExist))
 	p, err := tr.Load(ctx, ref, 0, 0)
