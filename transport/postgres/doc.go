@@ -9,8 +9,11 @@
 //
 // Open (or New, with a pool of your own) creates its schema and runs its
 // embedded, versioned migrations under an advisory lock, so several
-// processes may start at once. Tables: batches (one row per stored batch,
-// its events as JSON text, passed through untouched; never updated), feed
+// processes may start at once (a schema already at SchemaVersion is only
+// read, so a role without CREATE rights can open it; a newer one is refused
+// with ErrSchemaTooNew). Tables: batches (one row per stored batch, its
+// events framed byte for byte in a bytea, so Data and EncryptedData come
+// back exactly as given; never updated), feed
 // (a narrow row per numbered batch), feed_counter, feed_stats,
 // delete_tokens (so two-step deletes survive a restart) and
 // schema_migrations.
@@ -18,7 +21,13 @@
 // # Concurrency
 //
 // A store inserts its batch and nothing else: the unique key (tenant,
-// type, id, version) is the optimistic concurrency check. Version 1 is a
+// type, id, version) is the optimistic concurrency check. Before it, in the
+// same round trip and a READ COMMITTED transaction whatever the session's
+// default, it takes transaction-level advisory locks: its type's and its
+// aggregate's, shared (an Any store takes the aggregate's exclusively, so
+// it never loses a race for a version). ConfirmDelete takes the target's
+// exclusively: it waits for the stores in flight and deletes what they
+// wrote, and nothing of a deleted aggregate remains or comes back. Version 1 is a
 // plain insert; version n+1 is inserted only from the row of version n (so
 // a wrong expected version inserts nothing: ErrConflict); a second writer
 // of one version breaks the unique key (ErrConflict). A store of one batch
@@ -26,7 +35,10 @@
 // transaction. When the connection fails before the statement or COMMIT
 // is sent, nothing happened and the error is ErrUnavailable; when it fails
 // after, the outcome is unknown and the error is ErrAmbiguous, which the
-// repository resolves by reading the batch back.
+// repository resolves by reading the batch back. A deadlock or a
+// serialization failure rolls a store back whole; it is tried again with
+// backoff. StoreBulk writes its batches in the order of their aggregate
+// ids, so two bulk stores never wait for each other in a circle.
 //
 // # The feed, and why no reader skips a batch
 //

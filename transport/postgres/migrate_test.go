@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -85,4 +86,69 @@ func TestUpgradeFromTheFirstSchema(t *testing.T) {
 		seqs = append(seqs, e.Sequence)
 	}
 	assert.Equal(t, []int64{1, 3, 5}, seqs, "b's entries leave the feed; the others keep their numbers")
+}
+
+// TestMigration2BlocksStores measures how long migration 2 keeps stores
+// waiting on a store of SOURCED_PG_MIGRATION_ROWS batches (skipped
+// without it): a writer inserts one batch at a time, as a store of the
+// first release did, while the migration runs; the longest insert is how
+// long stores were blocked (docs/operations.md).
+func TestMigration2BlocksStores(t *testing.T) {
+	rows := envInt("SOURCED_PG_MIGRATION_ROWS", 0)
+	if rows == 0 {
+		t.Skip("set SOURCED_PG_MIGRATION_ROWS to measure")
+	}
+	url := database(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	schema := fmt.Sprintf("mig%d_%d", os.Getpid(), schemas.Add(1))
+	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 1))
+	s := pgx.Identifier{schema}.Sanitize()
+	start := time.Now()
+	_, err = pool.Exec(ctx, `INSERT INTO `+s+`.batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events)
+		SELECT '', 'order', md5(i::text), 1, now(), 1, '{OrderPlaced}', 0, '[{"eventId":"0b8f5f2e-6a0c-4d8e-9f5e-3a7c2d1b4e6f","eventType":"OrderPlaced","data":{"by":1}}]'
+		FROM generate_series(1, $1) i`, rows)
+	require.NoError(t, err)
+	var numbered int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+s+`.sequence_feed(1, 'x')`).Scan(&numbered))
+	_, err = pool.Exec(ctx, "VACUUM ANALYZE "+s+".batches")
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, "VACUUM ANALYZE "+s+".feed")
+	require.NoError(t, err)
+	t.Logf("%d batches, numbered, in %v", numbered, time.Since(start))
+
+	stop := make(chan struct{})
+	var longest time.Duration
+	var inserts int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			began := time.Now()
+			_, err := pool.Exec(ctx, `INSERT INTO `+s+`.batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events)
+				VALUES ('', 'order', $1, 1, now(), 1, '{OrderPlaced}', 0, '[]')`, uuid.NewString())
+			if err != nil {
+				// After the migration the first release's insert no longer
+				// fits: the store waited until then.
+				longest = max(longest, time.Since(began))
+				return
+			}
+			longest = max(longest, time.Since(began))
+			inserts++
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	began := time.Now()
+	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 2))
+	took := time.Since(began)
+	close(stop)
+	<-done
+	t.Logf("migration 2 over %d batches took %v; the longest store beside it waited %v (%d stores went through)", rows, took, longest, inserts)
 }
