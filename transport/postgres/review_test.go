@@ -29,24 +29,26 @@ import (
 
 var placed = []transport.Event{{EventType: "OrderPlaced"}}
 
-// waitUntilBlocked polls until a session runs query and waits for a lock,
-// or done fires (the statement did not wait).
-func waitUntilBlocked(t *testing.T, pool *pgxpool.Pool, query string, done <-chan error) {
+// waitUntilBlocked polls until a session runs query and waits for a lock
+// (true), or done fires first: the statement did not wait (false; what
+// done gave is given back to done).
+func waitUntilBlocked(t *testing.T, pool *pgxpool.Pool, query string, done chan error) bool {
 	t.Helper()
-	for range 2000 {
+	for range 4000 {
 		var waiting bool
 		require.NoError(t, pool.QueryRow(context.Background(),
 			`SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query = $1)`, query).Scan(&waiting))
 		if waiting {
-			return
+			return true
 		}
 		select {
 		case err := <-done:
-			t.Fatalf("it did not wait: %v", err)
+			done <- err
+			return false
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	t.Fatal("it never waited")
+	return false
 }
 
 // TestDeleteRacingAStoreLeavesNothing (item 1): a delete confirmed while a
@@ -85,8 +87,9 @@ func TestDeleteRacingAStoreLeavesNothing(t *testing.T) {
 			require.NoError(t, err)
 			deleted := make(chan error, 1)
 			go func() { deleted <- deleter.ConfirmDelete(ctx, target, token) }()
-			waitUntilBlocked(t, tr.Pool(), lock, deleted)
+			waited := waitUntilBlocked(t, tr.Pool(), lock, deleted)
 			close(release)
+			assert.True(t, waited, "the delete waits for the store in flight")
 			require.NoError(t, <-stored)
 			require.NoError(t, <-deleted)
 			postgres.SetBeforeCommit(tr, nil)
