@@ -5,7 +5,6 @@ package postgres_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -190,13 +189,11 @@ func TestBacklogNumberedInChunks(t *testing.T) {
 func TestSequencerIgnoresAShortStatementTimeout(t *testing.T) {
 	w := fresh(t)
 	schema := w.Schema()
-	require.NoError(t, w.Close())
-	pool := w.Pool()
-	p2, err := pgxpool.New(context.Background(), database(t))
+	require.NoError(t, w.Close()) // no sequencer of its own numbers the backlog
+	pool, err := pgxpool.New(context.Background(), database(t))
 	require.NoError(t, err)
-	defer p2.Close()
-	_ = pool
-	backlog(t, p2, schema, 30000)
+	defer pool.Close()
+	backlog(t, pool, schema, 30000)
 
 	ctx := context.Background()
 	reader, err := postgres.Open(ctx, database(t)+"&statement_timeout=100", postgres.WithSchema(schema), postgres.WithSequencerInterval(time.Hour))
@@ -546,5 +543,3 @@ func TestPagesBoundedInBytes(t *testing.T) {
 	}
 	assert.Equal(t, 7, read)
 }
-
-var _ = errors.New

@@ -18,9 +18,6 @@ import (
 	"github.com/sourced-go/sourced/transport"
 )
 
-// errConflict stops a store transaction on a version mismatch.
-var errConflict = errors.New("conflict")
-
 // failed maps an error of op to the port's errors. Errors before COMMIT
 // mean nothing was stored (the server rolls back a transaction whose
 // connection ends); an error during COMMIT leaves the outcome unknown.
@@ -208,11 +205,6 @@ func (t *Transport) write(ctx context.Context, op string, ref transport.Ref, bat
 		t.log.Debug("postgres store tries again", zap.String("aggregate_type", ref.Type), zap.String("aggregate_id", ref.ID),
 			zap.String("tenant", ref.Tenant), zap.Duration("wait", wait), zap.Error(err))
 	})
-}
-
-// execer runs a statement: a connection, a transaction or batch results.
-type execer interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 }
 
 // writeOnce stores batches once, under their locks (see lockOne) in a READ
