@@ -129,7 +129,10 @@ type Repository[S any] struct {
 	t     transport.Transport
 	def   *aggregate.Definition[S]
 	cfg   config
-	seq   *sequencer
+	// seq keeps publishes in version order: the bus's own (shared by
+	// every repository publishing to it) or, for another publisher, this
+	// repository's; nil without a publisher.
+	seq   *eventbus.Sequencer
 	cache *rootCache[S]
 }
 
@@ -139,7 +142,16 @@ func New[S any](t transport.Transport, def *aggregate.Definition[S], opts ...Opt
 	for _, o := range opts {
 		o(&c)
 	}
-	return &Repository[S]{t: t, def: def, cfg: c, seq: newSequencer(), cache: newRootCache[S](c.cacheSize)}
+	var seq *eventbus.Sequencer
+	if c.publisher != nil {
+		if sp, ok := c.publisher.(interface{ Sequencer() *eventbus.Sequencer }); ok {
+			seq = sp.Sequencer()
+		}
+		if seq == nil {
+			seq = eventbus.NewSequencer()
+		}
+	}
+	return &Repository[S]{t: t, def: def, cfg: c, seq: seq, cache: newRootCache[S](c.cacheSize)}
 }
 
 // ForTenant returns a copy of the repository scoped to tenant.
@@ -240,7 +252,7 @@ func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (
 	}
 	w := &writer[S]{repo: r, op: "save", ref: ref}
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
-	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve {
+	if err == nil || errors.Is(err, ErrPublish) {
 		r.afterWrite(ctx, ref, w.final, w.lastID, res.Events, true)
 	}
 	return res, err
@@ -258,7 +270,7 @@ func (r *Repository[S]) Save(ctx context.Context, root *aggregate.Root[S]) (Resu
 	}
 	w := &writer[S]{repo: r, op: "save", ref: ref}
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
-	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve {
+	if err == nil || errors.Is(err, ErrPublish) {
 		// The caller keeps root: it is snapshotted, never cached.
 		r.afterWrite(ctx, ref, w.final, w.lastID, res.Events, false)
 	}
@@ -307,7 +319,7 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 		}
 		return root, nil
 	}, true)
-	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve && (r.cache != nil || r.cfg.snapshots != nil) {
+	if (err == nil || errors.Is(err, ErrPublish)) && (r.cache != nil || r.cfg.snapshots != nil) {
 		if w.lastID != "" {
 			marker = w.lastID
 		}
