@@ -126,9 +126,9 @@ func WithTenant(tenant string) Option { return func(c *config) { c.tenant = tena
 // Repository loads and stores aggregates of one type through a transport.
 // It is safe for concurrent use.
 type Repository[S any] struct {
-	t     transport.Transport
-	def   *aggregate.Definition[S]
-	cfg   config
+	t   transport.Transport
+	def *aggregate.Definition[S]
+	cfg config
 	// seq keeps publishes in version order: the bus's own (shared by
 	// every repository publishing to it) or, for another publisher, this
 	// repository's; nil without a publisher.
