@@ -67,10 +67,11 @@ type Claimer interface {
 // SelfCheckpointing is implemented by a checkpoint store that hands out
 // entry handlers that write the checkpoint themselves, in the transaction
 // of the read model they update (boltcheckpoint.Store.Apply).
-// CheckpointWriters returns how many were made for a subscription's name;
-// Run refuses (ErrSetup) two of them, or one beside any other handler.
+// TakeCheckpointWriters returns how many were made for a subscription's
+// name since it was last asked (Run asks once, as it starts); Run refuses
+// (ErrSetup) two of them, or one beside any other handler.
 type SelfCheckpointing interface {
-	CheckpointWriters(name string) int
+	TakeCheckpointWriters(name string) int
 }
 
 // names is a set of claimed subscription names, for a Claimer.

@@ -362,7 +362,7 @@ func (s *Subscription) checkSetup() error {
 	if !ok {
 		return nil
 	}
-	n := sc.CheckpointWriters(s.name)
+	n := sc.TakeCheckpointWriters(s.name)
 	handlers := len(s.entries) + len(s.all)
 	for _, hs := range s.byType {
 		handlers += len(hs)

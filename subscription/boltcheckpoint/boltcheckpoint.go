@@ -84,12 +84,14 @@ func (s *Store) Claim(name string) (func(), error) {
 	}, nil
 }
 
-// CheckpointWriters implements subscription.SelfCheckpointing: the number
-// of Apply handlers made for name.
-func (s *Store) CheckpointWriters(name string) int {
+// TakeCheckpointWriters implements subscription.SelfCheckpointing: the
+// number of Apply handlers made for name since the last call.
+func (s *Store) TakeCheckpointWriters(name string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writers[name]
+	n := s.writers[name]
+	delete(s.writers, name)
+	return n
 }
 
 // New creates the buckets if they are missing.
