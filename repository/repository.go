@@ -25,6 +25,13 @@ var (
 	ErrPublish = errors.New("events stored, but publishing them failed")
 	// ErrNilCommand: Create or Update was given a nil command.
 	ErrNilCommand = errors.New("nil command")
+	// ErrAlreadyExists: Create found the aggregate stored already. The
+	// error wraps transport.ErrConflict too.
+	ErrAlreadyExists = errors.New("aggregate already exists")
+	// ErrNothingRecorded: a Create's command recorded no event, so there
+	// was nothing to create; nothing was stored. (An Update whose command
+	// records nothing succeeds and stores nothing.)
+	ErrNothingRecorded = errors.New("the command recorded no event: nothing to create")
 )
 
 // Command changes an aggregate by recording events on its root. Its error
@@ -237,7 +244,9 @@ func (r *Repository[S]) Exists(ctx context.Context, id string) (bool, error) {
 
 // Create runs cmd on a new aggregate and stores its events on the condition
 // that the aggregate does not exist yet. If it exists, Create fails with an
-// error wrapping transport.ErrConflict; it is not retried.
+// error wrapping ErrAlreadyExists and transport.ErrConflict; it is not
+// retried. A command that records nothing fails with ErrNothingRecorded:
+// an aggregate exists only through its events.
 func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (Result, error) {
 	ref, err := r.target("create", id)
 	if err != nil {
@@ -250,10 +259,16 @@ func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (
 	if err := cmd(root); err != nil {
 		return Result{}, commandError("create", ref, err)
 	}
+	if len(root.Uncommitted()) == 0 {
+		return Result{}, fmt.Errorf("create %s/%s: %w", ref.Type, ref.ID, ErrNothingRecorded)
+	}
 	w := &writer[S]{repo: r, op: "save", ref: ref}
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
+	if errors.Is(err, transport.ErrConflict) && !errors.Is(err, transport.ErrAmbiguous) {
+		err = fmt.Errorf("create %s/%s: %w: %w", ref.Type, ref.ID, ErrAlreadyExists, err)
+	}
 	if err == nil || errors.Is(err, ErrPublish) {
-		r.afterWrite(ctx, ref, w.final, w.lastID, res.Events, true)
+		r.afterWrite(ctx, ref, w.final, w.lastID, w.stored, true)
 	}
 	return res, err
 }
@@ -272,7 +287,7 @@ func (r *Repository[S]) Save(ctx context.Context, root *aggregate.Root[S]) (Resu
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
 	if err == nil || errors.Is(err, ErrPublish) {
 		// The caller keeps root: it is snapshotted, never cached.
-		r.afterWrite(ctx, ref, w.final, w.lastID, res.Events, false)
+		r.afterWrite(ctx, ref, w.final, w.lastID, w.stored, false)
 	}
 	return res, err
 }
@@ -323,7 +338,7 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 		if w.lastID != "" {
 			marker = w.lastID
 		}
-		r.afterWrite(ctx, ref, w.final, marker, res.Events, true)
+		r.afterWrite(ctx, ref, w.final, marker, w.stored, true)
 	}
 	return res, err
 }

@@ -37,6 +37,8 @@ type writer[S any] struct {
 	// nothing).
 	final  *aggregate.Root[S]
 	lastID string
+	// stored are the events the successful attempt stored.
+	stored []aggregate.Recorded
 	// attempts and conflicts count this write's tries, for its span.
 	attempts, conflicts int
 	// announced is the version this writer holds in the sequencer (0:
@@ -66,7 +68,7 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 		base := root.Version()
 		root.Commit(base + 1)
 		res, published = Result{Version: base + 1, Events: len(events)}, events
-		w.final, w.lastID = root, events[len(events)-1].EventID
+		w.final, w.lastID, w.stored = root, events[len(events)-1].EventID, events
 	}
 	op := func() error {
 		attempt++
