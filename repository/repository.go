@@ -38,7 +38,10 @@ var (
 // aborts the call and is returned as it is (wrapped), with nothing stored.
 type Command[S any] func(root *aggregate.Root[S]) error
 
-// Publisher receives committed events. *eventbus.Bus implements it.
+// Publisher receives committed events. *eventbus.Bus implements it. A
+// publisher with a method Sequencer() *eventbus.Sequencer (the bus has one)
+// keeps the version order of every repository publishing to it; another
+// publisher gets one sequencer per repository.
 type Publisher interface {
 	Publish(ctx context.Context, events []eventbus.Envelope) error
 }
