@@ -19,7 +19,7 @@ import (
 // to a bus keep one order per aggregate. It is safe for concurrent use.
 type Sequencer struct {
 	mu   sync.Mutex
-	busy map[seqKey]*slot
+	busy map[seqKey]slot
 }
 
 type seqKey struct {
@@ -35,17 +35,15 @@ type slot struct {
 }
 
 // NewSequencer returns a sequencer with nothing announced.
-func NewSequencer() *Sequencer { return &Sequencer{busy: make(map[seqKey]*slot)} }
+func NewSequencer() *Sequencer { return &Sequencer{busy: make(map[seqKey]slot)} }
 
 // Announce registers an attempt to store version of an aggregate.
 func (s *Sequencer) Announce(tenant, aggregateType, id string, version int64) {
 	k := seqKey{tenant, aggregateType, id, version}
 	s.mu.Lock()
-	if sl := s.busy[k]; sl != nil {
-		sl.n++
-	} else {
-		s.busy[k] = &slot{n: 1}
-	}
+	sl := s.busy[k]
+	sl.n++
+	s.busy[k] = sl
 	s.mu.Unlock()
 }
 
@@ -54,12 +52,14 @@ func (s *Sequencer) Announce(tenant, aggregateType, id string, version int64) {
 func (s *Sequencer) Done(tenant, aggregateType, id string, version int64) {
 	k := seqKey{tenant, aggregateType, id, version}
 	s.mu.Lock()
-	if sl := s.busy[k]; sl != nil {
+	if sl, ok := s.busy[k]; ok {
 		if sl.n--; sl.n <= 0 {
 			delete(s.busy, k)
 			if sl.ch != nil {
 				close(sl.ch)
 			}
+		} else {
+			s.busy[k] = sl
 		}
 	}
 	s.mu.Unlock()
@@ -71,13 +71,14 @@ func (s *Sequencer) Wait(ctx context.Context, tenant, aggregateType, id string, 
 	k := seqKey{tenant, aggregateType, id, version - 1}
 	for {
 		s.mu.Lock()
-		sl := s.busy[k]
-		if sl == nil {
+		sl, ok := s.busy[k]
+		if !ok {
 			s.mu.Unlock()
 			return nil
 		}
 		if sl.ch == nil {
 			sl.ch = make(chan struct{})
+			s.busy[k] = sl
 		}
 		ch := sl.ch
 		s.mu.Unlock()

@@ -198,7 +198,11 @@ func toWire(events []aggregate.Recorded) []transport.Event {
 // the version slot the publish holds nor for its own turn while handlers
 // run, and every subscriber sees the batches of an aggregate in version
 // order.
+//
+// It is the context itself (its parent's, plus itself as a value): one
+// allocation per publish.
 type publishing struct {
+	context.Context
 	mu    sync.Mutex
 	later []deferred
 	over  bool // a write that comes after this publishes itself
@@ -228,6 +232,14 @@ func (f *publishing) next(i int) (deferred, bool) {
 
 type publishingKey struct{}
 
+// Value returns the publishing for publishingKey, else the parent's value.
+func (f *publishing) Value(key any) any {
+	if key == (publishingKey{}) {
+		return f
+	}
+	return f.Context.Value(key)
+}
+
 // deferred is a batch stored during a publish, with the version slot its
 // writer held, to be published when that publish is over.
 type deferred struct {
@@ -256,8 +268,8 @@ func (w *writer[S]) publish(ctx context.Context, version int64, events []aggrega
 	if outer, ok := ctx.Value(publishingKey{}).(*publishing); ok && outer.add(d) {
 		return nil
 	}
-	frame := &publishing{}
-	ctx = context.WithValue(ctx, publishingKey{}, frame)
+	frame := &publishing{Context: ctx}
+	ctx = frame
 	err := d.publish(ctx)
 	// Batches written by sync handlers meanwhile (and by theirs), in the
 	// order they were written.
