@@ -328,3 +328,6 @@ func (d *Definition[S]) Decode(eventType string, data []byte) (any, error) {
 	}
 	return v.Elem().Interface(), nil
 }
+
+// Codec returns the codec of the definition's events.
+func (d *Definition[S]) Codec() Codec { return d.codec }

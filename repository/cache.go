@@ -3,11 +3,14 @@ package repository
 import (
 	"container/list"
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -280,13 +283,123 @@ func (r *Repository[S]) fields(ref transport.Ref, extra ...zap.Field) []zap.Fiel
 	return append([]zap.Field{zap.String("aggregate_type", ref.Type), zap.String("aggregate_id", ref.ID), zap.String("tenant", ref.Tenant)}, extra...)
 }
 
-var jsonMarshaler = reflect.TypeFor[json.Marshaler]()
+var (
+	jsonMarshaler   = reflect.TypeFor[json.Marshaler]()
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textMarshaler   = reflect.TypeFor[encoding.TextMarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// plainEvent says whether values of an event Go type come back from
+// encoding/json exactly, provided their strings are valid UTF-8 (which
+// encoding/json would replace), and where those strings are.
+type plainEvent struct {
+	plain   bool
+	strings [][]int // index paths of the string fields
+}
+
+// plainAsRecorded is the fast, allocation-free answer for most events: the
+// default codec, no upcaster for the event's own name, a plain type and
+// valid UTF-8 mean the load decodes exactly the recorded value. False means
+// "decode and compare", not "differs".
+func (r *Repository[S]) plainAsRecorded(e aggregate.Recorded) bool {
+	if _, ok := r.def.Codec().(aggregate.JSON); !ok {
+		return false
+	}
+	typ, data, err := r.def.Upcast(e.EventType, e.Data)
+	if err != nil || typ != e.EventType || len(data) != len(e.Data) || (len(data) > 0 && &data[0] != &e.Data[0]) {
+		return false
+	}
+	t := reflect.TypeOf(e.Value)
+	var pe *plainEvent
+	if v, ok := r.plain.Load(t); ok {
+		pe = v.(*plainEvent)
+	} else {
+		pe = &plainEvent{}
+		pe.plain = plainStruct(t, nil, &pe.strings, 0)
+		r.plain.Store(t, pe)
+	}
+	if !pe.plain {
+		return false
+	}
+	v := reflect.ValueOf(e.Value)
+	for _, path := range pe.strings {
+		if !utf8.ValidString(v.FieldByIndex(path).String()) {
+			return false
+		}
+	}
+	return true
+}
+
+// customJSON reports whether t (or *t) encodes or decodes itself.
+func customJSON(t reflect.Type) bool {
+	for _, i := range []reflect.Type{jsonMarshaler, jsonUnmarshaler, textMarshaler, textUnmarshaler} {
+		if t.Implements(i) || reflect.PointerTo(t).Implements(i) {
+			return true
+		}
+	}
+	return false
+}
+
+// plainStruct reports whether t is a struct that encoding/json carries
+// whole: exported, not embedded fields with distinct names (tags with no
+// option but omitempty), of booleans, numbers, strings and such structs,
+// none with its own (un)marshalling. Anything else is left to the round
+// trip.
+func plainStruct(t reflect.Type, path []int, strs *[][]int, depth int) bool {
+	if t.Kind() != reflect.Struct || depth > 4 || customJSON(t) {
+		return false
+	}
+	names := map[string]bool{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() || f.Anonymous {
+			return false
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if (name == "-" && opts == "") || (opts != "" && opts != "omitempty") {
+			return false
+		}
+		if name == "" {
+			name = f.Name
+		}
+		for _, c := range name {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+				return false // encoding/json's own rules for odd names are not ours to repeat
+			}
+		}
+		key := strings.ToLower(name)
+		if names[key] {
+			return false
+		}
+		names[key] = true
+		p := append(append([]int(nil), path...), i)
+		ft := f.Type
+		if customJSON(ft) {
+			return false
+		}
+		switch ft.Kind() {
+		case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+			reflect.Float32, reflect.Float64:
+		case reflect.String:
+			*strs = append(*strs, p)
+		case reflect.Struct:
+			if !plainStruct(ft, p, strs, depth+1) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // replaysAsRecorded says why one of events, decoded as a load decodes it,
 // differs from the value recorded ("" when none does).
 func (r *Repository[S]) replaysAsRecorded(events []aggregate.Recorded) string {
 	for _, e := range events {
-		if e.Value == nil {
+		if e.Value == nil || r.plainAsRecorded(e) {
 			continue
 		}
 		v, err := r.def.Decode(e.EventType, e.Data)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -144,6 +145,9 @@ type Repository[S any] struct {
 	// repository's; nil without a publisher.
 	seq   *eventbus.Sequencer
 	cache *rootCache[S]
+	// plain remembers, per event Go type, whether its values come back
+	// from encoding/json exactly (plainEvent).
+	plain *sync.Map
 }
 
 // New returns a repository for aggregates defined by def, stored through t.
@@ -161,7 +165,7 @@ func New[S any](t transport.Transport, def *aggregate.Definition[S], opts ...Opt
 			seq = eventbus.NewSequencer()
 		}
 	}
-	return &Repository[S]{t: t, def: def, cfg: c, seq: seq, cache: newRootCache[S](c.cacheSize)}
+	return &Repository[S]{t: t, def: def, cfg: c, seq: seq, cache: newRootCache[S](c.cacheSize), plain: &sync.Map{}}
 }
 
 // ForTenant returns a copy of the repository scoped to tenant.

@@ -178,3 +178,30 @@ func TestCreateSaysWhatHappened(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, ok)
 }
+
+type Titled struct{ Title string }
+
+type titles struct{ All []string }
+
+// A string that is not valid UTF-8 comes back from storage changed: the
+// cached root holds what a load holds.
+func TestCacheHoldsWhatALoadSeesForBadUTF8(t *testing.T) {
+	ctx := context.Background()
+	def := aggregate.MustNew[titles]("titles", aggregate.On(func(s *titles, e Titled) { s.All = append(s.All, e.Title) }))
+	mem := memory.New()
+	id := uuid.NewString()
+	cached := repository.New(mem, def, repository.WithCache(8))
+	_, err := cached.Create(ctx, id, func(r *aggregate.Root[titles]) error { return r.Record(Titled{Title: "ok"}) })
+	require.NoError(t, err)
+	_, err = cached.Update(ctx, id, func(r *aggregate.Root[titles]) error { return r.Record(Titled{Title: "bad \xff"}) })
+	require.NoError(t, err)
+	var seen []string
+	_, err = cached.Update(ctx, id, func(r *aggregate.Root[titles]) error {
+		seen = append([]string(nil), r.State().All...)
+		return nil
+	})
+	require.NoError(t, err)
+	loaded, err := repository.New(mem, def).Load(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, loaded.State().All, seen)
+}
