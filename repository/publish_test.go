@@ -246,3 +246,45 @@ func (p *panicStore) Store(ctx context.Context, ref transport.Ref, events []tran
 	p.once.Do(func() { panic("store panicked") })
 	return err
 }
+
+// panicPublisher hands events to a bus, then panics after publishing
+// version 2, once.
+type panicPublisher struct {
+	*eventbus.Bus
+	once sync.Once
+}
+
+func (p *panicPublisher) Publish(ctx context.Context, events []eventbus.Envelope) error {
+	err := p.Bus.Publish(ctx, events)
+	if events[0].Version == 2 {
+		p.once.Do(func() { panic("publisher panicked") })
+	}
+	return err
+}
+
+// A publisher that panics gives back the version slots of its batch and of
+// the batches sync handlers wrote meanwhile (here version 3).
+func TestPanicInPublishReleasesTheSlots(t *testing.T) {
+	ctx := context.Background()
+	bus := eventbus.New()
+	defer bus.Close(ctx)
+	pub := &panicPublisher{Bus: bus}
+	mem := memory.New()
+	repo := newRepo(t, mem, repository.WithPublisher(pub))
+	_, err := eventbus.Subscribe(bus, func(ctx context.Context, env eventbus.Envelope, e Incremented) error {
+		if env.Version == 2 {
+			_, err := repo.Update(ctx, env.AggregateID, increment)
+			return err
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	id := uuid.NewString()
+	_, err = repo.Create(ctx, id, create)
+	require.NoError(t, err)
+	assert.Panics(t, func() { _, _ = repo.Update(ctx, id, increment) })
+	finishes(t, "an Update after a panic in Publish", func() {
+		_, err := repo.Update(ctx, id, increment)
+		assert.NoError(t, err)
+	})
+}

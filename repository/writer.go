@@ -270,14 +270,33 @@ func (w *writer[S]) publish(ctx context.Context, version int64, events []aggrega
 	}
 	frame := &publishing{Context: ctx}
 	ctx = frame
+	pos := 0 // the first deferred batch not taken yet
+	defer func() {
+		if p := recover(); p != nil {
+			// A publisher panicked: the batches not published give their
+			// version slots back, or their aggregates' next publishes
+			// would wait for ever.
+			for i := pos; ; i++ {
+				later, ok := frame.next(i)
+				if !ok {
+					break
+				}
+				if later.slot > 0 {
+					later.seq.Done(later.ref.Tenant, later.ref.Type, later.ref.ID, later.slot)
+				}
+			}
+			panic(p)
+		}
+	}()
 	err := d.publish(ctx)
 	// Batches written by sync handlers meanwhile (and by theirs), in the
 	// order they were written.
-	for i := 0; ; i++ {
-		later, ok := frame.next(i)
+	for {
+		later, ok := frame.next(pos)
 		if !ok {
 			return err
 		}
+		pos++
 		if perr := later.publish(ctx); perr != nil {
 			err = errors.Join(err, perr)
 		}
