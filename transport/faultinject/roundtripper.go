@@ -70,6 +70,9 @@ func (rt *RoundTripper) Stats() Stats { return rt.stats.snapshot() }
 // RoundTrip implements http.RoundTripper.
 func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	f := rt.policy(Op(req.Method))
+	if f.Kind == Later {
+		f = NoFault // a Transport-level fault: the request goes as it is
+	}
 	rt.stats.count(f)
 	switch f.Kind {
 	case Before:
