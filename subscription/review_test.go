@@ -290,3 +290,20 @@ func TestHandlerPanicFollowsThePolicy(t *testing.T) {
 	var he *eventbus.HandlerError
 	assert.ErrorAs(t, err, &he)
 }
+
+// An Apply made for another name than the subscription's (a partitioned
+// subscription's Name() has a suffix) stops it at once, under Park too.
+func TestApplyUnderAnotherNameStops(t *testing.T) {
+	tr := memory.New()
+	put(t, tr, transport.Ref{Type: "order", ID: uuid.NewString()}, "OrderPaid", OrderPaid{Amount: 1})
+	_, cps := boltStore(t)
+	sub, err := subscription.New(tr, "view", cps, subscription.OnFailure(subscription.Park(cps)))
+	require.NoError(t, err)
+	sub.OnEntry(cps.Apply("view#0/2", func(context.Context, *bbolt.Tx, transport.FeedEntry) error { return nil }))
+	err = sub.Run(context.Background())
+	assert.ErrorIs(t, err, subscription.ErrSetup)
+	assert.ErrorContains(t, err, "sub.Name()")
+	parked, err := cps.ListParked(context.Background(), "view")
+	require.NoError(t, err)
+	assert.Empty(t, parked)
+}

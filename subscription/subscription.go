@@ -352,6 +352,15 @@ func (s *Subscription) Close(ctx context.Context) error {
 	}
 }
 
+type nameKey struct{}
+
+// NameOf returns the name of the subscription whose handler got ctx (its
+// Name(), with the partition suffix), and false outside a handler.
+func NameOf(ctx context.Context) (string, bool) {
+	name, ok := ctx.Value(nameKey{}).(string)
+	return name, ok
+}
+
 // errAborted: a handler was stopped by Close's deadline; the entry is to
 // be delivered again.
 var errAborted = errors.New("handler stopped by Close")
@@ -412,7 +421,7 @@ func (s *Subscription) Run(ctx context.Context) error {
 		case <-readCtx.Done():
 		}
 	}()
-	handleCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
+	handleCtx, abort := context.WithCancel(context.WithValue(context.WithoutCancel(ctx), nameKey{}, s.name))
 	defer abort()
 	s.mu.Lock()
 	s.abort = abort
@@ -616,7 +625,11 @@ func (s *Subscription) call(ctx context.Context, e *transport.FeedEntry, env eve
 	attempts := 0
 	err := retry.Run(ctx, func() error {
 		attempts++
-		return recovered(fn)
+		err := recovered(fn)
+		if errors.Is(err, ErrSetup) {
+			return backoff.Permanent(err)
+		}
+		return err
 	}, s.retry, func(err error, wait time.Duration) {
 		s.log.Warn("subscription handler failed, retrying", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
 			zap.String("aggregate_type", e.AggregateType), zap.String("aggregate_id", e.AggregateID),
@@ -631,7 +644,9 @@ func (s *Subscription) call(ctx context.Context, e *transport.FeedEntry, env eve
 		return false, errAborted
 	}
 	herr := &eventbus.HandlerError{Subscription: s.name, Event: env, Err: err}
-	if s.failure.parker == nil {
+	if s.failure.parker == nil || errors.Is(err, ErrSetup) {
+		// A set-up that cannot be exact stops the subscription: parking
+		// would only park every entry.
 		s.log.Error("subscription handler failed, stopping", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
 			zap.Int("attempts", attempts), zap.Error(herr))
 		return false, herr

@@ -216,12 +216,17 @@ func Put(tx *bbolt.Tx, name string, seq int64) error {
 // checkpoint has passed. name must be the subscription's Name().
 //
 // It must be the subscription's only handler, and the only Apply for name:
-// Run refuses other set-ups with subscription.ErrSetup.
+// Run refuses other set-ups with subscription.ErrSetup; and name must be
+// the name of the subscription that runs it (with the partition suffix),
+// or the subscription stops with ErrSetup at its first entry.
 func (s *Store) Apply(name string, fn func(ctx context.Context, tx *bbolt.Tx, entry transport.FeedEntry) error) func(context.Context, transport.FeedEntry) error {
 	s.mu.Lock()
 	s.writers[name]++
 	s.mu.Unlock()
 	return func(ctx context.Context, e transport.FeedEntry) error {
+		if running, ok := subscription.NameOf(ctx); ok && running != name {
+			return fmt.Errorf("%w: Apply(%q) runs on subscription %q: its checkpoint would not be the subscription's; pass sub.Name()", subscription.ErrSetup, name, running)
+		}
 		return s.db.Update(func(tx *bbolt.Tx) error {
 			if cur, ok := Get(tx, name); ok && cur >= e.Sequence {
 				return nil // applied before a crash or a restart
