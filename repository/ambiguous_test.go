@@ -3,10 +3,12 @@ package repository_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -20,6 +22,8 @@ import (
 	"github.com/sourced-go/sourced/transport/bolt"
 	"github.com/sourced-go/sourced/transport/faultinject"
 	"github.com/sourced-go/sourced/transport/memory"
+	"github.com/sourced-go/sourced/transport/serialized"
+	"github.com/sourced-go/sourced/transport/serialized/localserver"
 )
 
 // stores returns the real transports the ambiguity tests run on.
@@ -75,6 +79,41 @@ func TestAmbiguousStoreThatLandsLaterIsStoredOnce(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// Over HTTP: a POST that times out and lands later (here just before the
+// second request after it) is stored once, and the command ran once.
+func TestAmbiguousPostThatLandsLaterIsStoredOnce(t *testing.T) {
+	for _, calls := range []int{1, 2, 3, 4} {
+		t.Run(fmt.Sprintf("lands %d requests later", calls), func(t *testing.T) {
+			ctx := context.Background()
+			mem := memory.New()
+			srv := localserver.NewServer(mem, localserver.WithRateLimit(1<<30, time.Minute))
+			t.Cleanup(srv.Close)
+			rt := faultinject.NewRoundTripper(nil, faultinject.Only(faultinject.Sequence(
+				faultinject.LandLater(transport.ErrAmbiguous, calls)), "POST"))
+			client, err := serialized.New(serialized.WithBaseURL(srv.URL), serialized.WithKeys("k", "s"),
+				serialized.WithHTTPClient(&http.Client{Transport: rt}))
+			require.NoError(t, err)
+			id := uuid.NewString()
+			_, err = newRepo(t, mem).Create(ctx, id, create)
+			require.NoError(t, err)
+			runs := 0
+			res, err := newRepo(t, client).Update(ctx, id, func(r *aggregate.Root[counter]) error {
+				runs++
+				return r.Record(Incremented{By: 10})
+			})
+			rt.Land()
+			require.NoError(t, err)
+			assert.Equal(t, 1, runs)
+			assert.Equal(t, int64(2), res.Version)
+			assert.EqualValues(t, 1, rt.Stats().Later)
+			root, err := newRepo(t, mem).Load(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), root.Version(), "stored once")
+			assert.Equal(t, 10, root.State().Count)
+		})
 	}
 }
 

@@ -45,10 +45,10 @@ const (
 	// through (RoundTripper only).
 	ResetBody
 	// Later returns the fault's error at once and makes the call later,
-	// just before the Calls-th next call to the transport passes (or when
-	// Land is called): a request that hangs and lands after the client gave
-	// up. Its own result is dropped. Transport only; a RoundTripper treats
-	// it as None.
+	// just before the Calls-th next call passes (or when Land is called):
+	// a request that hangs and lands after the client gave up. Its own
+	// result is dropped. A RoundTripper answers with a timeout after the
+	// request was sent.
 	Later
 )
 
@@ -202,9 +202,12 @@ type Transport struct {
 	next   transport.Transport
 	policy Policy
 	stats  counters
+	holder
+}
 
-	// held are the calls of Later faults not made yet; landing serialises
-	// making them, so each is made once and in the order it is due.
+// holder keeps the calls of Later faults not made yet; landing serialises
+// making them, so each is made once and in the order it is due.
+type holder struct {
 	heldMu  sync.Mutex
 	held    []*heldCall
 	landing sync.Mutex
@@ -214,6 +217,13 @@ type Transport struct {
 type heldCall struct {
 	calls int // later calls still to pass before it is made
 	call  func()
+}
+
+// hold keeps call until calls later calls have come.
+func (h *holder) hold(calls int, call func()) {
+	h.heldMu.Lock()
+	h.held = append(h.held, &heldCall{calls: max(calls, 1), call: call})
+	h.heldMu.Unlock()
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -236,7 +246,7 @@ func (t *Transport) do(ctx context.Context, op Op, ref transport.Ref, call func(
 		e.Messages = []string{"faultinject: no transport to wrap"}
 		return e
 	}
-	t.landDue(false)
+	t.landDue(false, &t.stats)
 	f := t.policy(op)
 	t.stats.count(f)
 	switch f.Kind {
@@ -244,9 +254,7 @@ func (t *Transport) do(ctx context.Context, op Op, ref transport.Ref, call func(
 		// The call outlives the caller's context, as a request in flight
 		// does.
 		bg := context.WithoutCancel(ctx)
-		t.heldMu.Lock()
-		t.held = append(t.held, &heldCall{calls: max(f.Calls, 1), call: func() { _ = call(bg) }})
-		t.heldMu.Unlock()
+		t.hold(f.Calls, func() { _ = call(bg) })
 		return t.wrap(f.Err, op, ref)
 	case Before:
 		return t.wrap(f.Err, op, ref)
@@ -269,43 +277,43 @@ func (t *Transport) do(ctx context.Context, op Op, ref transport.Ref, call func(
 
 // landDue makes the held calls that are due: all of them with all, else
 // those whose count of later calls has run out with this one.
-func (t *Transport) landDue(all bool) {
-	t.heldMu.Lock()
-	if len(t.held) == 0 {
-		t.heldMu.Unlock()
+func (h *holder) landDue(all bool, c *counters) {
+	h.heldMu.Lock()
+	if len(h.held) == 0 {
+		h.heldMu.Unlock()
 		return
 	}
 	var due []*heldCall
-	keep := t.held[:0]
-	for _, h := range t.held {
-		if h.calls--; all || h.calls <= 0 {
-			due = append(due, h)
+	keep := h.held[:0]
+	for _, hc := range h.held {
+		if hc.calls--; all || hc.calls <= 0 {
+			due = append(due, hc)
 		} else {
-			keep = append(keep, h)
+			keep = append(keep, hc)
 		}
 	}
-	clear(t.held[len(keep):])
-	t.held = keep
+	clear(h.held[len(keep):])
+	h.held = keep
 	// Take the landing lock before letting go of the list, so that calls
 	// due later are made after these.
-	t.landing.Lock()
-	t.heldMu.Unlock()
-	defer t.landing.Unlock()
-	for _, h := range due {
-		h.call()
-		t.stats.landed.Add(1)
+	h.landing.Lock()
+	h.heldMu.Unlock()
+	defer h.landing.Unlock()
+	for _, hc := range due {
+		hc.call()
+		c.landed.Add(1)
 	}
+}
+
+// Held returns how many calls Later faults hold back.
+func (h *holder) Held() int {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	return len(h.held)
 }
 
 // Land makes every call still held back by a Later fault now.
-func (t *Transport) Land() { t.landDue(true) }
-
-// Held returns how many calls Later faults hold back.
-func (t *Transport) Held() int {
-	t.heldMu.Lock()
-	defer t.heldMu.Unlock()
-	return len(t.held)
-}
+func (t *Transport) Land() { t.landDue(true, &t.stats) }
 
 func (t *Transport) wrap(err error, op Op, ref transport.Ref) error {
 	if err == nil {
