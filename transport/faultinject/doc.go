@@ -13,7 +13,8 @@
 //   - NewRoundTripper does the same one level lower, around an
 //     http.RoundTripper: canned 429/5xx responses, a refused connection
 //     before anything is sent, a timeout after the request went out, a
-//     connection reset in the middle of a response body, delays.
+//     request that times out and lands later, a connection reset in the
+//     middle of a response body, delays.
 //
 // Which call gets which fault is decided by a Policy. Random draws faults
 // from a seeded source, so a failing run can be replayed with the same seed;
