@@ -241,7 +241,7 @@ type Client struct {
 	secret  string
 	// send makes one exchange: the default transport's RoundTrip, which
 	// follows no redirect, or a caller's http.Client's Do.
-	send    func(*http.Request) (*http.Response, error)
+	send func(*http.Request) (*http.Response, error)
 	// redact removes the keys from text taken from a response or from
 	// net/http's errors (a server or proxy may echo request headers).
 	redact  *strings.Replacer
