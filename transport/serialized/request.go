@@ -104,7 +104,9 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 			res = r
 			return nil
 		}
-		_ = errors.As(err, &last)
+		if te, ok := err.(*transport.Error); ok {
+			last = te // a type assertion, not errors.As: last stays off the heap
+		}
 		if ctx.Err() != nil || !v.retry {
 			return backoff.Permanent(err)
 		}
