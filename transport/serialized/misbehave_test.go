@@ -254,11 +254,11 @@ func TestUnreadableAnswerToStoreIsAmbiguous(t *testing.T) {
 // storeThen503 is a proxy to a local server that passes the first n stores
 // through, then replaces their answers with a 503: the batch is stored, the
 // client is told the service was unavailable.
-func storeThen503(t *testing.T, n int64) (url string, posts *atomic.Int64) {
+func storeThen503(t *testing.T, n int64) (base string, posts *atomic.Int64) {
 	t.Helper()
 	backend := localserver.NewServer(memory.New(), localserver.WithKeys(testAccess, testSecret))
 	t.Cleanup(backend.Close)
-	target, err := neturlParse(backend.URL)
+	target, err := url.Parse(backend.URL)
 	require.NoError(t, err)
 	posts = new(atomic.Int64)
 	proxy := httputil.NewSingleHostReverseProxy(target)
@@ -311,8 +311,6 @@ func TestServerErrorAfterStoreIsAmbiguous(t *testing.T) {
 		assert.Equal(t, int64(2), posts.Load(), "each store went out once")
 	})
 }
-
-func neturlParse(raw string) (*url.URL, error) { return url.Parse(raw) }
 
 // Issue 30, item 5: whatever http.Client is given, no redirect is followed:
 // the keys never travel to another host and a store never becomes a GET.
