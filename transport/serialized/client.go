@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -307,15 +309,27 @@ func New(opts ...Option) (*Client, error) {
 		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 		send = hc.Do
 	}
+	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret, s.hc == nil),
+		access: s.access, secret: s.secret, send: send, redact: keyRedactor(s.access, s.secret), log: s.log, retry: s.retry,
+		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now, tracer: tracing.Tracer(s.tp)}, nil
+}
+
+// keyRedactor masks the keys in text: as they are, and as they look quoted
+// (net/http quotes what it cannot parse) or query-escaped.
+func keyRedactor(keys ...string) *strings.Replacer {
 	var pairs []string
-	for _, k := range []string{s.access, s.secret} {
-		if k != "" {
-			pairs = append(pairs, k, "****")
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		forms := []string{k, strings.Trim(strconv.Quote(k), `"`), url.QueryEscape(k)}
+		for i, f := range forms {
+			if !slices.Contains(forms[:i], f) {
+				pairs = append(pairs, f, "****")
+			}
 		}
 	}
-	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret, s.hc == nil),
-		access: s.access, secret: s.secret, send: send, redact: strings.NewReplacer(pairs...), log: s.log, retry: s.retry,
-		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now, tracer: tracing.Tracer(s.tp)}, nil
+	return strings.NewReplacer(pairs...)
 }
 
 // requestHeaders are the headers every request carries, built once. A

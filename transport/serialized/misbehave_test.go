@@ -357,7 +357,8 @@ func echoKeys(code int) func(w http.ResponseWriter, r *http.Request) {
 		_ = r.Header.Write(&dump)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
-		_, _ = fmt.Fprintf(w, `{"code":%d,"message":%q,"errors":[%q]}`, code, "echo: "+dump.String(), dump.String())
+		_, _ = fmt.Fprintf(w, `{"code":%d,"message":%q,"errors":[%q,%q]}`, code, "echo: "+dump.String(), dump.String(),
+			"escaped: "+url.QueryEscape(r.Header.Get("Serialized-Secret-Access-Key")))
 	}
 }
 
@@ -757,5 +758,39 @@ func TestRefusedConnectionRetriesAreLogged(t *testing.T) {
 	for i, e := range retries {
 		assert.Equal(t, zapcore.WarnLevel, e.Level)
 		assert.Equal(t, int64(i+1), e.ContextMap()["attempt"])
+	}
+}
+
+// Issue 30, item 6: a key echoed quoted or query-escaped is masked too.
+func TestEchoedKeysAreRedactedInEveryForm(t *testing.T) {
+	const access, secret = `AK/x+y=z-1234`, `s"k\q+/=-5678`
+	forms := func(k string) []string {
+		return []string{k, strings.Trim(strconv.Quote(k), `"`), url.QueryEscape(k)}
+	}
+	var echo []string
+	for _, k := range []string{access, secret} {
+		for _, f := range forms(k) {
+			echo = append(echo, strconv.Quote("echo "+f))
+		}
+	}
+	s := newScript(t, status(422, `{"errors":[`+strings.Join(echo, ",")+`]}`))
+	c := s.client(t, serialized.WithKeys(access, secret))
+	err := c.Store(context.Background(), ref(), oneEvent, transport.Any)
+	require.ErrorIs(t, err, transport.ErrInvalid)
+	for _, k := range []string{access, secret} {
+		for _, f := range forms(k) {
+			assert.NotContains(t, err.Error(), f)
+		}
+	}
+	assert.Equal(t, 6, strings.Count(err.Error(), "echo ****"))
+
+	broken, err := serialized.New(serialized.WithBaseURL(echoStatusLine(t)), serialized.WithKeys(access, secret), zeroRetry(0))
+	require.NoError(t, err)
+	_, err = broken.Load(context.Background(), ref(), 0, 0)
+	require.ErrorContains(t, err, "malformed HTTP")
+	for _, k := range []string{access, secret} {
+		for _, f := range forms(k) {
+			assert.NotContains(t, err.Error(), f)
+		}
 	}
 }
