@@ -25,14 +25,15 @@ func invalid(op string, ref transport.Ref, err error) error {
 }
 
 // ErrInconsistentPage is the cause of the error (of kind
-// transport.ErrUnavailable) a Load or ReadFeed returns when the server's
-// page contradicts the request or itself: a Load page whose version does
-// not move past since, goes back, or moves further than its events allow,
-// or that says hasMore without an event; a feed page whose entries are not
-// all after since and in rising sequence order, lack a sequence number or
-// an aggregate id, or that says hasMore without an entry. Taking such a
-// page would replay events, commit a version that is not the aggregate's,
-// or read the same page forever. errors.Is matches both this error and
+// transport.ErrUnavailable) that Load, ReadFeed and List return when the
+// server's page contradicts the request or itself: a Load page whose version
+// does not move past since, goes back, or moves further than its events
+// allow, or that says hasMore without an event; a feed page whose entries
+// are not all after since and in rising sequence order, lack a sequence
+// number or an aggregate id, or that says hasMore without an entry; a List
+// page that says hasMore without an aggregate. Taking such a page would
+// replay events, commit a version that is not the aggregate's, or read the
+// same page forever. errors.Is matches both this error and
 // transport.ErrUnavailable.
 var ErrInconsistentPage = errors.New("the server's page is inconsistent")
 
@@ -213,6 +214,9 @@ func (c *Client) List(ctx context.Context, scope transport.Scope, skip, limit in
 	if err := json.Unmarshal(res.body, &lr); err != nil {
 		e := c.malformed(op, ref, res.status, err.Error())
 		return transport.ListPage{}, e
+	}
+	if lr.HasMore && len(lr.Aggregates) == 0 {
+		return transport.ListPage{}, inconsistent(op, ref, res.status, "the page says hasMore but holds no aggregate")
 	}
 	page := transport.ListPage{Aggregates: make([]transport.AggregateInfo, len(lr.Aggregates)), HasMore: lr.HasMore}
 	for i, a := range lr.Aggregates {

@@ -37,6 +37,7 @@ import (
 	"github.com/sourced-go/sourced/transport/memory"
 	"github.com/sourced-go/sourced/transport/serialized"
 	"github.com/sourced-go/sourced/transport/serialized/localserver"
+	"github.com/sourced-go/sourced/transport/transporttest"
 )
 
 // h2cServer is a raw HTTP/2 server over cleartext (prior knowledge), just
@@ -793,4 +794,37 @@ func TestEchoedKeysAreRedactedInEveryForm(t *testing.T) {
 			assert.NotContains(t, err.Error(), f)
 		}
 	}
+}
+
+// Issue 30, item 7: a List page that says hasMore without an aggregate
+// would keep a paging reader (the console's) at the same skip forever.
+func TestListPageWithoutProgressIsRefused(t *testing.T) {
+	s := newScript(t, status(200, `{"aggregates":[],"hasMore":true}`))
+	_, err := s.client(t).List(context.Background(), transport.Scope{Type: "order"}, 0, 0)
+	require.ErrorIs(t, err, serialized.ErrInconsistentPage)
+	assert.ErrorIs(t, err, transport.ErrUnavailable)
+}
+
+// The whole conformance suite over HTTP/2 (TLS, as the hosted service
+// speaks it): a store without GetBody goes out and comes back as over
+// HTTP/1.1.
+func TestConformanceHTTP2(t *testing.T) {
+	var h2 atomic.Int64
+	transporttest.RunWithClock(t, func(t *testing.T, now func() time.Time) transport.Transport {
+		api := localserver.NewHandler(memory.New(memory.WithClock(now)), localserver.WithKeys(testAccess, testSecret))
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 {
+				h2.Add(1)
+			}
+			api.ServeHTTP(w, r)
+		}))
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		client, err := serialized.New(serialized.WithBaseURL(srv.URL), serialized.WithKeys(testAccess, testSecret),
+			serialized.WithHTTPClient(srv.Client()), zeroRetry(2))
+		require.NoError(t, err)
+		return client
+	})
+	assert.Positive(t, h2.Load(), "the requests went over HTTP/2")
 }
