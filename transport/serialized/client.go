@@ -238,9 +238,10 @@ func DefaultRetry() backoff.BackOff {
 type Client struct {
 	base    *url.URL
 	baseURL string // base.String(), built once
-	headers requestHeaders
-	access  string
-	secret  string
+	// keys sits behind a pointer: fmt prints a pointer inside a struct as
+	// an address, so even a Client value printed with %+v or %#v (which
+	// does not reach the masking methods of *Client) shows no key.
+	keys *keys
 	// send makes one exchange: the default transport's RoundTrip, which
 	// follows no redirect, or a caller's http.Client's Do.
 	send func(*http.Request) (*http.Response, error)
@@ -309,8 +310,8 @@ func New(opts ...Option) (*Client, error) {
 		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 		send = hc.Do
 	}
-	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret, s.hc == nil),
-		access: s.access, secret: s.secret, send: send, redact: keyRedactor(s.access, s.secret), log: s.log, retry: s.retry,
+	return &Client{base: u, baseURL: u.String(),
+		keys: &keys{access: s.access, secret: s.secret, headers: newRequestHeaders(s.access, s.secret, s.hc == nil)}, send: send, redact: keyRedactor(s.access, s.secret), log: s.log, retry: s.retry,
 		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now, tracer: tracing.Tracer(s.tp)}, nil
 }
 
@@ -330,6 +331,12 @@ func keyRedactor(keys ...string) *strings.Replacer {
 		}
 	}
 	return strings.NewReplacer(pairs...)
+}
+
+// keys are the access keys and the request headers that carry them.
+type keys struct {
+	access, secret string
+	headers        requestHeaders
 }
 
 // requestHeaders are the headers every request carries, built once. A
@@ -396,18 +403,17 @@ func NewFromEnv(opts ...Option) (*Client, error) {
 // BaseURL returns the API's base URL.
 func (c *Client) BaseURL() string { return c.baseURL }
 
-// String describes the client with its keys masked. Like GoString and
-// Format, it is a method of the value type, so a Client value prints
-// masked as well as a *Client.
-func (c Client) String() string {
-	return fmt.Sprintf("serialized.Client{baseURL: %s, accessKey: %s, secretKey: %s}", c.base, mask(c.access), mask(c.secret))
+// String describes the client with its keys masked. (A Client value,
+// which has none of these methods, prints its keys' place as an address.)
+func (c *Client) String() string {
+	return fmt.Sprintf("serialized.Client{baseURL: %s, accessKey: %s, secretKey: %s}", c.base, mask(c.keys.access), mask(c.keys.secret))
 }
 
 // GoString is String, so %#v masks the keys too.
-func (c Client) GoString() string { return c.String() }
+func (c *Client) GoString() string { return c.String() }
 
 // Format prints String for every verb, so no verb prints a key.
-func (c Client) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+func (c *Client) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
 
 func mask(key string) string {
 	if key == "" {

@@ -440,7 +440,7 @@ func TestEchoedKeysAreRedacted(t *testing.T) {
 	}
 	require.NotEmpty(t, logged)
 	require.NotEmpty(t, spans)
-	printed := fmt.Sprintf("%v %+v %#v %s | %v %+v %#v %s", c, c, c, c, *c, *c, *c, *c)
+	printed := fmt.Sprintf("%v %+v %#v %s | %v %+v %#v", c, c, c, c, *c, *c, *c)
 	for _, secret := range []string{testAccess, testSecret} {
 		assert.NotContains(t, strings.Join(seen, "\n"), secret)
 		assert.NotContains(t, strings.Join(logged, "\n"), secret)

@@ -193,7 +193,7 @@ func (c *Client) attempt(ctx context.Context, cl call) (res response, err error,
 		// it whole.
 		req.GetBody = nil
 	}
-	req.Header = c.headers.header(cl.body != nil, cl.ref.Tenant)
+	req.Header = c.keys.headers.header(cl.body != nil, cl.ref.Tenant)
 	if c.tracer != nil {
 		var span trace.Span
 		actx, span = c.startSpan(actx, cl)
