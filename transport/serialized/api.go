@@ -129,7 +129,7 @@ func (c *Client) StoreBulk(ctx context.Context, scope transport.Scope, batches [
 	for i, b := range batches {
 		req.Batches[i] = wire.BulkBatch{AggregateID: b.AggregateID, Events: b.Events, ExpectedVersion: wire.FromExpected(b.Expected)}
 	}
-	body, err := json.Marshal(req)
+	body, err := wire.EncodeBulkRequest(req)
 	if err != nil {
 		return invalid(op, ref, err)
 	}

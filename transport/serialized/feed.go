@@ -53,7 +53,7 @@ func (c *Client) ReadFeed(ctx context.Context, q transport.FeedQuery) (transport
 		return transport.FeedPage{}, err
 	}
 	var fr wire.FeedResponse
-	if err := json.Unmarshal(res.body, &fr); err != nil {
+	if err := wire.DecodeFeedResponse(res.body, &fr); err != nil {
 		e := c.malformed(op, ref, res.status, err.Error())
 		return transport.FeedPage{}, e
 	}
