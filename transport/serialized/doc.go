@@ -22,6 +22,11 @@
 // WithHTTPClient: a redirect would carry the keys to wherever it points and
 // turn a store into a GET, so a 3xx answer is an error.
 //
+// Event data travels byte for byte: the client writes it as given (not
+// compacted or re-escaped, white space kept) and reads back every byte the
+// server sent for it, so over a server that keeps bytes, such as package
+// localserver, it comes back unchanged.
+//
 // # Errors
 //
 // Every failure is a *transport.Error wrapping one sentinel: 400 and 422
