@@ -99,7 +99,7 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 	)
 	op := func() error {
 		attempts++
-		r, err, v := c.attempt(ctx, cl)
+		r, v, err := c.attempt(ctx, cl)
 		if err == nil {
 			res = r
 			return nil
@@ -154,9 +154,9 @@ func (c *Client) do(ctx context.Context, cl call) (response, error) {
 	return response{}, te
 }
 
-// attempt sends the request once. It returns the response, or an error and
-// what the failure means for another attempt.
-func (c *Client) attempt(ctx context.Context, cl call) (res response, err error, v verdict) {
+// attempt sends the request once. It returns the response, or what the
+// failure means for another attempt and the error.
+func (c *Client) attempt(ctx context.Context, cl call) (res response, v verdict, err error) {
 	// Bound the attempt, unless the caller's context ends sooner anyway.
 	actx := ctx
 	if bound := c.timeout + cl.wait; true {
@@ -184,7 +184,7 @@ func (c *Client) attempt(ctx context.Context, cl call) (res response, err error,
 	}
 	req, err := http.NewRequestWithContext(actx, cl.method, target, body)
 	if err != nil {
-		return response{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrInvalid), verdict{}
+		return response{}, verdict{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrInvalid)
 	}
 	if store {
 		// Only this client decides whether a store goes out again:
@@ -217,12 +217,12 @@ func (c *Client) attempt(ctx context.Context, cl call) (res response, err error,
 			c.log.Debug("request failed", c.fields(cl, 0, began, zap.Bool("sent", sent), zap.String("error", why))...)
 		}
 		if store && sent {
-			return response{}, c.errorf(cl, transport.ErrAmbiguous, 0, "the request was sent, then: %s", why), verdict{}
+			return response{}, verdict{}, c.errorf(cl, transport.ErrAmbiguous, 0, "the request was sent, then: %s", why)
 		}
 		if ctx.Err() != nil {
-			return response{}, transport.Wrap(ctx.Err(), cl.op, cl.ref, transport.ErrUnavailable), verdict{}
+			return response{}, verdict{}, transport.Wrap(ctx.Err(), cl.op, cl.ref, transport.ErrUnavailable)
 		}
-		return response{}, c.errorf(cl, transport.ErrUnavailable, 0, "%s", why), verdict{retry: true}
+		return response{}, verdict{retry: true}, c.errorf(cl, transport.ErrUnavailable, 0, "%s", why)
 	}
 	defer resp.Body.Close()
 	var data []byte
@@ -244,16 +244,16 @@ func (c *Client) attempt(ctx context.Context, cl call) (res response, err error,
 		switch {
 		case store && resp.StatusCode/100 == 2:
 			// The status line says the batch was stored; a store's body is empty.
-			return response{status: resp.StatusCode, header: resp.Header}, nil, verdict{}
+			return response{status: resp.StatusCode, header: resp.Header}, verdict{}, nil
 		case store:
 			// The request went out and the answer cannot be read: it may
 			// say anything, stored included.
-			return response{}, c.errorf(cl, transport.ErrAmbiguous, resp.StatusCode, "%s", why), verdict{}
+			return response{}, verdict{}, c.errorf(cl, transport.ErrAmbiguous, resp.StatusCode, "%s", why)
 		}
-		return response{}, c.errorf(cl, transport.ErrUnavailable, resp.StatusCode, "%s", why), verdict{retry: !tooLong}
+		return response{}, verdict{retry: !tooLong}, c.errorf(cl, transport.ErrUnavailable, resp.StatusCode, "%s", why)
 	}
 	if resp.StatusCode/100 == 2 {
-		return response{status: resp.StatusCode, header: resp.Header, body: data}, nil, verdict{}
+		return response{status: resp.StatusCode, header: resp.Header, body: data}, verdict{}, nil
 	}
 	e := c.statusError(cl, resp, data)
 	switch s := resp.StatusCode; {
@@ -272,7 +272,7 @@ func (c *Client) attempt(ctx context.Context, cl call) (res response, err error,
 	case s >= 500:
 		v = verdict{retry: true, notBefore: retryAfter(resp.Header, c.now)}
 	}
-	return response{}, e, v
+	return response{}, v, e
 }
 
 // retryAfter reads a Retry-After header: seconds, or an HTTP date. It
