@@ -1,0 +1,251 @@
+package group
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sourced-go/sourced/subscription"
+	"github.com/sourced-go/sourced/transport"
+)
+
+// RunOption configures Run.
+type RunOption func(*runner)
+
+// Every sets how often Run syncs with the coordinator (default 3 s): well
+// within the coordinator's lease time (default 10 s).
+func Every(d time.Duration) RunOption {
+	return func(r *runner) {
+		if d > 0 {
+			r.every = d
+		}
+	}
+}
+
+// Ticks makes Run sync each time ticks delivers, instead of on its own
+// ticker: for tests that drive the loop step by step.
+func Ticks(ticks <-chan time.Time) RunOption { return func(r *runner) { r.ticks = ticks } }
+
+// StopTimeout sets how long a partition's subscription may take to finish
+// its entry in hand when the partition is handed over (default 5 s); then
+// it is canceled, and its entry is delivered again to the next holder.
+func StopTimeout(d time.Duration) RunOption {
+	return func(r *runner) {
+		if d > 0 {
+			r.stopTimeout = d
+		}
+	}
+}
+
+// WithLogger sets the logger (default zap.NewNop()).
+func WithLogger(l *zap.Logger) RunOption {
+	return func(r *runner) {
+		if l != nil {
+			r.log = l
+		}
+	}
+}
+
+// OnAssign calls fn, from Run's goroutine, with the partitions this member
+// runs after each change: for logs, metrics and tests.
+func OnAssign(fn func(partitions []int)) RunOption { return func(r *runner) { r.onAssign = fn } }
+
+// NewSubscription builds the subscription of one partition. It should
+// pass p to subscription.Partition and keep fence with the checkpoint
+// store, so that commits after the partition was lost are refused.
+type NewSubscription func(p transport.Partition, fence Fence) (*subscription.Subscription, error)
+
+type runner struct {
+	coord       Coordinator
+	group       string
+	member      string
+	partitions  int
+	newSub      NewSubscription
+	every       time.Duration
+	ticks       <-chan time.Time
+	stopTimeout time.Duration
+	log         *zap.Logger
+	onAssign    func([]int)
+
+	running map[int]*running
+	exits   chan *running
+	quit    chan struct{} // closed when Run returns
+}
+
+type running struct {
+	fence Fence
+	sub   *subscription.Subscription
+	err   error
+	done  chan struct{}
+}
+
+// Run joins group as member and keeps one subscription running for each
+// partition it holds, as newSub builds them: it starts the subscription of
+// a partition it claims, and stops (Close, within StopTimeout) the one of
+// a partition it loses or gives up to a member that joined, before
+// releasing it. It returns nil when ctx ends, after stopping every
+// subscription and leaving the group (its partitions go to the other
+// members at once). It returns an error when joining fails, when newSub
+// fails, or when a subscription fails other than by losing its lease
+// (errors.Is ErrFenced, which only stops that partition).
+func Run(ctx context.Context, coord Coordinator, group, member string, partitions int, newSub NewSubscription, opts ...RunOption) error {
+	if coord == nil || newSub == nil {
+		return fmt.Errorf("%w: nil coordinator or subscription builder", ErrInvalid)
+	}
+	r := &runner{coord: coord, group: group, member: member, partitions: partitions, newSub: newSub,
+		every: 3 * time.Second, stopTimeout: 5 * time.Second, log: zap.NewNop(),
+		running: map[int]*running{}, exits: make(chan *running), quit: make(chan struct{})}
+	for _, o := range opts {
+		if o != nil {
+			o(r)
+		}
+	}
+	defer close(r.quit)
+	m, err := coord.Join(ctx, group, member, partitions)
+	if err != nil {
+		return err
+	}
+	if r.ticks == nil {
+		t := time.NewTicker(r.every)
+		defer t.Stop()
+		r.ticks = t.C
+	}
+	err = r.loop(ctx, m)
+	r.stop(slices.Collect(mapKeys(r.running)))
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stopTimeout)
+	defer cancel()
+	if cerr := m.Close(cctx); cerr != nil && !errors.Is(cerr, ErrClosed) {
+		err = errors.Join(err, fmt.Errorf("group %q: leaving: %w", group, cerr))
+	}
+	r.log.Info("group member left", zap.String("group", group), zap.String("member", member))
+	return err
+}
+
+func mapKeys(m map[int]*running) func(func(int) bool) {
+	return func(yield func(int) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func (r *runner) loop(ctx context.Context, m Membership) error {
+	for {
+		st, err := m.Sync(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// Keep running: a commit after the lease is lost is refused by
+			// the fence, and the next Sync tells what is held.
+			r.log.Warn("group sync failed", zap.String("group", r.group), zap.String("member", r.member), zap.Error(err))
+		} else if err := r.reconcile(ctx, m, st); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.ticks:
+		case <-m.Changed():
+		case x := <-r.exits:
+			if err := r.exited(x); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// exited handles a subscription whose Run returned on its own.
+func (r *runner) exited(x *running) error {
+	if r.running[x.fence.Partition] != x {
+		return nil // stopped by us
+	}
+	delete(r.running, x.fence.Partition)
+	r.assigned()
+	if x.err == nil || errors.Is(x.err, ErrFenced) {
+		r.log.Warn("group partition stopped", zap.String("group", r.group), zap.String("member", r.member),
+			zap.Int("partition", x.fence.Partition), zap.Error(x.err))
+		return nil
+	}
+	return fmt.Errorf("group %q member %q partition %d: %w", r.group, r.member, x.fence.Partition, x.err)
+}
+
+func (r *runner) reconcile(ctx context.Context, m Membership, st State) error {
+	want := map[int]Fence{}
+	for _, f := range st.Held {
+		if !slices.Contains(st.Surplus, f.Partition) {
+			want[f.Partition] = f
+		}
+	}
+	var drop []int
+	for p, x := range r.running {
+		if f, ok := want[p]; !ok || f.Generation != x.fence.Generation {
+			drop = append(drop, p)
+		}
+	}
+	changed := len(drop) > 0
+	r.stop(drop)
+	if len(st.Surplus) > 0 {
+		if err := m.Release(ctx, st.Surplus...); err != nil && ctx.Err() == nil {
+			r.log.Warn("group release failed", zap.String("group", r.group), zap.Error(err))
+		}
+	}
+	for p, f := range want {
+		if _, ok := r.running[p]; ok {
+			continue
+		}
+		sub, err := r.newSub(transport.Partition{Count: r.partitions, Number: p}, f)
+		if err != nil {
+			return fmt.Errorf("group %q member %q partition %d: %w", r.group, r.member, p, err)
+		}
+		x := &running{fence: f, sub: sub, done: make(chan struct{})}
+		r.running[p] = x
+		changed = true
+		go func() {
+			x.err = sub.Run(ctx)
+			close(x.done)
+			select {
+			case r.exits <- x:
+			case <-r.quit:
+			}
+		}()
+		r.log.Info("group partition started", zap.String("group", r.group), zap.String("member", r.member),
+			zap.Int("partition", p), zap.Int64("generation", f.Generation))
+	}
+	if changed {
+		r.assigned()
+	}
+	return nil
+}
+
+// stop closes the subscriptions of the partitions and waits for them.
+func (r *runner) stop(partitions []int) {
+	xs := make([]*running, 0, len(partitions))
+	for _, p := range partitions {
+		xs = append(xs, r.running[p])
+		delete(r.running, p)
+	}
+	for _, x := range xs {
+		ctx, cancel := context.WithTimeout(context.Background(), r.stopTimeout)
+		if err := x.sub.Close(ctx); err != nil {
+			r.log.Warn("group partition did not stop in time", zap.String("group", r.group), zap.Int("partition", x.fence.Partition), zap.Error(err))
+		}
+		cancel()
+		<-x.done
+		r.log.Info("group partition stopped", zap.String("group", r.group), zap.String("member", r.member), zap.Int("partition", x.fence.Partition))
+	}
+}
+
+func (r *runner) assigned() {
+	if r.onAssign == nil {
+		return
+	}
+	ps := slices.Sorted(mapKeys(r.running))
+	r.onAssign(ps)
+}
