@@ -1,0 +1,186 @@
+package pgcheckpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sourced-go/sourced/subscription/group"
+)
+
+// Join implements group.Coordinator: the group is created with partitions
+// partitions by its first member; a member that joins with another count
+// fails with group.ErrPartitionCount.
+func (s *Store) Join(ctx context.Context, grp, member string, partitions int) (group.Membership, error) {
+	if err := group.CheckJoin(grp, member, partitions); err != nil {
+		return nil, err
+	}
+	m := &membership{s: s, group: grp, member: member, token: uuid.NewString(), changed: make(chan struct{}, 1)}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+s.s+".groups (name, partitions) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", grp, partitions); err != nil {
+			return err
+		}
+		var stored int
+		if err := tx.QueryRow(ctx, "SELECT partitions FROM "+s.s+".groups WHERE name = $1 FOR SHARE", grp).Scan(&stored); err != nil {
+			return err
+		}
+		if stored != partitions {
+			return group.PartitionCountError(grp, stored, partitions)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+s.s+".leases (grp, part) SELECT $1, generate_series(0, $2::int - 1) ON CONFLICT DO NOTHING", grp, partitions); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO "+s.s+".members (grp, token, member, expires_at) VALUES ($1, $2, $3, clock_timestamp() + $4::interval)",
+			grp, m.token, member, s.lease)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, group.ErrPartitionCount) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("pgcheckpoint: joining group %q: %w", grp, err)
+	}
+	return m, nil
+}
+
+type membership struct {
+	s       *Store
+	group   string
+	member  string
+	token   string
+	changed chan struct{}
+	mu      sync.Mutex
+	closed  bool
+}
+
+// Sync implements group.Membership. One transaction: it locks the group
+// (members sync one at a time), renews the member's heartbeat and its
+// live leases, removes expired members, and claims free or expired
+// partitions, lowest first, up to the member's share; each claim adds 1
+// to the partition's generation. Times are the database's.
+func (m *membership) Sync(ctx context.Context) (group.State, error) {
+	if m.isClosed() {
+		return group.State{}, group.ErrClosed
+	}
+	s := m.s
+	var st group.State
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var partitions int
+		if err := tx.QueryRow(ctx, "SELECT partitions FROM "+s.s+".groups WHERE name = $1 FOR UPDATE", m.group).Scan(&partitions); err != nil {
+			return err
+		}
+		var now time.Time
+		if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&now); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+s.s+".members (grp, token, member, expires_at) VALUES ($1, $2, $3, $4::timestamptz + $5::interval) "+
+			"ON CONFLICT (grp, token) DO UPDATE SET expires_at = excluded.expires_at", m.group, m.token, m.member, now, s.lease); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM "+s.s+".members WHERE grp = $1 AND expires_at <= $2", m.group, now); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, "SELECT token FROM "+s.s+".members WHERE grp = $1 ORDER BY member, token", m.group)
+		if err != nil {
+			return err
+		}
+		tokens, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		share := group.Share(partitions, len(tokens), slices.Index(tokens, m.token))
+		rows, err = tx.Query(ctx, "UPDATE "+s.s+".leases SET expires_at = $3::timestamptz + $4::interval "+
+			"WHERE grp = $1 AND owner = $2 AND expires_at > $3 RETURNING part, generation", m.group, m.token, now, s.lease)
+		if err != nil {
+			return err
+		}
+		held, err := pgx.CollectRows(rows, pgx.RowToStructByPos[lease])
+		if err != nil {
+			return err
+		}
+		if want := share - len(held); want > 0 {
+			rows, err = tx.Query(ctx, "UPDATE "+s.s+".leases SET owner = $2, member = $3, generation = generation + 1, expires_at = $4::timestamptz + $5::interval "+
+				"WHERE grp = $1 AND part IN (SELECT part FROM "+s.s+".leases WHERE grp = $1 AND (owner IS NULL OR expires_at <= $4) ORDER BY part LIMIT $6) "+
+				"RETURNING part, generation", m.group, m.token, m.member, now, s.lease, want)
+			if err != nil {
+				return err
+			}
+			claimed, err := pgx.CollectRows(rows, pgx.RowToStructByPos[lease])
+			if err != nil {
+				return err
+			}
+			held = append(held, claimed...)
+		}
+		sort.Slice(held, func(i, j int) bool { return held[i].Part < held[j].Part })
+		st = group.State{Held: make([]group.Fence, len(held))}
+		for i, l := range held {
+			st.Held[i] = group.Fence{Group: m.group, Member: m.member, Partition: l.Part, Generation: l.Generation}
+		}
+		if n := len(held) - share; n > 0 {
+			for _, l := range held[len(held)-n:] {
+				st.Surplus = append(st.Surplus, l.Part)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return group.State{}, fmt.Errorf("pgcheckpoint: group %q member %q: sync: %w", m.group, m.member, err)
+	}
+	return st, nil
+}
+
+type lease struct {
+	Part       int
+	Generation int64
+}
+
+// Release implements group.Membership.
+func (m *membership) Release(ctx context.Context, partitions ...int) error {
+	if m.isClosed() {
+		return group.ErrClosed
+	}
+	if len(partitions) == 0 {
+		return nil
+	}
+	if _, err := m.s.pool.Exec(ctx, "UPDATE "+m.s.s+".leases SET owner = NULL, member = NULL, expires_at = NULL WHERE grp = $1 AND owner = $2 AND part = ANY($3)",
+		m.group, m.token, partitions); err != nil {
+		return fmt.Errorf("pgcheckpoint: group %q member %q: release: %w", m.group, m.member, err)
+	}
+	return nil
+}
+
+// Changed implements group.Membership. Other members' joins and releases
+// are seen at the next Sync: this channel is never signalled.
+func (m *membership) Changed() <-chan struct{} { return m.changed }
+
+// Close implements group.Membership: it releases every lease and removes
+// the member, so that the others claim its partitions at their next Sync.
+func (m *membership) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return group.ErrClosed
+	}
+	m.closed = true
+	m.mu.Unlock()
+	return pgx.BeginFunc(ctx, m.s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "UPDATE "+m.s.s+".leases SET owner = NULL, member = NULL, expires_at = NULL WHERE grp = $1 AND owner = $2", m.group, m.token); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "DELETE FROM "+m.s.s+".members WHERE grp = $1 AND token = $2", m.group, m.token)
+		return err
+	})
+}
+
+func (m *membership) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
