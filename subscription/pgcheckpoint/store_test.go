@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sourced-go/sourced/internal/pgtest"
-	"github.com/sourced-go/sourced/subscription/group"
 	"github.com/sourced-go/sourced/subscription/pgcheckpoint"
 	"github.com/sourced-go/sourced/transport"
 )
@@ -173,5 +172,3 @@ func TestParked(t *testing.T) {
 	require.NoError(t, p.QueryRow(ctx, "SELECT count(*) FROM "+s.Schema()+".model").Scan(&n))
 	assert.Equal(t, 1, n)
 }
-
-var _ = group.Fence{}
