@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/subscription/group"
 )
@@ -23,6 +25,8 @@ func (s *Store) Join(ctx context.Context, grp, member string, partitions int) (g
 		return nil, err
 	}
 	m := &membership{s: s, group: grp, member: member, token: uuid.NewString(), changed: make(chan struct{}, 1)}
+	// Listen before joining, so that no release after the join is missed.
+	m.listen(ctx)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO "+s.s+".groups (name, partitions) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", grp, partitions); err != nil {
 			return err
@@ -37,11 +41,14 @@ func (s *Store) Join(ctx context.Context, grp, member string, partitions int) (g
 		if _, err := tx.Exec(ctx, "INSERT INTO "+s.s+".leases (grp, part) SELECT $1, generate_series(0, $2::int - 1) ON CONFLICT DO NOTHING", grp, partitions); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, "INSERT INTO "+s.s+".members (grp, token, member, expires_at) VALUES ($1, $2, $3, clock_timestamp() + $4::interval)",
-			grp, m.token, member, s.lease)
-		return err
+		if _, err := tx.Exec(ctx, "INSERT INTO "+s.s+".members (grp, token, member, expires_at) VALUES ($1, $2, $3, clock_timestamp() + $4::interval)",
+			grp, m.token, member, s.lease); err != nil {
+			return err
+		}
+		return m.notify(ctx, tx)
 	})
 	if err != nil {
+		m.stopListening()
 		if errors.Is(err, group.ErrPartitionCount) {
 			return nil, err
 		}
@@ -58,6 +65,69 @@ type membership struct {
 	changed chan struct{}
 	mu      sync.Mutex
 	closed  bool
+
+	stopListen context.CancelFunc // nil when not listening
+	listening  chan struct{}      // closed when the listener returns
+}
+
+// channel is the name of the PostgreSQL notification channel of the
+// store's groups: short, whatever the schema's length.
+func (s *Store) channel() string {
+	return fmt.Sprintf("sourced_groups_%016x", uint64(lockKey(s.schema)))
+}
+
+// listen starts a goroutine that holds one connection of its own,
+// LISTENing for the group's changes (joins, releases, leaves) so that
+// Changed wakes the member at once. When it cannot, the member sees those
+// changes at its next Sync.
+func (m *membership) listen(ctx context.Context) {
+	pc, err := m.s.pool.Acquire(ctx)
+	if err != nil {
+		m.s.log.Warn("pgcheckpoint: cannot listen for group changes; members notice them at their next sync", zap.String("group", m.group), zap.Error(err))
+		return
+	}
+	conn := pc.Hijack() // ours alone: it never goes back to the pool listening
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{m.s.channel()}.Sanitize()); err != nil {
+		_ = conn.Close(context.Background())
+		m.s.log.Warn("pgcheckpoint: cannot listen for group changes; members notice them at their next sync", zap.String("group", m.group), zap.Error(err))
+		return
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	m.stopListen, m.listening = cancel, make(chan struct{})
+	go func() {
+		defer close(m.listening)
+		defer conn.Close(context.Background())
+		for {
+			n, err := conn.WaitForNotification(lctx)
+			if err != nil {
+				if lctx.Err() == nil {
+					m.s.log.Warn("pgcheckpoint: listening for group changes failed; members notice them at their next sync", zap.String("group", m.group), zap.Error(err))
+				}
+				return
+			}
+			grp, token, _ := strings.Cut(n.Payload, "\n")
+			if grp == m.group && token != m.token {
+				select {
+				case m.changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+}
+
+func (m *membership) stopListening() {
+	if m.stopListen != nil {
+		m.stopListen()
+		<-m.listening
+	}
+}
+
+// notify tells the group's other members, when tx commits, that what they
+// should hold may have changed.
+func (m *membership) notify(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", m.s.channel(), m.group+"\n"+m.token)
+	return err
 }
 
 // Sync implements group.Membership. One transaction: it locks the group
@@ -84,8 +154,14 @@ func (m *membership) Sync(ctx context.Context) (group.State, error) {
 			"ON CONFLICT (grp, token) DO UPDATE SET expires_at = excluded.expires_at", m.group, m.token, m.member, now, s.lease); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "DELETE FROM "+s.s+".members WHERE grp = $1 AND expires_at <= $2", m.group, now); err != nil {
+		tag, err := tx.Exec(ctx, "DELETE FROM "+s.s+".members WHERE grp = $1 AND expires_at <= $2", m.group, now)
+		if err != nil {
 			return err
+		}
+		if tag.RowsAffected() > 0 {
+			if err := m.notify(ctx, tx); err != nil {
+				return err
+			}
 		}
 		rows, err := tx.Query(ctx, "SELECT token FROM "+s.s+".members WHERE grp = $1 ORDER BY member, token", m.group)
 		if err != nil {
@@ -149,15 +225,22 @@ func (m *membership) Release(ctx context.Context, partitions ...int) error {
 	if len(partitions) == 0 {
 		return nil
 	}
-	if _, err := m.s.pool.Exec(ctx, "UPDATE "+m.s.s+".leases SET owner = NULL, member = NULL, expires_at = NULL WHERE grp = $1 AND owner = $2 AND part = ANY($3)",
-		m.group, m.token, partitions); err != nil {
+	err := pgx.BeginFunc(ctx, m.s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "UPDATE "+m.s.s+".leases SET owner = NULL, member = NULL, expires_at = NULL WHERE grp = $1 AND owner = $2 AND part = ANY($3)",
+			m.group, m.token, partitions); err != nil {
+			return err
+		}
+		return m.notify(ctx, tx)
+	})
+	if err != nil {
 		return fmt.Errorf("pgcheckpoint: group %q member %q: release: %w", m.group, m.member, err)
 	}
 	return nil
 }
 
-// Changed implements group.Membership. Other members' joins and releases
-// are seen at the next Sync: this channel is never signalled.
+// Changed implements group.Membership: it is signalled (through LISTEN and
+// NOTIFY) when another member joins, releases partitions or leaves, or a
+// Sync removes an expired member.
 func (m *membership) Changed() <-chan struct{} { return m.changed }
 
 // Close implements group.Membership: it releases every lease and removes
@@ -170,13 +253,20 @@ func (m *membership) Close(ctx context.Context) error {
 	}
 	m.closed = true
 	m.mu.Unlock()
-	return pgx.BeginFunc(ctx, m.s.pool, func(tx pgx.Tx) error {
+	m.stopListening()
+	err := pgx.BeginFunc(ctx, m.s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "UPDATE "+m.s.s+".leases SET owner = NULL, member = NULL, expires_at = NULL WHERE grp = $1 AND owner = $2", m.group, m.token); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, "DELETE FROM "+m.s.s+".members WHERE grp = $1 AND token = $2", m.group, m.token)
-		return err
+		if _, err := tx.Exec(ctx, "DELETE FROM "+m.s.s+".members WHERE grp = $1 AND token = $2", m.group, m.token); err != nil {
+			return err
+		}
+		return m.notify(ctx, tx)
 	})
+	if err != nil {
+		return fmt.Errorf("pgcheckpoint: group %q member %q: leaving: %w", m.group, m.member, err)
+	}
+	return nil
 }
 
 func (m *membership) isClosed() bool {
