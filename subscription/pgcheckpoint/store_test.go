@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/sourced-go/sourced/internal/pgtest"
 	"github.com/sourced-go/sourced/subscription/pgcheckpoint"
@@ -33,6 +34,14 @@ func TestMain(m *testing.M) {
 		dbURL, startErr = cluster.NewDatabase(ctx)
 	}
 	code := m.Run()
+	if code == 0 {
+		// Every listener and subscription goroutine has ended (checked
+		// while the server runs: its end would end a leaked listener).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
 	cluster.Stop()
 	os.Exit(code)
 }
