@@ -41,6 +41,28 @@ func StopTimeout(d time.Duration) RunOption {
 	}
 }
 
+// GiveUpAfter sets how long Run keeps its partitions running while Sync
+// fails (the coordinator is unreachable): after d since the start of the
+// last successful Sync it stops them all, since the other members may
+// claim them once the leases expire. Default 8 s: keep it below the
+// coordinator's lease time (default 10 s).
+func GiveUpAfter(d time.Duration) RunOption {
+	return func(r *runner) {
+		if d > 0 {
+			r.giveUp = d
+		}
+	}
+}
+
+// Clock sets the clock GiveUpAfter is measured with (default time.Now).
+func Clock(now func() time.Time) RunOption {
+	return func(r *runner) {
+		if now != nil {
+			r.now = now
+		}
+	}
+}
+
 // WithLogger sets the logger (default zap.NewNop()).
 func WithLogger(l *zap.Logger) RunOption {
 	return func(r *runner) {
@@ -70,6 +92,8 @@ type runner struct {
 	stopTimeout time.Duration
 	log         *zap.Logger
 	onAssign    func([]int)
+	giveUp      time.Duration
+	now         func() time.Time
 
 	running map[int]*running
 	exits   chan *running
@@ -97,7 +121,7 @@ func Run(ctx context.Context, coord Coordinator, group, member string, partition
 		return fmt.Errorf("%w: nil coordinator or subscription builder", ErrInvalid)
 	}
 	r := &runner{coord: coord, group: group, member: member, partitions: partitions, newSub: newSub,
-		every: 3 * time.Second, stopTimeout: 5 * time.Second, log: zap.NewNop(),
+		every: 3 * time.Second, stopTimeout: 5 * time.Second, log: zap.NewNop(), giveUp: 8 * time.Second, now: time.Now,
 		running: map[int]*running{}, exits: make(chan *running), quit: make(chan struct{})}
 	for _, o := range opts {
 		if o != nil {
@@ -136,17 +160,28 @@ func mapKeys(m map[int]*running) func(func(int) bool) {
 }
 
 func (r *runner) loop(ctx context.Context, m Membership) error {
+	lastOK := r.now()
 	for {
+		started := r.now()
 		st, err := m.Sync(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			// Keep running: a commit after the lease is lost is refused by
-			// the fence, and the next Sync tells what is held.
+			// Keep running for a while: a commit after the lease is lost is
+			// refused by the fence, and the next Sync tells what is held.
 			r.log.Warn("group sync failed", zap.String("group", r.group), zap.String("member", r.member), zap.Error(err))
-		} else if err := r.reconcile(ctx, m, st); err != nil {
-			return err
+			if len(r.running) > 0 && r.now().Sub(lastOK) >= r.giveUp {
+				r.log.Error("group sync failing for too long: stopping every partition", zap.String("group", r.group),
+					zap.String("member", r.member), zap.Duration("since_last_sync", r.now().Sub(lastOK)))
+				r.stop(slices.Collect(mapKeys(r.running)))
+				r.assigned()
+			}
+		} else {
+			lastOK = started
+			if err := r.reconcile(ctx, m, st); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():

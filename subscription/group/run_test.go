@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,4 +204,71 @@ func TestRunPartitionCountMismatch(t *testing.T) {
 		return nil, nil
 	})
 	require.ErrorIs(t, err, group.ErrPartitionCount)
+}
+
+// flaky wraps a coordinator whose Syncs fail while down is set.
+type flaky struct {
+	group.Coordinator
+	down *atomic.Bool
+}
+
+func (f flaky) Join(ctx context.Context, g, m string, n int) (group.Membership, error) {
+	ms, err := f.Coordinator.Join(ctx, g, m, n)
+	return flakyMember{ms, f.down}, err
+}
+
+type flakyMember struct {
+	group.Membership
+	down *atomic.Bool
+}
+
+func (f flakyMember) Sync(ctx context.Context) (group.State, error) {
+	if f.down.Load() {
+		return group.State{}, errors.New("coordinator unreachable")
+	}
+	return f.Membership.Sync(ctx)
+}
+
+// A member that cannot reach its coordinator keeps its partitions for a
+// while, then stops them all before the others may claim them; it starts
+// them again once Sync works.
+func TestRunGivesUpWhenSyncKeepsFailing(t *testing.T) {
+	tr := memory.New()
+	clk := newClock()
+	down := &atomic.Bool{}
+	coord := flaky{group.NewMemory(clk.Now), down}
+	seen := newApplied()
+	ticks := make(chan time.Time)
+	ctx, cancel := context.WithCancel(context.Background())
+	assigned := make(chan []int, 100)
+	result := make(chan error, 1)
+	go func() {
+		result <- group.Run(ctx, coord, "g", "a", 2, func(p transport.Partition, _ group.Fence) (*subscription.Subscription, error) {
+			sub, err := subscription.New(tr, "g", subscription.NewMemoryCheckpoints(), subscription.Partition(p.Count, p.Number))
+			if err != nil {
+				return nil, err
+			}
+			sub.OnEntry(func(_ context.Context, e transport.FeedEntry) error { seen.add("a", e.Sequence); return nil })
+			return sub, nil
+		}, group.Ticks(ticks), group.Clock(clk.Now), group.GiveUpAfter(8*time.Second), group.OnAssign(func(ps []int) { assigned <- ps }))
+	}()
+	m := &member{cancel: cancel, done: result, assigned: assigned}
+	m.waitFor(t, []int{0, 1})
+
+	down.Store(true)
+	clk.Add(7 * time.Second)
+	ticks <- clk.Now() // fails, but within the limit: keeps running
+	ticks <- clk.Now() // (returns once the tick before was handled)
+	select {
+	case ps := <-assigned:
+		t.Fatalf("partitions changed to %v within the limit", ps)
+	default:
+	}
+	clk.Add(2 * time.Second)
+	ticks <- clk.Now() // 9 s since the last good sync: stops everything
+	m.waitFor(t, nil)
+	down.Store(false)
+	ticks <- clk.Now()
+	m.waitFor(t, []int{0, 1})
+	m.stop(t)
 }
