@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -98,6 +100,15 @@ type runner struct {
 	running map[int]*running
 	exits   chan *running
 	quit    chan struct{} // closed when Run returns
+	mu      sync.Mutex    // guards running against readers (Lag); Run's goroutine alone writes it
+	started atomic.Bool
+}
+
+// held returns the partitions whose subscriptions run.
+func (r *runner) held() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Collect(mapKeys(r.running))
 }
 
 type running struct {
@@ -105,6 +116,57 @@ type running struct {
 	sub   *subscription.Subscription
 	err   error
 	done  chan struct{}
+}
+
+// Member is one member of a consumer group, as Run runs it; NewMember
+// returns one whose Lag and Partitions can be read while it runs.
+type Member struct{ r *runner }
+
+// NewMember returns a member for Run (see the function Run for what it
+// does). It fails with ErrInvalid on a nil coordinator or builder.
+func NewMember(coord Coordinator, group, member string, partitions int, newSub NewSubscription, opts ...RunOption) (*Member, error) {
+	if coord == nil || newSub == nil {
+		return nil, fmt.Errorf("%w: nil coordinator or subscription builder", ErrInvalid)
+	}
+	if err := CheckJoin(group, member, partitions); err != nil {
+		return nil, err
+	}
+	r := &runner{coord: coord, group: group, member: member, partitions: partitions, newSub: newSub,
+		every: 3 * time.Second, stopTimeout: 5 * time.Second, log: zap.NewNop(), giveUp: 8 * time.Second, now: time.Now,
+		running: map[int]*running{}, exits: make(chan *running), quit: make(chan struct{})}
+	for _, o := range opts {
+		if o != nil {
+			o(r)
+		}
+	}
+	return &Member{r: r}, nil
+}
+
+// Partitions returns the partitions whose subscriptions run now, in order.
+func (m *Member) Partitions() []int {
+	m.r.mu.Lock()
+	defer m.r.mu.Unlock()
+	return slices.Sorted(mapKeys(m.r.running))
+}
+
+// Lag returns, for each partition whose subscription runs now, how many
+// sequence numbers it is behind the feed's head (Subscription.Lag).
+func (m *Member) Lag(ctx context.Context) (map[int]int64, error) {
+	m.r.mu.Lock()
+	subs := make(map[int]*subscription.Subscription, len(m.r.running))
+	for p, x := range m.r.running {
+		subs[p] = x.sub
+	}
+	m.r.mu.Unlock()
+	lag := make(map[int]int64, len(subs))
+	for p, sub := range subs {
+		l, err := sub.Lag(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("group %q member %q partition %d: lag: %w", m.r.group, m.r.member, p, err)
+		}
+		lag[p] = l
+	}
+	return lag, nil
 }
 
 // Run joins group as member and keeps one subscription running for each
@@ -117,19 +179,22 @@ type running struct {
 // fails, or when a subscription fails other than by losing its lease
 // (errors.Is ErrFenced, which only stops that partition).
 func Run(ctx context.Context, coord Coordinator, group, member string, partitions int, newSub NewSubscription, opts ...RunOption) error {
-	if coord == nil || newSub == nil {
-		return fmt.Errorf("%w: nil coordinator or subscription builder", ErrInvalid)
+	m, err := NewMember(coord, group, member, partitions, newSub, opts...)
+	if err != nil {
+		return err
 	}
-	r := &runner{coord: coord, group: group, member: member, partitions: partitions, newSub: newSub,
-		every: 3 * time.Second, stopTimeout: 5 * time.Second, log: zap.NewNop(), giveUp: 8 * time.Second, now: time.Now,
-		running: map[int]*running{}, exits: make(chan *running), quit: make(chan struct{})}
-	for _, o := range opts {
-		if o != nil {
-			o(r)
-		}
+	return m.Run(ctx)
+}
+
+// Run runs the member (see the function Run). A member runs once: a second
+// call fails with ErrClosed.
+func (m *Member) Run(ctx context.Context) error {
+	r := m.r
+	if !r.started.CompareAndSwap(false, true) {
+		return ErrClosed
 	}
 	defer close(r.quit)
-	m, err := coord.Join(ctx, group, member, partitions)
+	ms, err := r.coord.Join(ctx, r.group, r.member, r.partitions)
 	if err != nil {
 		return err
 	}
@@ -138,14 +203,14 @@ func Run(ctx context.Context, coord Coordinator, group, member string, partition
 		defer t.Stop()
 		r.ticks = t.C
 	}
-	err = r.loop(ctx, m)
-	r.stop(slices.Collect(mapKeys(r.running)))
+	err = r.loop(ctx, ms)
+	r.stop(r.held())
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stopTimeout)
 	defer cancel()
-	if cerr := m.Close(cctx); cerr != nil && !errors.Is(cerr, ErrClosed) {
-		err = errors.Join(err, fmt.Errorf("group %q: leaving: %w", group, cerr))
+	if cerr := ms.Close(cctx); cerr != nil && !errors.Is(cerr, ErrClosed) {
+		err = errors.Join(err, fmt.Errorf("group %q: leaving: %w", r.group, cerr))
 	}
-	r.log.Info("group member left", zap.String("group", group), zap.String("member", member))
+	r.log.Info("group member left", zap.String("group", r.group), zap.String("member", r.member))
 	return err
 }
 
@@ -174,7 +239,7 @@ func (r *runner) loop(ctx context.Context, m Membership) error {
 			if len(r.running) > 0 && r.now().Sub(lastOK) >= r.giveUp {
 				r.log.Error("group sync failing for too long: stopping every partition", zap.String("group", r.group),
 					zap.String("member", r.member), zap.Duration("since_last_sync", r.now().Sub(lastOK)))
-				r.stop(slices.Collect(mapKeys(r.running)))
+				r.stop(r.held())
 				r.assigned()
 			}
 		} else {
@@ -201,7 +266,9 @@ func (r *runner) exited(x *running) error {
 	if r.running[x.fence.Partition] != x {
 		return nil // stopped by us
 	}
+	r.mu.Lock()
 	delete(r.running, x.fence.Partition)
+	r.mu.Unlock()
 	r.assigned()
 	if x.err == nil || errors.Is(x.err, ErrFenced) {
 		r.log.Warn("group partition stopped", zap.String("group", r.group), zap.String("member", r.member),
@@ -240,7 +307,9 @@ func (r *runner) reconcile(ctx context.Context, m Membership, st State) error {
 			return fmt.Errorf("group %q member %q partition %d: %w", r.group, r.member, p, err)
 		}
 		x := &running{fence: f, sub: sub, done: make(chan struct{})}
+		r.mu.Lock()
 		r.running[p] = x
+		r.mu.Unlock()
 		changed = true
 		go func() {
 			x.err = sub.Run(ctx)
@@ -263,8 +332,10 @@ func (r *runner) reconcile(ctx context.Context, m Membership, st State) error {
 func (r *runner) stop(partitions []int) {
 	xs := make([]*running, 0, len(partitions))
 	for _, p := range partitions {
+		r.mu.Lock()
 		xs = append(xs, r.running[p])
 		delete(r.running, p)
+		r.mu.Unlock()
 	}
 	for _, x := range xs {
 		ctx, cancel := context.WithTimeout(context.Background(), r.stopTimeout)
@@ -281,6 +352,5 @@ func (r *runner) assigned() {
 	if r.onAssign == nil {
 		return
 	}
-	ps := slices.Sorted(mapKeys(r.running))
-	r.onAssign(ps)
+	r.onAssign(slices.Sorted(slices.Values(r.held())))
 }

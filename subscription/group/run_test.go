@@ -272,3 +272,34 @@ func TestRunGivesUpWhenSyncKeepsFailing(t *testing.T) {
 	m.waitFor(t, []int{0, 1})
 	m.stop(t)
 }
+
+func TestMemberLagAndPartitions(t *testing.T) {
+	tr := memory.New()
+	storeSome(t, tr, 0, 10)
+	gate := make(chan struct{})
+	assigned := make(chan []int, 100)
+	m, err := group.NewMember(group.NewMemory(nil), "lag", "a", 2, func(p transport.Partition, _ group.Fence) (*subscription.Subscription, error) {
+		sub, err := subscription.New(tr, "lag", subscription.NewMemoryCheckpoints(), subscription.Partition(p.Count, p.Number))
+		if err != nil {
+			return nil, err
+		}
+		sub.OnEntry(func(context.Context, transport.FeedEntry) error { <-gate; return nil })
+		return sub, nil
+	}, group.Ticks(make(chan time.Time)), group.OnAssign(func(ps []int) { assigned <- ps }))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- m.Run(ctx) }()
+	(&member{assigned: assigned}).waitFor(t, []int{0, 1})
+	assert.Equal(t, []int{0, 1}, m.Partitions())
+	lag, err := m.Lag(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int64{0: 10, 1: 10}, lag, "nothing handled yet: every partition 10 behind the head")
+	close(gate)
+	cancel()
+	require.NoError(t, <-result)
+	assert.Empty(t, m.Partitions())
+	require.ErrorIs(t, m.Run(context.Background()), group.ErrClosed, "a member runs once")
+	_, err = group.NewMember(nil, "g", "a", 1, nil)
+	require.ErrorIs(t, err, group.ErrInvalid)
+}
