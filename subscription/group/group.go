@@ -18,7 +18,21 @@
 //
 // NewMemory is a coordinator for one process (tests, bolt deployments);
 // subscription/pgcheckpoint has one over PostgreSQL for several processes.
-// Run is the loop that keeps one subscription per held partition running.
+// Run is the loop that keeps one subscription per held partition running:
+//
+//	err := group.Run(ctx, coord, "order-list", hostname, 8, func(p transport.Partition, fence group.Fence) (*subscription.Subscription, error) {
+//		cps := store.WithFence(fence) // pgcheckpoint: writes refused once the partition is lost
+//		sub, err := subscription.New(feed, "order-list", cps, subscription.Partition(p.Count, p.Number))
+//		if err != nil {
+//			return nil, err
+//		}
+//		sub.OnEntry(cps.Apply(sub.Name(), apply))
+//		return sub, nil
+//	})
+//
+// A partition's subscription is stopped before its lease is released, and
+// started only once its lease is claimed; a member that leaves releases
+// every lease at once.
 package group
 
 import (
