@@ -28,6 +28,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if runCrashChild() {
+		return
+	}
 	ctx := context.Background()
 	cluster, startErr = pgtest.Start(ctx)
 	if startErr == nil {
