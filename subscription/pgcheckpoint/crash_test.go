@@ -29,8 +29,9 @@ import (
 )
 
 const (
-	crashEnv   = "SOURCED_PGCHECKPOINT_CRASH_CHILD"
-	crashLease = 2 * time.Second
+	crashEnv        = "SOURCED_PGCHECKPOINT_CRASH_CHILD"
+	crashLease      = 2 * time.Second
+	crashPartitions = 8
 )
 
 // runCrashChild is a consumer process of TestCrashGroup: a member of the
@@ -65,7 +66,7 @@ func crashConsume(url, trSchema, cpSchema, member string) error {
 	}
 	model := cpSchema + ".model"
 	fmt.Println("ready")
-	return group.Run(ctx, s, "crash", member, 4, func(p transport.Partition, fence group.Fence) (*subscription.Subscription, error) {
+	return group.Run(ctx, s, "crash", member, crashPartitions, func(p transport.Partition, fence group.Fence) (*subscription.Subscription, error) {
 		cps := s.WithFence(fence)
 		sub, err := subscription.New(tr, "crash", cps, subscription.Feed("order"), subscription.Partition(p.Count, p.Number),
 			subscription.Wait(time.Second))
@@ -86,8 +87,8 @@ type crashChild struct {
 	member string
 }
 
-// TestCrashGroup: 3 consumer processes in one group share 4 partitions
-// of the PostgreSQL transport's feed while 8 writers store; each round one
+// TestCrashGroup: 4 consumer processes in one group share 8 partitions
+// of the PostgreSQL transport's feed while 32 writers store; each round one
 // consumer is SIGKILLed (and started again) and another SIGSTOPped past
 // its lease, then resumed. At the end every stored batch is in the read
 // model exactly once. It reports how long the live members took to own
@@ -121,7 +122,7 @@ func TestCrashGroup(t *testing.T) {
 		require.Equal(t, "ready\n", line)
 		return &crashChild{cmd: cmd, member: member}
 	}
-	children := []*crashChild{start("c0"), start("c1"), start("c2")}
+	children := []*crashChild{start("c0"), start("c1"), start("c2"), start("c3")}
 	defer func() {
 		for _, c := range children {
 			_ = c.cmd.Process.Signal(syscall.SIGCONT)
@@ -133,7 +134,7 @@ func TestCrashGroup(t *testing.T) {
 	var stored atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := range 8 {
+	for w := range 32 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -148,7 +149,7 @@ func TestCrashGroup(t *testing.T) {
 				if err := tr.Store(ctx, transport.Ref{Type: "order", ID: uuid.NewString()}, []transport.Event{{EventType: "OrderPaid", Data: data}}, transport.Any); err == nil {
 					stored.Add(1)
 				}
-				time.Sleep(time.Duration(rng.IntN(5)) * time.Millisecond)
+				time.Sleep(time.Duration(10+rng.IntN(30)) * time.Millisecond)
 			}
 		}()
 	}
@@ -169,7 +170,7 @@ func TestCrashGroup(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 99))
 	var failovers []time.Duration
-	for round := range 2 {
+	for round := range 3 {
 		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
 		k := rng.IntN(len(children))
 		killed := children[k]
@@ -178,7 +179,7 @@ func TestCrashGroup(t *testing.T) {
 		killedAt := time.Now()
 		for {
 			o := owners()
-			ok := len(o) == 4
+			ok := len(o) == crashPartitions
 			for _, m := range o {
 				if m == killed.member {
 					ok = false
@@ -213,6 +214,6 @@ func TestCrashGroup(t *testing.T) {
 	assert.Equal(t, want, rows, "every stored batch applied")
 	assert.Equal(t, int64(1), most, "no batch applied twice")
 	o := owners()
-	assert.Len(t, o, 4, "every partition owned")
+	assert.Len(t, o, crashPartitions, "every partition owned")
 	t.Logf("%d batches stored and applied once; failover after SIGKILL (lease %s): %v", want, crashLease, failovers)
 }
