@@ -134,7 +134,9 @@ func (m *membership) notify(ctx context.Context, tx pgx.Tx) error {
 // (members sync one at a time), renews the member's heartbeat and its
 // live leases, removes expired members, and claims free or expired
 // partitions, lowest first, up to the member's share; each claim adds 1
-// to the partition's generation. Times are the database's.
+// to the partition's generation. Times are the database's. A partition
+// whose lease row is locked (its former owner is in the middle of a
+// fenced write, or stopped there) is skipped until the lock goes.
 func (m *membership) Sync(ctx context.Context) (group.State, error) {
 	if m.isClosed() {
 		return group.State{}, group.ErrClosed
@@ -142,6 +144,12 @@ func (m *membership) Sync(ctx context.Context) (group.State, error) {
 	s := m.s
 	var st group.State
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// A lock held longer than this (a member stopped in the middle of
+		// a fenced write holds its lease row) fails this Sync rather than
+		// stall the group; the next one tries again.
+		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", max(s.lease/4, 100*time.Millisecond).Milliseconds())); err != nil {
+			return err
+		}
 		var partitions int
 		if err := tx.QueryRow(ctx, "SELECT partitions FROM "+s.s+".groups WHERE name = $1 FOR UPDATE", m.group).Scan(&partitions); err != nil {
 			return err
@@ -183,7 +191,7 @@ func (m *membership) Sync(ctx context.Context) (group.State, error) {
 		}
 		if want := share - len(held); want > 0 {
 			rows, err = tx.Query(ctx, "UPDATE "+s.s+".leases SET owner = $2, member = $3, generation = generation + 1, expires_at = $4::timestamptz + $5::interval "+
-				"WHERE grp = $1 AND part IN (SELECT part FROM "+s.s+".leases WHERE grp = $1 AND (owner IS NULL OR expires_at <= $4) ORDER BY part LIMIT $6) "+
+				"WHERE grp = $1 AND part IN (SELECT part FROM "+s.s+".leases WHERE grp = $1 AND (owner IS NULL OR expires_at <= $4) ORDER BY part LIMIT $6 FOR UPDATE SKIP LOCKED) "+
 				"RETURNING part, generation", m.group, m.token, m.member, now, s.lease, want)
 			if err != nil {
 				return err

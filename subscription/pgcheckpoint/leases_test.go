@@ -3,6 +3,7 @@ package pgcheckpoint_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -148,6 +149,43 @@ func TestFencing(t *testing.T) {
 	var n int
 	require.NoError(t, p.QueryRow(ctx, "SELECT count(*) FROM "+s.Schema()+".model").Scan(&n))
 	assert.Equal(t, 2, n)
+	require.NoError(t, b.Close(ctx))
+	require.NoError(t, a.Close(ctx))
+}
+
+// A member stopped in the middle of a fenced write holds its lease row
+// locked: the others' Syncs neither wait for it nor claim that partition
+// (which would overtake the write); they claim it once the lock goes.
+func TestSyncSkipsALeaseLockedByAStoppedWrite(t *testing.T) {
+	ctx := context.Background()
+	s, p := fresh(t, pgcheckpoint.WithLeaseTime(2*time.Second))
+	a, err := s.Join(ctx, "g", "a", 4)
+	require.NoError(t, err)
+	fa := syncNow(t, a).Held
+	require.Len(t, fa, 4)
+
+	// a stops past its lease, in the middle of its write of partition 0
+	// (after the fence check, which its generation still passes).
+	expire(t, s, p, "g", "a")
+	stuck, err := p.Begin(ctx)
+	require.NoError(t, err)
+	defer stuck.Rollback(ctx)
+	require.NoError(t, s.SaveFenced(ctx, stuck, "g#0/4", pgcheckpoint.Position{Sequence: 1}, fa[0]))
+
+	b, err := s.Join(ctx, "g", "b", 4)
+	require.NoError(t, err)
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := b.Sync(sctx)
+	require.NoError(t, err, "the Sync does not wait for the stopped write")
+	assert.Equal(t, []int{1, 2, 3}, parts(st))
+
+	require.NoError(t, stuck.Commit(ctx)) // the write commits: it was first
+	st = syncNow(t, b)
+	assert.Equal(t, []int{0, 1, 2, 3}, parts(st))
+	seq, _, err := s.Load(ctx, "g#0/4")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), seq)
 	require.NoError(t, b.Close(ctx))
 	require.NoError(t, a.Close(ctx))
 }
