@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"errors"
 	"flag"
@@ -179,18 +180,27 @@ func (c *captured) Write(b []byte) (int, error) {
 }
 
 // connLimiter caps the connections a server holds: at the cap, Accept
-// waits until one closes (new connections wait in the kernel's backlog, and
-// the process never runs out of file descriptors), and from nine tenths of
+// waits until one closes (it holds one more connection, the others wait in
+// the kernel's backlog, and the process never runs out of file
+// descriptors), and from nine tenths of
 // the cap on, idle keep-alive connections are closed at once instead of
 // after the idle timeout.
+//
+// At the cap, when one more connection comes, a connection that has not
+// yet sent a whole request (a TLS handshake or headers under way, or
+// nothing at all) is closed to make room for it, oldest first: otherwise connections that trickle
+// their headers (slowloris) or send nothing would hold every slot for the
+// whole header timeout, again and again, and keep keyed clients out.
 type connLimiter struct {
 	slots chan struct{}
 	high  int64
 	open  atomic.Int64
 	gauge func(n int64) // reports open connections; may be nil
 
-	mu   sync.Mutex
-	idle map[net.Conn]struct{}
+	mu    sync.Mutex
+	idle  map[net.Conn]struct{}
+	fresh map[net.Conn]*list.Element // connections with no whole request yet
+	order *list.List                 // of fresh connections, oldest first
 }
 
 func newConnLimiter(max int, gauge func(int64)) *connLimiter {
@@ -198,7 +208,8 @@ func newConnLimiter(max int, gauge func(int64)) *connLimiter {
 	if high < 1 {
 		high = 1
 	}
-	return &connLimiter{slots: make(chan struct{}, max), high: high, gauge: gauge, idle: map[net.Conn]struct{}{}}
+	return &connLimiter{slots: make(chan struct{}, max), high: high, gauge: gauge, idle: map[net.Conn]struct{}{},
+		fresh: map[net.Conn]*list.Element{}, order: list.New()}
 }
 
 // under reports whether the server is near its cap.
@@ -212,24 +223,54 @@ func (c *connLimiter) wrap(l net.Listener) net.Listener {
 // track is the http.Server's ConnState hook: it keeps the idle
 // connections, and closes a connection that turns idle near the cap.
 func (c *connLimiter) track(conn net.Conn, state http.ConnState) {
+	c.mu.Lock()
+	if e, ok := c.fresh[conn]; ok && state != http.StateNew {
+		c.order.Remove(e)
+		delete(c.fresh, conn)
+	}
 	switch state {
+	case http.StateNew:
+		c.fresh[conn] = c.order.PushBack(conn)
 	case http.StateIdle:
 		if !c.under() {
+			c.mu.Unlock()
 			_ = conn.Close()
 			return
 		}
-		c.mu.Lock()
 		c.idle[conn] = struct{}{}
-		c.mu.Unlock()
 	case http.StateActive, http.StateClosed, http.StateHijacked:
-		c.mu.Lock()
 		delete(c.idle, conn)
-		c.mu.Unlock()
 	}
+	c.mu.Unlock()
 }
 
-// closeIdle closes every idle connection.
-func (c *connLimiter) closeIdle() {
+// makeRoom closes the idle connections, or else the oldest connection that
+// has not sent a whole request yet; each frees its slot as it closes.
+func (c *connLimiter) makeRoom() {
+	if c.closeIdle() > 0 {
+		return
+	}
+	c.mu.Lock()
+	e := c.order.Front()
+	var conn net.Conn
+	if e != nil {
+		conn = c.order.Remove(e).(net.Conn)
+		delete(c.fresh, conn)
+	}
+	c.mu.Unlock()
+	if conn == nil {
+		return // every connection is serving a request: wait for one to end
+	}
+	// Close the connection under TLS itself: a TLS close would first try
+	// to send an alert to a peer that may not read.
+	if nc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = nc.NetConn()
+	}
+	_ = conn.Close()
+}
+
+// closeIdle closes every idle connection and returns how many it closed.
+func (c *connLimiter) closeIdle() int {
 	c.mu.Lock()
 	idle := make([]net.Conn, 0, len(c.idle))
 	for conn := range c.idle {
@@ -240,6 +281,7 @@ func (c *connLimiter) closeIdle() {
 	for _, conn := range idle {
 		_ = conn.Close()
 	}
+	return len(idle)
 }
 
 func (c *connLimiter) opened() {
@@ -267,12 +309,26 @@ type limitedListener struct {
 	closeOnce sync.Once
 }
 
-// Accept waits for a free slot, then accepts.
+// Accept takes a free slot, then accepts. At the cap it accepts the next
+// connection first, then makes room for it and waits for a slot: room is
+// made only for a connection that is there.
 func (l *limitedListener) Accept() (net.Conn, error) {
 	select {
 	case l.c.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+	default:
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.c.makeRoom()
+		select {
+		case l.c.slots <- struct{}{}:
+		case <-l.done:
+			_ = conn.Close()
+			return nil, net.ErrClosed
+		}
+		l.c.opened()
+		return &limitedConn{Conn: conn, c: l.c}, nil
 	}
 	conn, err := l.Listener.Accept()
 	if err != nil {

@@ -197,3 +197,42 @@ func TestSecurityFlagsAreChecked(t *testing.T) {
 		assert.Error(t, err, args)
 	}
 }
+
+// Connections that send half a request (slowloris), or nothing, must not
+// hold every slot: at the cap the oldest of them is closed to make room, and
+// a client with a whole request gets in. The server here has no header
+// timeout, so without that the request would wait for ever.
+func TestSlowClientsDoNotHoldTheCap(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	lim := newConnLimiter(2, nil)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		ConnState: lim.track}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(lim.wrap(raw)) }()
+	defer func() { _ = srv.Close(); <-done }()
+
+	var slow []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		_, err = io.WriteString(c, "GET /feeds HTTP/1.1\r\nHost: x\r\n") // and never the end of the headers
+		require.NoError(t, err)
+		slow = append(slow, c)
+	}
+	require.Eventually(t, func() bool { return lim.open.Load() == 2 }, 5*time.Second, time.Millisecond, "both slow connections hold a slot")
+
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	resp, err := cl.Get("http://" + raw.Addr().String() + "/")
+	require.NoError(t, err, "a whole request gets in past connections that never finish theirs")
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, "ok", string(body))
+
+	// The oldest slow connection was the one closed.
+	_ = slow[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = slow[0].Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+	cl.CloseIdleConnections()
+}
