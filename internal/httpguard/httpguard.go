@@ -81,12 +81,25 @@ func withPort(host, scheme string) string {
 	return net.JoinHostPort(strings.Trim(host, "[]"), "80")
 }
 
+// DropBody makes a refusal that leaves the request body unread close the
+// connection (HTTP/1.x): otherwise the server reads the rest of the body
+// before it answers, so a client that promises a body and sends it a byte
+// at a time holds the connection, and its answer, for the whole read
+// timeout. Call it before the answer is written. (HTTP/2 resets the stream
+// instead; nothing to do.)
+func DropBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 // LoopbackOnly wraps next for a server without keys: requests whose Host is
 // not a loopback name get 421 Misdirected Request, and requests whose
 // Origin is another site's get 403, before next sees them.
 func LoopbackOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if status, msg := CheckLoopback(r); status != 0 {
+			DropBody(w, r)
 			http.Error(w, msg, status)
 			return
 		}
