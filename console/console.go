@@ -180,6 +180,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	if !c.keyed && !c.anyHost {
 		if status, msg := httpguard.CheckLoopback(r); status != 0 {
+			httpguard.DropBody(w, r)
 			http.Error(w, msg, status)
 			return
 		}
@@ -204,6 +205,7 @@ func sameOrigin(w http.ResponseWriter, r *http.Request) bool {
 	if httpguard.SameOrigin(r) {
 		return true
 	}
+	httpguard.DropBody(w, r)
 	http.Error(w, "cross-origin request refused", http.StatusForbidden)
 	return false
 }
@@ -282,8 +284,10 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	client, _ := c.proxies.Client(r)
 	remote := zap.String("remote", httpguard.Truncate(client))
-	if wait := c.throttle.locked(client, c.now()); wait > 0 {
+	wait, n, lock := c.throttle.attempt(client, c.now())
+	if wait > 0 {
 		c.log.Warn("console sign-in refused: locked out", remote, zap.Duration("wait", wait))
+		httpguard.DropBody(w, r)
 		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 		c.render(w, r, http.StatusTooManyRequests, "login", pageData{Title: "Sign in", Error: "Too many failed sign-ins from your address: try again later."})
 		return
@@ -296,7 +300,6 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	okA := subtle.ConstantTimeCompare(digest(r.PostForm.Get("access_key")), c.access)
 	okS := subtle.ConstantTimeCompare(digest(r.PostForm.Get("secret_key")), c.secret)
 	if okA&okS != 1 {
-		n, lock := c.throttle.fail(client, c.now())
 		c.log.Warn("console sign-in refused", remote, zap.Int("failures", n), zap.Duration("locked_for", lock))
 		c.render(w, r, http.StatusUnauthorized, "login", pageData{Title: "Sign in", Error: "Those keys are not the server's keys."})
 		return
