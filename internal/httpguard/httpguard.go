@@ -191,11 +191,17 @@ func parseIP(addr string) (netip.Addr, bool) {
 // Client returns the address of the client behind r: the connection's peer
 // address, or, when that peer is a trusted proxy, the right-most address in
 // X-Forwarded-For that is not itself a trusted proxy. forwarded reports
-// whether the address came from the header.
+// whether the address came from the header. The address is given in one
+// form only (no port, no zone, IPv4 not mapped into IPv6), so a client
+// cannot pass for many by changing them (some proxies add the client's
+// port).
 func (p Proxies) Client(r *http.Request) (addr string, forwarded bool) {
 	peer := r.RemoteAddr
 	if host, _, err := net.SplitHostPort(peer); err == nil {
 		peer = host
+	}
+	if a, ok := parseIP(peer); ok {
+		peer = a.WithZone("").String()
 	}
 	if !p.Trusted(peer) {
 		return peer, false
@@ -206,11 +212,12 @@ func (p Proxies) Client(r *http.Request) (addr string, forwarded bool) {
 		if h == "" {
 			continue
 		}
-		if _, ok := parseIP(h); !ok {
+		a, ok := parseIP(h)
+		if !ok {
 			return peer, false // a malformed hop: trust nothing beyond the proxy
 		}
 		if !p.Trusted(h) {
-			return h, true
+			return a.WithZone("").String(), true
 		}
 	}
 	return peer, false

@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -81,4 +82,34 @@ func TestClientBehindTrustedProxies(t *testing.T) {
 	assert.Equal(t, "192.0.2.1", a, "the zero value trusts nobody")
 	_, err = ParsePrefixes("10.0.0.0/99")
 	assert.Error(t, err)
+}
+
+// A forwarded address comes back in one form: with a port (which some
+// proxies add), a zone or an IPv4-mapped form it would be a new client
+// each time, for the sign-in throttle, and a long zone would fill the logs.
+func TestClientIsOneFormPerAddress(t *testing.T) {
+	p := NewProxies(mustPrefixes(t, "10.0.0.1")...)
+	for _, hop := range []string{"198.51.100.7", "198.51.100.7:1234", "198.51.100.7:4321", "[::ffff:198.51.100.7]:80", "::ffff:198.51.100.7"} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = "10.0.0.1:5000"
+		req.Header.Set("X-Forwarded-For", hop)
+		addr, fwd := p.Client(req)
+		assert.Equal(t, "198.51.100.7", addr, hop)
+		assert.True(t, fwd)
+	}
+	req := httptest.NewRequest("GET", "/", nil)
+	req.RemoteAddr = "10.0.0.1:5000"
+	req.Header.Set("X-Forwarded-For", "fe80::1%"+strings.Repeat("z", 10_000))
+	addr, _ := p.Client(req)
+	assert.Equal(t, "fe80::1", addr)
+	req.RemoteAddr = "[::ffff:192.0.2.9]:5000"
+	addr, _ = p.Client(req)
+	assert.Equal(t, "192.0.2.9", addr)
+}
+
+func mustPrefixes(t *testing.T, list string) []netip.Prefix {
+	t.Helper()
+	p, err := ParsePrefixes(list)
+	require.NoError(t, err)
+	return p
 }
