@@ -536,11 +536,15 @@ func jsonKind(k reflect.Kind) string {
 }
 
 // jsonBody reports whether a request's Content-Type is application/json
-// (with parameters such as charset or not). Writes must say so: a browser
+// (with parameters such as charset or not), said once. Writes must say so: a browser
 // sends text/plain across sites without asking first, never
 // application/json.
 func jsonBody(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
+	v := r.Header["Content-Type"]
+	if len(v) != 1 { // none, or two that may disagree: which would be the truth?
+		return false
+	}
+	ct := v[0]
 	if ct == "application/json" {
 		return true
 	}

@@ -349,3 +349,22 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 		})
 	}
 }
+
+// A write says application/json once: two Content-Type headers that may
+// disagree (the first JSON, the second not) are refused, whatever order.
+func TestWritesSayJSONOnce(t *testing.T) {
+	h := localserver.NewHandler(memory.New())
+	body := `{"events":` + events("OrderPlaced") + `}`
+	for _, types := range [][]string{{"application/json", "text/plain"}, {"text/plain", "application/json"}, {"application/json", "application/json"}} {
+		req := httptest.NewRequest("POST", "/aggregates/order/"+uuid.NewString()+"/events", strings.NewReader(body))
+		req.Host, req.RemoteAddr = "127.0.0.1:8080", "127.0.0.1:50000"
+		for _, ct := range types {
+			req.Header.Add("Content-Type", ct)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		assert.Equal(t, http.StatusUnsupportedMediaType, rec.Code, types)
+	}
+	rec := serve(h, "POST", "/aggregates/order/"+uuid.NewString()+"/events", "127.0.0.1:8080", body, "Content-Type", "application/JSON; charset=UTF-8")
+	assert.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+}
