@@ -236,3 +236,42 @@ func TestSlowClientsDoNotHoldTheCap(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF)
 	cl.CloseIdleConnections()
 }
+
+// Near the cap, idle connections are closed, but an HTTP/2 connection is
+// idle as it starts, before its first request: closing it then failed
+// every HTTP/2 client (every TLS client of Go, browsers) near the cap.
+func TestHTTP2ClientsGetInNearTheCap(t *testing.T) {
+	lim := newConnLimiter(10, nil) // near the cap from 9 connections on
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	ts.Listener = lim.wrap(ts.Listener)
+	ts.Config.ConnState = lim.track
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+
+	for i := 0; i < 8; i++ { // connections that send nothing yet
+		c, err := net.Dial("tcp", ts.Listener.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	require.Eventually(t, func() bool { return lim.open.Load() == 8 }, 5*time.Second, time.Millisecond)
+
+	cl := ts.Client()
+	cl.Timeout = 10 * time.Second
+	for i := 0; i < 3; i++ {
+		resp, err := cl.Get(ts.URL + "/")
+		require.NoError(t, err, "an HTTP/2 client near the cap")
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		assert.Equal(t, 2, resp.ProtoMajor)
+		assert.Equal(t, "ok", string(body))
+	}
+	// The idle HTTP/2 connection is closed to make room once it has been
+	// idle a while, not before: its last frames may not be out yet.
+	assert.Zero(t, lim.closeIdle())
+	lim.mu.Lock()
+	later := time.Now().Add(2 * h2IdleGrace)
+	lim.now = func() time.Time { return later }
+	lim.mu.Unlock()
+	assert.Equal(t, 1, lim.closeIdle())
+}
