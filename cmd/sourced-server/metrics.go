@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -135,6 +136,18 @@ func (r *recorder) Write(b []byte) (int, error) {
 // Unwrap gives http.ResponseController the connection's writer.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// countingBody counts the bytes read from a request body.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
 // wrap counts every API request the handler serves.
 func (m *metrics) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -146,14 +159,19 @@ func (m *metrics) wrap(h http.Handler) http.Handler {
 		}
 		began := time.Now()
 		rec := &recorder{ResponseWriter: w}
+		var body *countingBody
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			body = &countingBody{ReadCloser: r.Body}
+			r.Body = body
+		}
 		h.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
 		m.requests.WithLabelValues(rt, method, codeLabel(rec.status)).Inc()
 		m.duration.WithLabelValues(rt, method).Observe(time.Since(began).Seconds())
-		if r.ContentLength > 0 {
-			m.bytesIn.WithLabelValues(rt).Add(float64(r.ContentLength))
+		if body != nil && body.n > 0 { // the bytes read, not the length a client claims
+			m.bytesIn.WithLabelValues(rt).Add(float64(body.n))
 		}
 		m.bytesOut.WithLabelValues(rt).Add(float64(rec.bytes))
 		switch {

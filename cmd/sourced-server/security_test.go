@@ -275,3 +275,17 @@ func TestHTTP2ClientsGetInNearTheCap(t *testing.T) {
 	lim.mu.Unlock()
 	assert.Equal(t, 1, lim.closeIdle())
 }
+
+// The request-bytes counter counts what was read, not the Content-Length a
+// client claims: a refused request that says it carries a terabyte must not
+// add a terabyte (and set off alerts).
+func TestRequestBytesCountWhatWasRead(t *testing.T) {
+	m := newMetrics()
+	refuse := m.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusUnauthorized) }))
+	req := httptest.NewRequest("POST", "/aggregates/order/events", strings.NewReader(`{}`))
+	req.ContentLength = 1 << 40
+	refuse.ServeHTTP(httptest.NewRecorder(), req)
+	read := m.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+	read.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/aggregates/order/events", strings.NewReader(`{"batches":[]}`)))
+	assert.Contains(t, scrape(t, m), `sourced_http_request_bytes_total{route="/aggregates/{type}/events"} 14`+"\n")
+}
