@@ -50,6 +50,9 @@ const Prefix = "/console/"
 // CookieName is the name of the session cookie.
 const CookieName = "sourced_console"
 
+// signInFormTimeout bounds the reading of the sign-in form.
+const signInFormTimeout = 5 * time.Second
+
 // SessionTTL is how long a sign-in lasts.
 const SessionTTL = 12 * time.Hour
 
@@ -130,6 +133,7 @@ type Console struct {
 
 	keyed          bool
 	access, secret []byte
+	formTimeout    time.Duration // to read the sign-in form
 	secureCookie   bool
 	anyHost        bool
 	proxies        httpguard.Proxies
@@ -149,7 +153,7 @@ func New(tr transport.Transport, opts ...Option) (*Console, error) {
 		return nil, errors.New("console: nil transport")
 	}
 	c := &Console{tr: tr, log: zap.NewNop(), now: time.Now, liveWait: 20 * time.Second, sessions: map[string]time.Time{},
-		throttle: newThrottle()}
+		throttle: newThrottle(), formTimeout: signInFormTimeout}
 	for _, o := range opts {
 		if o != nil {
 			o(c)
@@ -292,6 +296,10 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusTooManyRequests, "login", pageData{Title: "Sign in", Error: "Too many failed sign-ins from your address: try again later."})
 		return
 	}
+	// The form is two keys: it comes at once or not at all. A client that
+	// sends it a byte at a time gets formTimeout, not the server's whole
+	// read timeout, to hold its connection.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(c.formTimeout))
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		c.render(w, r, http.StatusBadRequest, "login", pageData{Title: "Sign in", Error: "The form could not be read."})

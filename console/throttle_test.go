@@ -1,7 +1,10 @@
 package console
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -118,4 +121,26 @@ func TestThrottleCountsIPv6ByItsSlash64(t *testing.T) {
 	assert.Zero(t, wait, "another /64 is not")
 	assert.Equal(t, throttleKey("192.0.2.1"), throttleKey("::ffff:192.0.2.1"))
 	assert.Equal(t, throttleKey("fe80::1"), throttleKey("fe80::1%eth0"))
+}
+
+// The sign-in form is read within a few seconds, not the server's whole
+// read timeout: a client without keys that trickles it holds its
+// connection that long at most. httptest's server has no read timeout, so
+// without the deadline the answer never comes.
+func TestSignInFormIsReadWithinADeadline(t *testing.T) {
+	c, err := New(memory.New(), WithKeys("access", "secret"))
+	require.NoError(t, err)
+	c.formTimeout = 200 * time.Millisecond
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "POST /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"+
+		"Content-Length: 1000\r\n\r\naccess_key=a") // and the rest never
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err, "answered once the form's deadline passes")
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
 }
