@@ -76,6 +76,10 @@ func methodLabel(m string) string {
 	return "other"
 }
 
+// codeAborted is the code label of a response cut off after its status
+// was sent.
+const codeAborted = "aborted"
+
 // codeLabel returns the status codes the server answers with as they are,
 // and any other as its class ("5xx"), so the label's values form a closed
 // set.
@@ -152,10 +156,11 @@ func (b *countingBody) Read(p []byte) (int, error) {
 func (m *metrics) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt, method := route(r.Method, r.URL.Path), methodLabel(r.Method)
-		waits := rt == "/feeds/{feed}" && r.Method == http.MethodGet && r.URL.Query().Get("waitTime") != "" && r.URL.Query().Get("waitTime") != "0"
-		if waits {
-			m.waiting.Inc()
-			defer m.waiting.Dec()
+		if rt == "/feeds/{feed}" && r.Method == http.MethodGet {
+			if wt := r.URL.Query().Get("waitTime"); wt != "" && wt != "0" {
+				m.waiting.Inc()
+				defer m.waiting.Dec()
+			}
 		}
 		began := time.Now()
 		rec := &recorder{ResponseWriter: w}
@@ -164,6 +169,15 @@ func (m *metrics) wrap(h http.Handler) http.Handler {
 			body = &countingBody{ReadCloser: r.Body}
 			r.Body = body
 		}
+		defer func() {
+			// A response cut off mid-way (http.ErrAbortHandler: the store
+			// or the encoding failed after the status went out) is
+			// counted as "aborted", then the panic goes on to net/http.
+			if p := recover(); p != nil {
+				m.requests.WithLabelValues(rt, method, codeAborted).Inc()
+				panic(p)
+			}
+		}()
 		h.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = http.StatusOK

@@ -289,3 +289,18 @@ func TestRequestBytesCountWhatWasRead(t *testing.T) {
 	read.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/aggregates/order/events", strings.NewReader(`{"batches":[]}`)))
 	assert.Contains(t, scrape(t, m), `sourced_http_request_bytes_total{route="/aggregates/{type}/events"} 14`+"\n")
 }
+
+// A response cut off mid-stream (its status 200 already sent) is counted,
+// as "aborted", and the abort still reaches net/http, which cuts the
+// connection.
+func TestCutOffResponsesAreCounted(t *testing.T) {
+	m := newMetrics()
+	h := m.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"entries":[`)
+		panic(http.ErrAbortHandler)
+	}))
+	assert.PanicsWithValue(t, http.ErrAbortHandler, func() {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/feeds/order", nil))
+	})
+	assert.Contains(t, scrape(t, m), `sourced_http_requests_total{code="aborted",method="GET",route="/feeds/{feed}"} 1`)
+}
