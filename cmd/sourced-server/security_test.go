@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -245,6 +246,7 @@ func TestHTTP2ClientsGetInNearTheCap(t *testing.T) {
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	ts.Listener = lim.wrap(ts.Listener)
 	ts.Config.ConnState = lim.track
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the empty connections' handshake errors
 	ts.EnableHTTP2 = true
 	ts.StartTLS()
 	defer ts.Close()
