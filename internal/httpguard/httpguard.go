@@ -108,15 +108,28 @@ func LoopbackOnly(next http.Handler) http.Handler {
 }
 
 // CheckLoopback returns 0 when r may reach a server without keys, else the
-// status and message to refuse it with.
+// status and message to refuse it with. A browser's top-level navigation
+// (a GET or HEAD of a document: a person followed a link from another site)
+// passes the origin test: it changes nothing, the page it opens is not the
+// other site's to read, and no frame may hold it (the console sends
+// frame-ancestors 'none'). A cross-site form post is a navigation too, but
+// not a GET: it is still refused.
 func CheckLoopback(r *http.Request) (int, string) {
 	if !LoopbackHost(r.Host) {
 		return http.StatusMisdirectedRequest, "this server has no keys and answers loopback host names only (localhost, 127.0.0.1, [::1])"
 	}
-	if !SameOrigin(r) {
+	if !SameOrigin(r) && !topLevelNavigation(r) {
 		return http.StatusForbidden, "cross-origin request refused"
 	}
 	return 0, ""
+}
+
+// topLevelNavigation reports whether r is a browser opening a document in a
+// tab or window by GET or HEAD, as its Fetch metadata headers (which a page
+// cannot set) say.
+func topLevelNavigation(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document"
 }
 
 // Proxies is a set of trusted proxy addresses. The zero value trusts none.

@@ -113,3 +113,34 @@ func mustPrefixes(t *testing.T, list string) []netip.Prefix {
 	require.NoError(t, err)
 	return p
 }
+
+// A link from another site (or from a local docs server on another port)
+// to a keyless console opens it: a top-level GET navigation reads nothing
+// for that site and changes nothing. A cross-site form post, a frame or a
+// script fetch are still refused.
+func TestCheckLoopbackLetsLinksFromOtherSitesOpen(t *testing.T) {
+	req := func(method, site, mode, dest string) int {
+		r := httptest.NewRequest(method, "/console/", nil)
+		r.Host = "localhost:8080"
+		r.Header.Set("Origin", "https://docs.example")
+		r.Header.Set("Sec-Fetch-Site", site)
+		r.Header.Set("Sec-Fetch-Mode", mode)
+		r.Header.Set("Sec-Fetch-Dest", dest)
+		status, _ := CheckLoopback(r)
+		return status
+	}
+	assert.Zero(t, req("GET", "cross-site", "navigate", "document"))
+	assert.Zero(t, req("GET", "same-site", "navigate", "document"))
+	assert.Zero(t, req("HEAD", "cross-site", "navigate", "document"))
+	assert.Equal(t, 403, req("POST", "cross-site", "navigate", "document"), "a cross-site form post")
+	assert.Equal(t, 403, req("GET", "cross-site", "navigate", "iframe"), "a frame")
+	assert.Equal(t, 403, req("GET", "cross-site", "no-cors", "image"))
+	assert.Equal(t, 403, req("GET", "cross-site", "cors", "empty"), "a script's fetch")
+
+	r := httptest.NewRequest("GET", "/console/", nil)
+	r.Host = "evil.example:8080" // DNS rebinding: the host check comes first
+	r.Header.Set("Sec-Fetch-Mode", "navigate")
+	r.Header.Set("Sec-Fetch-Dest", "document")
+	status, _ := CheckLoopback(r)
+	assert.Equal(t, 421, status)
+}
