@@ -317,8 +317,13 @@ func (c *connLimiter) makeRoom() {
 	if conn == nil {
 		return // every connection is serving a request: wait for one to end
 	}
-	// Close the connection under TLS itself: a TLS close would first try
-	// to send an alert to a peer that may not read.
+	closeRaw(conn)
+}
+
+// closeRaw closes a connection, under TLS the one beneath it: a TLS close
+// first sends an alert, which waits up to 5 s for a peer that does not
+// read, and Accept must not wait on a peer.
+func closeRaw(conn net.Conn) {
 	if nc, ok := conn.(interface{ NetConn() net.Conn }); ok {
 		conn = nc.NetConn()
 	}
@@ -340,7 +345,7 @@ func (c *connLimiter) closeIdle() int {
 	}
 	c.mu.Unlock()
 	for _, conn := range idle {
-		_ = conn.Close()
+		closeRaw(conn)
 	}
 	return len(idle)
 }

@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -305,4 +310,49 @@ func TestCutOffResponsesAreCounted(t *testing.T) {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/feeds/order", nil))
 	})
 	assert.Contains(t, scrape(t, m), `sourced_http_requests_total{code="aborted",method="GET",route="/feeds/{feed}"} 1`)
+}
+
+// Closing idle connections runs on the accepting goroutine (near and at
+// the cap): it must not wait on a peer. A TLS close first sends an alert,
+// which waits up to 5 s for a peer that does not read; the limiter closes
+// the connection beneath instead. (net.Pipe has no buffer: any write waits
+// for the peer.)
+func TestClosingIdleConnectionsDoesNotWaitOnThePeer(t *testing.T) {
+	pair, err := throwawayCert()
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	defer b.Close()
+	server := tls.Server(a, &tls.Config{Certificates: []tls.Certificate{pair}})
+	client := tls.Client(b, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a test's own certificate
+	done := make(chan error, 1)
+	go func() { done <- client.Handshake() }()
+	require.NoError(t, server.Handshake())
+	require.NoError(t, <-done)
+	// The client reads no more from here on.
+
+	lim := newConnLimiter(100, nil)
+	lim.track(server, http.StateIdle)
+	closed := make(chan int, 1)
+	go func() { closed <- lim.closeIdle() }()
+	select {
+	case n := <-closed:
+		assert.Equal(t, 1, n)
+	case <-time.After(3 * time.Second):
+		t.Fatal("closing an idle connection waited on a peer that does not read")
+	}
+}
+
+// throwawayCert makes a certificate for 127.0.0.1.
+func throwawayCert() (tls.Certificate, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, nil
 }
