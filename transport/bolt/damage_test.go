@@ -148,7 +148,9 @@ func TestMissingFeedBucketIsAnError(t *testing.T) {
 	tr := open(t, filepath.Join(t.TempDir(), "events.db"))
 	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
 	require.NoError(t, tr.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
-	rewrite(t, tr, func(tx *bbolt.Tx) error { return tx.Bucket([]byte("feeds")).Bucket([]byte("t:")).DeleteBucket([]byte("entries")) })
+	rewrite(t, tr, func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte("feeds")).Bucket([]byte("t:")).DeleteBucket([]byte("entries"))
+	})
 
 	_, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}})
 	require.ErrorIs(t, err, bolt.ErrDamaged)
