@@ -2,96 +2,75 @@ package memory
 
 import (
 	"slices"
-	"sort"
 )
 
-// idChunk is the most ids one chunk of a sortedIDs holds; a full chunk
-// splits in two. Inserting moves at most this many ids.
-const idChunk = 256
+// idBlock is how many new ids one block of a sortedIDs' pending list holds.
+const idBlock = 4096
 
-// sortedIDs keeps a scope's aggregate ids in order for List: sorted chunks
-// of at most idChunk ids, so an insert or a delete moves one chunk's worth,
-// never the whole set, and a page is found by walking chunk lengths.
+// sortedIDs keeps a scope's aggregate ids in order for List without making
+// Create pay for it: a new id goes to a pending list (fixed-size blocks, so
+// adding never copies what is there); the first List after new ids sorts
+// them and merges them into the sorted list, once, and later Lists page
+// straight from it. A delete merges, then removes the id from the sorted
+// list.
 type sortedIDs struct {
-	chunks [][]string
-	n      int
-}
-
-// find returns the chunk that holds id or would.
-func (s *sortedIDs) find(id string) int {
-	i := sort.Search(len(s.chunks), func(i int) bool {
-		c := s.chunks[i]
-		return c[len(c)-1] >= id
-	})
-	return min(i, len(s.chunks)-1)
+	sorted  []string
+	pending [][]string
+	n       int // ids in pending
 }
 
 func (s *sortedIDs) insert(id string) {
+	if s.n%idBlock == 0 {
+		s.pending = append(s.pending, make([]string, 0, idBlock))
+	}
+	b := &s.pending[len(s.pending)-1]
+	*b = append(*b, id)
 	s.n++
-	if len(s.chunks) == 0 {
-		c := make([]string, 1, idChunk)
-		c[0] = id
-		s.chunks = append(s.chunks, c)
+}
+
+// merge sorts the pending ids into the sorted list.
+func (s *sortedIDs) merge() {
+	if s.n == 0 {
 		return
 	}
-	ci := s.find(id)
-	c := s.chunks[ci]
-	j, _ := slices.BinarySearch(c, id)
-	if len(c) < idChunk {
-		s.chunks[ci] = slices.Insert(c, j, id)
-		return
+	add := make([]string, 0, s.n)
+	for _, b := range s.pending {
+		add = append(add, b...)
 	}
-	// Split the full chunk in two halves, each with room to grow.
-	lo := make([]string, idChunk/2, idChunk)
-	hi := make([]string, idChunk-idChunk/2, idChunk)
-	copy(lo, c[:idChunk/2])
-	copy(hi, c[idChunk/2:])
-	if j <= len(lo) {
-		lo = slices.Insert(lo, j, id)
-	} else {
-		hi = slices.Insert(hi, j-len(lo), id)
+	slices.Sort(add)
+	out := make([]string, 0, len(s.sorted)+len(add))
+	i, j := 0, 0
+	for i < len(s.sorted) && j < len(add) {
+		if s.sorted[i] < add[j] {
+			out = append(out, s.sorted[i])
+			i++
+		} else {
+			out = append(out, add[j])
+			j++
+		}
 	}
-	s.chunks[ci] = lo
-	s.chunks = slices.Insert(s.chunks, ci+1, hi)
+	out = append(out, s.sorted[i:]...)
+	out = append(out, add[j:]...)
+	s.sorted, s.pending, s.n = out, nil, 0
 }
 
 func (s *sortedIDs) remove(id string) {
-	if len(s.chunks) == 0 {
-		return
+	s.merge()
+	if i, ok := slices.BinarySearch(s.sorted, id); ok {
+		s.sorted = slices.Delete(s.sorted, i, i+1)
 	}
-	ci := s.find(id)
-	c := s.chunks[ci]
-	j, ok := slices.BinarySearch(c, id)
-	if !ok {
-		return
-	}
-	s.n--
-	c = slices.Delete(c, j, j+1)
-	if len(c) == 0 {
-		s.chunks = slices.Delete(s.chunks, ci, ci+1)
-		return
-	}
-	s.chunks[ci] = c
 }
 
-// page returns up to limit ids after skipping skip, and whether more follow.
+// page returns up to limit ids after skipping skip, and whether more
+// follow. It needs the write lock when ids are pending (it merges them);
+// ready says whether they are.
 func (s *sortedIDs) page(skip, limit int) ([]string, bool) {
-	if skip >= s.n {
+	if skip >= len(s.sorted) {
 		return nil, false
 	}
-	out := make([]string, 0, min(limit, s.n-skip))
-	for _, c := range s.chunks {
-		if skip >= len(c) {
-			skip -= len(c)
-			continue
-		}
-		for _, id := range c[skip:] {
-			if len(out) == limit {
-				return out, true
-			}
-			out = append(out, id)
-		}
-		skip = 0
-	}
-	return out, false
+	end := min(skip+limit, len(s.sorted))
+	return s.sorted[skip:end], end < len(s.sorted)
 }
+
+// ready reports whether page can answer without merging first.
+func (s *sortedIDs) ready() bool { return s.n == 0 }

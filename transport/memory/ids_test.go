@@ -30,6 +30,7 @@ func TestSortedIDsKeepsOrder(t *testing.T) {
 		}
 		i++
 	}
+	s.merge()
 	want := make([]string, 0, len(set))
 	for id := range set {
 		want = append(want, id)
@@ -44,8 +45,9 @@ func TestSortedIDsKeepsOrder(t *testing.T) {
 	page, more = s.page(len(want)-5, 50)
 	assert.False(t, more)
 	assert.Equal(t, want[len(want)-5:], page)
-	for _, c := range s.chunks {
-		assert.LessOrEqual(t, len(c), idChunk)
-		assert.NotEmpty(t, c)
-	}
+	s.insert("00000000")
+	assert.False(t, s.ready())
+	s.merge()
+	first, _ := s.page(0, 1)
+	assert.Equal(t, []string{"00000000"}, first)
 }

@@ -372,11 +372,28 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 	}
 	limit = transport.PageLimit(limit)
 	t.mu.RLock()
+	sc := t.scopes[scope]
+	if sc != nil && !sc.ids.ready() {
+		// New ids since the last List: merge them in, once, under the
+		// write lock.
+		t.mu.RUnlock()
+		t.mu.Lock()
+		if sc = t.scopes[scope]; sc != nil {
+			sc.ids.merge()
+		}
+		t.mu.Unlock()
+		t.mu.RLock()
+		sc = t.scopes[scope]
+	}
 	defer t.mu.RUnlock()
 	page := transport.ListPage{Aggregates: []transport.AggregateInfo{}}
-	sc := t.scopes[scope]
 	if sc == nil {
 		return page, nil
+	}
+	if !sc.ids.ready() { // more arrived meanwhile: page from a merged copy
+		cp := sortedIDs{sorted: sc.ids.sorted, pending: sc.ids.pending, n: sc.ids.n}
+		cp.merge()
+		sc = &scopeState{streams: sc.streams, ids: cp}
 	}
 	ids, more := sc.ids.page(skip, limit)
 	for _, id := range ids {
