@@ -164,6 +164,44 @@ func TestMissingFeedBucketIsAnError(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, ok, "the failed delete deleted nothing")
 	require.ErrorIs(t, tr.Store(ctx, ref, []transport.Event{{EventType: "OrderPaid"}}, transport.Exactly(1)), bolt.ErrDamaged)
+
+	// Repaired, the same token still works: the failed confirm did not use
+	// it up.
+	rewrite(t, tr, func(tx *bbolt.Tx) error {
+		_, err := tx.Bucket([]byte("feeds")).Bucket([]byte("t:")).CreateBucket([]byte("entries"))
+		return err
+	})
+	require.NoError(t, tr.ConfirmDelete(ctx, transport.DeleteAggregate(ref), token))
+	ok, err = tr.Exists(ctx, ref)
+	require.NoError(t, err)
+	assert.False(t, ok)
+}
+
+// A read model can live in the event file, through the transport's own DB:
+// its buckets do not disturb the transport, and the file reopens.
+func TestReadModelInTheSameFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	tr, err := bolt.Open(path)
+	require.NoError(t, err)
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	require.NoError(t, tr.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
+	require.NoError(t, tr.DB().Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("order-list"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(ref.ID), []byte(`{"status":"placed"}`))
+	}))
+	require.NoError(t, tr.Close())
+	tr = open(t, path)
+	require.NoError(t, tr.DB().View(func(tx *bbolt.Tx) error {
+		assert.Equal(t, `{"status":"placed"}`, string(tx.Bucket([]byte("order-list")).Get([]byte(ref.ID))))
+		return nil
+	}))
+	p, err := tr.Load(ctx, ref, 0, 0)
+	require.NoError(t, err)
+	assert.Len(t, p.Events, 1)
 }
 
 // A damaged feed entry blocks readers until an operator skips it.
