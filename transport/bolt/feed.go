@@ -38,12 +38,11 @@ func feedBucket(tx *bbolt.Tx, tenant string, create bool) (tenantFeed, error) {
 	}
 	key := []byte("t:" + tenant)
 	var f tenantFeed
-	if !create {
-		if f.fb = feeds.Bucket(key); f.fb == nil {
+	if f.fb = feeds.Bucket(key); f.fb == nil {
+		if !create {
 			return tenantFeed{}, nil
 		}
-	} else {
-		if f.fb, err = feeds.CreateBucketIfNotExists(key); err != nil {
+		if f.fb, err = feeds.CreateBucket(key); err != nil {
 			return tenantFeed{}, err
 		}
 		if _, err := f.fb.CreateBucketIfNotExists(bucketEntries); err != nil {
