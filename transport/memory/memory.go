@@ -390,12 +390,15 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 	if sc == nil {
 		return page, nil
 	}
-	if !sc.ids.ready() { // more arrived meanwhile: page from a merged copy
-		cp := sortedIDs{sorted: sc.ids.sorted, pending: sc.ids.pending, n: sc.ids.n}
-		cp.merge()
-		sc = &scopeState{streams: sc.streams, ids: cp}
+	var ids []string
+	var more bool
+	if sc.ids.ready() {
+		ids, more = sc.ids.page(skip, limit)
+	} else {
+		// More arrived between the merge and the read lock: page from a
+		// merged copy of the pending ids and a plain list of the rest.
+		ids, more = sc.ids.snapshotPage(skip, limit)
 	}
-	ids, more := sc.ids.page(skip, limit)
 	for _, id := range ids {
 		s := sc.streams[id]
 		page.Aggregates = append(page.Aggregates, transport.AggregateInfo{
