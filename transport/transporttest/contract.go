@@ -356,21 +356,21 @@ func (s *suite) pageBytes(t *testing.T) {
 	p, err := tr.Load(ctx, ref, 0, 0)
 	require.NoError(t, err)
 	assert.LessOrEqual(t, pageBytes(p.Events), transport.MaxPageBytes, "a page stays within MaxPageBytes")
-	assert.NotEmpty(t, p.Events)
+	assert.NotZero(t, len(p.Events))
 	assert.True(t, p.HasMore, "a page cut by bytes says there is more")
 	assert.Less(t, p.Version, int64(batches))
 	all, v := loadAll(t, tr, ref, 0)
 	assert.Equal(t, int64(batches), v)
-	require.Len(t, all, batches, "paging by bytes loses no batch")
+	require.Equal(t, batches, len(all), "paging by bytes loses no batch")
 	for i, e := range all {
-		assert.Len(t, e.Data, size)
+		assert.Equal(t, size, len(e.Data))
 		assert.Equal(t, byte('a'+i), e.Data[1], "batch %d in order", i)
 	}
 
 	p, err = tr.Load(ctx, huge, 0, 0)
 	require.NoError(t, err)
-	require.Len(t, p.Events, 1, "a batch over the bound comes alone, whole")
-	assert.Len(t, p.Events[0].Data, transport.MaxPageBytes+1024)
+	require.Equal(t, 1, len(p.Events), "a batch over the bound comes alone, whole")
+	assert.Equal(t, transport.MaxPageBytes+1024, len(p.Events[0].Data))
 	assert.True(t, p.HasMore)
 	assert.Equal(t, int64(1), p.Version)
 
@@ -387,7 +387,7 @@ func (s *suite) pageBytes(t *testing.T) {
 	assert.LessOrEqual(t, n, transport.MaxPageBytes, "a feed page stays within MaxPageBytes")
 	assert.True(t, fp.HasMore, "a feed page cut by bytes says there is more")
 	entries := readFeed(t, f, transport.FeedQuery{Feed: ref.Scope()})
-	assert.Len(t, entries, batches+2, "paging the feed by bytes loses no batch")
+	assert.Equal(t, batches+2, len(entries), "paging the feed by bytes loses no batch")
 }
 
 // failedConfirmKeepsToken: a ConfirmDelete that fails before deleting
