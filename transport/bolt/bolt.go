@@ -308,10 +308,6 @@ func aggregateBucket(tx *bbolt.Tx, ref transport.Ref) (*bbolt.Bucket, error) {
 	return scope.Bucket([]byte(ref.ID)), nil
 }
 
-func invalid(op string, ref transport.Ref, err error) error {
-	return transport.Wrap(err, op, ref, transport.ErrInvalid)
-}
-
 func storeFailed(op string, ref transport.Ref, err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) {

@@ -141,7 +141,7 @@ func forgetFeed(tx *bbolt.Tx, target transport.DeleteTarget) error {
 	damaged := false
 	forget := func(agg *bbolt.Bucket) {
 		c := agg.Cursor()
-		for k, v := c.First(); k != nil && len(k) == 8; k, v = c.Next() {
+		for k, v := c.First(); len(k) == 8; k, v = c.Next() {
 			seq, _, ok := batchSeq(v)
 			if !ok {
 				damaged = true
