@@ -354,7 +354,42 @@ func TestUpgradesFormat2ByteForByteOfWhatItKept(t *testing.T) {
 	entries = readAll(t, tr, "", 0)
 	require.Len(t, entries, 1)
 	assert.Equal(t, b, entries[0].AggregateID)
+	p, err = tr.Load(ctx, transport.Ref{Type: "order", ID: b}, 0, 0)
+	require.NoError(t, err)
+	require.Len(t, p.Events, 1)
+	typed, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.NoError(t, err)
+	require.Len(t, typed.Entries, 1, "the type's index was built by the upgrade")
+	assert.Equal(t, entries[0].Sequence, typed.Entries[0].Sequence)
 	require.NoError(t, tr.Close())
 	tr = open(t, path)
 	assert.Equal(t, entries, readAll(t, tr, "", 0), "upgraded once")
+}
+
+// A type's feed is read from the type's own index: an entry of another type,
+// even a damaged one, is never looked at.
+func TestTypeFeedLooksOnlyAtItsType(t *testing.T) {
+	ctx := context.Background()
+	tr := open(t, filepath.Join(t.TempDir(), "events.db"))
+	invoice := transport.Ref{Type: "invoice", ID: uuid.NewString()}
+	order := transport.Ref{Type: "order", ID: uuid.NewString()}
+	require.NoError(t, tr.Store(ctx, invoice, []transport.Event{{EventType: "InvoiceSent"}}, transport.MustNotExist))
+	require.NoError(t, tr.Store(ctx, order, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist))
+	rewrite(t, tr, func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte("feeds")).Bucket([]byte("t:")).Bucket([]byte("entries")).Put([]byte{0, 0, 0, 0, 0, 0, 0, 1}, []byte("junk"))
+	})
+	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 1)
+	assert.Equal(t, order.ID, p.Entries[0].AggregateID)
+	_, err = tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}})
+	assert.ErrorIs(t, err, bolt.ErrDamaged, "_all does meet it")
+
+	token, err := tr.RequestDelete(ctx, transport.DeleteAggregate(order))
+	require.NoError(t, err)
+	require.NoError(t, tr.ConfirmDelete(ctx, transport.DeleteAggregate(order), token))
+	p, err = tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.NoError(t, err)
+	assert.Empty(t, p.Entries)
+	assert.False(t, p.HasMore)
 }

@@ -19,12 +19,13 @@ var (
 	bucketFeeds   = []byte("feeds")
 	bucketEntries = []byte("entries")
 	bucketHeads   = []byte("heads")
+	bucketTypes   = []byte("types")
 	keyEvents     = []byte("events")
 )
 
 // tenantFeed is one tenant's feed buckets.
 type tenantFeed struct {
-	fb, entries, heads *bbolt.Bucket
+	fb, entries, heads, types *bbolt.Bucket
 }
 
 // feedBucket returns the feed buckets of a tenant ("t:" + tenant, since a
@@ -51,10 +52,13 @@ func feedBucket(tx *bbolt.Tx, tenant string, create bool) (tenantFeed, error) {
 		if _, err := f.fb.CreateBucketIfNotExists(bucketHeads); err != nil {
 			return tenantFeed{}, err
 		}
+		if _, err := f.fb.CreateBucketIfNotExists(bucketTypes); err != nil {
+			return tenantFeed{}, err
+		}
 	}
-	f.entries, f.heads = f.fb.Bucket(bucketEntries), f.fb.Bucket(bucketHeads)
-	if f.entries == nil || f.heads == nil {
-		return tenantFeed{}, fmt.Errorf("%w: the feed of tenant %q lacks its entries or heads bucket", ErrDamaged, tenant)
+	f.entries, f.heads, f.types = f.fb.Bucket(bucketEntries), f.fb.Bucket(bucketHeads), f.fb.Bucket(bucketTypes)
+	if f.entries == nil || f.heads == nil || f.types == nil {
+		return tenantFeed{}, fmt.Errorf("%w: the feed of tenant %q lacks its entries, heads or types bucket", ErrDamaged, tenant)
 	}
 	return f, nil
 }
@@ -107,7 +111,20 @@ func recordFeed(tx *bbolt.Tx, ref transport.Ref, version int64, stored time.Time
 	if err := f.entries.Put(versionKey(seq), encodeRecord(ref.Type, ref.ID, version, stored)); err != nil {
 		return 0, err
 	}
+	if err := indexType(f, ref.Type, seq); err != nil {
+		return 0, err
+	}
 	return seq, f.heads.Put([]byte(ref.Type), versionKey(seq))
+}
+
+// indexType adds seq to the type's index: the numbers of its entries, so
+// that a type's feed is read without looking at other types' entries.
+func indexType(f tenantFeed, typ string, seq int64) error {
+	x, err := f.types.CreateBucketIfNotExists([]byte(typ))
+	if err != nil {
+		return err
+	}
+	return x.Put(versionKey(seq), nil)
 }
 
 // addEvents keeps an aggregate's event count, for FeedOverview.
@@ -183,6 +200,19 @@ func forgetFeed(tx *bbolt.Tx, target transport.DeleteTarget) error {
 			return err
 		}
 	}
+	if target.AllOfType {
+		if f.types.Bucket([]byte(target.Type)) != nil {
+			return f.types.DeleteBucket([]byte(target.Type))
+		}
+		return nil
+	}
+	if x := f.types.Bucket([]byte(target.Type)); x != nil {
+		for _, k := range doomed {
+			if err := x.Delete(k); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
@@ -231,9 +261,27 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 		scopeOf := map[string]*bbolt.Bucket{}
 		var dec batchDecoder
 		size := 0
-		c := f.entries.Cursor()
+		// A type's feed walks the type's index and looks its entries up;
+		// _all walks the entries.
+		var c *bbolt.Cursor
+		byType := q.Feed.Type != transport.AllTypes
+		if byType {
+			x := f.types.Bucket([]byte(q.Feed.Type))
+			if x == nil {
+				return nil
+			}
+			c = x.Cursor()
+		} else {
+			c = f.entries.Cursor()
+		}
 		for k, v := c.Seek(versionKey(q.Since + 1)); k != nil; k, v = c.Next() {
 			seq := int64(binary.BigEndian.Uint64(k))
+			if byType {
+				if v = f.entries.Get(k); v == nil {
+					scanned = seq // skipped as damaged: gone from the feed
+					continue
+				}
+			}
 			r, ok := decodeRecord(v)
 			if !ok {
 				return errFeedEntryDamaged(q.Feed.Tenant, seq, "the entry does not decode")

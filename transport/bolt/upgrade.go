@@ -33,12 +33,22 @@ func upgrade(tx *bbolt.Tx, from string) error {
 	if err != nil {
 		return err
 	}
+	var tenants []string
 	err = feeds.ForEach(func(fk, v []byte) error {
-		tenant, ok := bytes.CutPrefix(fk, []byte("t:"))
-		if v != nil || !ok {
-			return nil
+		if tenant, ok := bytes.CutPrefix(fk, []byte("t:")); ok && v == nil {
+			tenants = append(tenants, string(tenant))
 		}
-		f, err := feedBucket(tx, string(tenant), false)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, tenant := range tenants {
+		// Format 2 had no index of each type's entries: build it.
+		if _, err := feeds.Bucket([]byte("t:" + tenant)).CreateBucketIfNotExists(bucketTypes); err != nil {
+			return err
+		}
+		f, err := feedBucket(tx, tenant, false)
 		if err != nil {
 			return err
 		}
@@ -48,18 +58,18 @@ func upgrade(tx *bbolt.Tx, from string) error {
 			if !ok {
 				continue // left for SkipDamagedFeedEntry
 			}
-			sb := scopes.Bucket(scopeKey(transport.Scope{Tenant: string(tenant), Type: string(r.typ)}))
+			seq := int64(binary.BigEndian.Uint64(k))
+			if err := indexType(f, string(r.typ), seq); err != nil {
+				return err
+			}
+			sb := scopes.Bucket(scopeKey(transport.Scope{Tenant: tenant, Type: string(r.typ)}))
 			if sb == nil || sb.Bucket(r.id) == nil {
 				continue
 			}
-			if err := convertBatch(sb.Bucket(r.id), r.typ, r.id, r.version, int64(binary.BigEndian.Uint64(k)), r.stored); err != nil {
+			if err := convertBatch(sb.Bucket(r.id), r.typ, r.id, r.version, seq, r.stored); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	return eachAggregate(tx, func(tx *bbolt.Tx, _ transport.Ref, agg *bbolt.Bucket, typ, id []byte, m aggMeta) error {
 		for ver := int64(1); ver <= m.version; ver++ {
