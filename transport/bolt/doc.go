@@ -27,6 +27,9 @@
 //	  entries               <sequence> (8 bytes, big-endian) -> version,
 //	                        store time, aggregate type and id of the batch
 //	  heads                 <type> -> the type's newest sequence number
+//	  types                 <type> 0x00 <sequence> -> nothing: each type's
+//	                        entries, so a type's feed is read without
+//	                        looking at other types' entries
 //
 // A batch record is binary, so payloads come back byte for byte: the tag
 // byte 0xB3, the batch's feed sequence number and store time (8 bytes each,

@@ -117,14 +117,18 @@ func recordFeed(tx *bbolt.Tx, ref transport.Ref, version int64, stored time.Time
 	return seq, f.heads.Put([]byte(ref.Type), versionKey(seq))
 }
 
-// indexType adds seq to the type's index: the numbers of its entries, so
-// that a type's feed is read without looking at other types' entries.
+// indexType adds seq to the types index: <type> 0x00 <seq> keys (type
+// names hold no NUL), so that a type's feed is read without looking at
+// other types' entries.
 func indexType(f tenantFeed, typ string, seq int64) error {
-	x, err := f.types.CreateBucketIfNotExists([]byte(typ))
-	if err != nil {
-		return err
-	}
-	return x.Put(versionKey(seq), nil)
+	return f.types.Put(typeKey(typ, seq), nil)
+}
+
+func typeKey(typ string, seq int64) []byte {
+	k := make([]byte, len(typ)+1+8)
+	copy(k, typ)
+	binary.BigEndian.PutUint64(k[len(typ)+1:], uint64(seq))
+	return k
 }
 
 // addEvents keeps an aggregate's event count, for FeedOverview.
@@ -200,17 +204,9 @@ func forgetFeed(tx *bbolt.Tx, target transport.DeleteTarget) error {
 			return err
 		}
 	}
-	if target.AllOfType {
-		if f.types.Bucket([]byte(target.Type)) != nil {
-			return f.types.DeleteBucket([]byte(target.Type))
-		}
-		return nil
-	}
-	if x := f.types.Bucket([]byte(target.Type)); x != nil {
-		for _, k := range doomed {
-			if err := x.Delete(k); err != nil {
-				return err
-			}
+	for _, k := range doomed {
+		if err := f.types.Delete(typeKey(target.Type, int64(binary.BigEndian.Uint64(k)))); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -263,18 +259,20 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 		size := 0
 		// A type's feed walks the type's index and looks its entries up;
 		// _all walks the entries.
-		var c *bbolt.Cursor
+		c, first := f.entries.Cursor(), versionKey(q.Since+1)
+		var prefix []byte
 		byType := q.Feed.Type != transport.AllTypes
 		if byType {
-			x := f.types.Bucket([]byte(q.Feed.Type))
-			if x == nil {
-				return nil
-			}
-			c = x.Cursor()
-		} else {
-			c = f.entries.Cursor()
+			c, first = f.types.Cursor(), typeKey(q.Feed.Type, q.Since+1)
+			prefix = first[:len(q.Feed.Type)+1]
 		}
-		for k, v := c.Seek(versionKey(q.Since + 1)); k != nil; k, v = c.Next() {
+		for k, v := c.Seek(first); k != nil; k, v = c.Next() {
+			if byType {
+				if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+					break
+				}
+				k = k[len(prefix):]
+			}
 			seq := int64(binary.BigEndian.Uint64(k))
 			if byType {
 				if v = f.entries.Get(k); v == nil {

@@ -82,3 +82,32 @@ func BenchmarkDeleteInBigFeed(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTypeFeedPastOtherTypes reads the feed of one aggregate type whose
+// only entry sits after 200,000 entries of another type.
+func BenchmarkTypeFeedPastOtherTypes(b *testing.B) {
+	tr := stores(b)["bolt"]
+	ctx := context.Background()
+	for i := 0; i < 200; i++ {
+		batches := make([]transport.Batch, 1000)
+		for j := range batches {
+			batches[j] = transport.Batch{AggregateID: uuid.NewString(), Events: event}
+		}
+		if err := tr.StoreBulk(ctx, transport.Scope{Type: "noise"}, batches); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	if err := tr.Store(ctx, ref, event, transport.MustNotExist); err != nil {
+		b.Fatal(err)
+	}
+	f := tr.(transport.Feeder)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p, err := f.ReadFeed(ctx, transport.FeedQuery{Feed: ref.Scope()})
+		if err != nil || len(p.Entries) != 1 {
+			b.Fatal(err, len(p.Entries))
+		}
+	}
+}
