@@ -68,6 +68,7 @@ type config struct {
 	console     string
 	insecure    bool
 	otlp        string
+	sec         securityConfig // limits, proxies, cookie (limits.go)
 }
 
 // run serves until ctx ends, then shuts down gracefully. ready, when not
@@ -91,7 +92,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	fs.StringVar(&c.console, "console", "auto", "the web console at /console/: on, off, or auto (on when listening on loopback)")
 	fs.StringVar(&c.otlp, "otlp-endpoint", "", "export traces over OTLP/HTTP to this URL (for example http://127.0.0.1:4318); requests that carry a traceparent header join the caller's trace")
 	fs.BoolVar(&c.insecure, "insecure-no-keys", false, "allow listening on a non-loopback address without keys: anyone who reaches it can read, write and delete")
+	c.sec.register(fs, getenv)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := c.sec.check(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -134,6 +139,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 
 	opts := []localserver.Option{localserver.WithLogger(log), localserver.WithMaxBodyBytes(c.maxBody),
 		localserver.WithRateLimit(c.rateLimit, c.rateWindow)}
+	anyHost := access == "" && !loopback // keyless beyond loopback, on purpose (-insecure-no-keys)
+	opts = append(opts, c.sec.serverOptions(c.rateWindow, anyHost)...)
+	consoleOpts := c.sec.consoleOptions(anyHost)
+	warnFileLimit(log, c.sec.maxConns)
 	if c.otlp != "" {
 		tp, shutdown, err := tracing(ctx, c.otlp)
 		if err != nil {
@@ -148,7 +157,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		}()
 		opts = append(opts, localserver.WithTracerProvider(tp))
 	}
-	var consoleOpts []console.Option
 	if access != "" {
 		opts = append(opts, localserver.WithKeys(access, secret))
 		consoleOpts = append(consoleOpts, console.WithKeys(access, secret))
@@ -157,9 +165,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}
 	metrics := newMetrics()
 	mux := http.NewServeMux()
-	mux.Handle("/", metrics.wrap(localserver.NewHandler(backend, opts...)))
+	mux.Handle("/", withConsoleRedirect(metrics.wrap(localserver.NewHandler(backend, opts...)), consoleOn))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", readyz(backend))
+	mux.Handle("GET /readyz", cacheAnswer(readyCacheTTL, nil, readyz(backend)))
 	if c.metricsAddr == "" {
 		mux.Handle("GET /metrics", metrics.handler())
 	}
@@ -171,7 +179,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		mux.Handle(console.Prefix, con)
 	}
 
-	srv, err := listen(c.addr, mux, c.tlsCert, c.tlsKey)
+	srv, err := listen(c.addr, mux, c.tlsCert, c.tlsKey, newConnLimiter(c.sec.maxConns, metrics.connections))
 	if err != nil {
 		return err
 	}
@@ -179,7 +187,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	if c.metricsAddr != "" {
 		m := http.NewServeMux()
 		m.Handle("GET /metrics", metrics.handler())
-		ms, err := listen(c.metricsAddr, m, "", "")
+		ms, err := listen(c.metricsAddr, m, "", "", nil)
 		if err != nil {
 			srv.close()
 			return err
@@ -187,8 +195,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		servers = append(servers, ms)
 		log.Info("metrics", zap.String("addr", ms.addr()))
 	}
-	log.Info("sourced-server ready", zap.String("addr", srv.addr()), zap.String("url", srv.url()),
-		zap.String("store", desc), zap.Bool("auth", access != ""), zap.Bool("tls", c.tlsCert != ""), zap.Bool("console", consoleOn))
+	readyFields := []zap.Field{zap.String("addr", srv.addr()), zap.String("url", srv.url()),
+		zap.String("store", desc), zap.Bool("auth", access != ""), zap.Bool("tls", c.tlsCert != ""), zap.Bool("console", consoleOn)}
+	if consoleOn {
+		readyFields = append(readyFields, zap.String("console_url", srv.url()+console.Prefix))
+	}
+	log.Info("sourced-server ready", readyFields...)
 	if ready != nil {
 		ready <- srv.addr()
 	}
@@ -275,7 +287,7 @@ type server struct {
 // listen serves h on addr with the timeouts a server reachable by other
 // processes needs (a feed read may wait 60 s before it answers), over TLS
 // 1.2 or newer when a certificate is given.
-func listen(addr string, h http.Handler, cert, key string) (*server, error) {
+func listen(addr string, h http.Handler, cert, key string, limit *connLimiter) (*server, error) {
 	srv := &http.Server{Handler: h, MaxHeaderBytes: 64 << 10, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 60 * time.Second, WriteTimeout: transport.MaxFeedWait + 30*time.Second, IdleTimeout: 2 * time.Minute}
 	if cert != "" {
@@ -288,6 +300,9 @@ func listen(addr string, h http.Handler, cert, key string) (*server, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if limit != nil { // at most -max-conns connections; idle ones closed early near the cap
+		l, srv.ConnState = limit.wrap(l), limit.track
 	}
 	s := &server{srv: srv, l: l, tls: cert != "", err: make(chan error, 1)}
 	go func() {
