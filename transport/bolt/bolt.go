@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -170,8 +171,14 @@ func open(path string, opts []Option) (*Transport, error) {
 
 // openDB checks the file, then lets bbolt open it.
 func openDB(path string, timeout time.Duration) (*bbolt.DB, error) {
-	if _, err := checkFile(path); err != nil {
+	exists, err := checkFile(path)
+	if err != nil {
 		return nil, pathless(err)
+	}
+	if !exists {
+		if err := create(path); err != nil {
+			return nil, pathless(err)
+		}
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
 	switch {
@@ -185,6 +192,59 @@ func openDB(path string, timeout time.Duration) (*bbolt.DB, error) {
 		return nil, fmt.Errorf("%w: %v", ErrUnknownFormat, err)
 	}
 	return nil, pathless(err)
+}
+
+// create makes a new event file whole or not at all: it is written under
+// a temporary name beside path and linked into place once complete, so a
+// crash while creating leaves no file at path (perhaps a stray temporary
+// one), never an empty or half-made one, which Open would refuse. When
+// another process created the file first, its file stands.
+func create(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	_ = tmp.Close()
+	defer os.Remove(name)
+	db, err := bbolt.Open(name, 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(prepare)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Link(name, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // another process was first
+		}
+		// A file system without hard links: rename, which would replace a
+		// file created meanwhile, so look once more first.
+		if _, serr := os.Stat(path); serr == nil {
+			return nil
+		}
+		if err := os.Rename(name, path); err != nil {
+			return err
+		}
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a new name in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
 }
 
 // pathless drops the path from an *fs.PathError: Open names it already.

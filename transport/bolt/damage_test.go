@@ -393,3 +393,20 @@ func TestTypeFeedLooksOnlyAtItsType(t *testing.T) {
 	assert.Empty(t, p.Entries)
 	assert.False(t, p.HasMore)
 }
+
+// A new file is made whole under a temporary name and linked into place, so
+// a crash while creating never leaves the empty file Open refuses; nothing
+// else stays behind.
+func TestNewFileIsCreatedWhole(t *testing.T) {
+	dir := t.TempDir()
+	tr := open(t, filepath.Join(dir, "events.db"))
+	require.NoError(t, tr.Close())
+	names, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, names, 1)
+	assert.Equal(t, "events.db", names[0].Name())
+	tr = open(t, filepath.Join(dir, "events.db"))
+	infos, err := tr.FeedOverview(context.Background(), "")
+	require.NoError(t, err)
+	assert.Empty(t, infos)
+}
