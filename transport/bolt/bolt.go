@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -234,8 +235,12 @@ func create(path string) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// syncDir makes a new name in dir durable.
+// syncDir makes a new name in dir durable (Windows cannot sync a
+// directory, and needs not).
 func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
