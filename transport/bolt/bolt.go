@@ -585,9 +585,10 @@ func (t *Transport) RequestDelete(ctx context.Context, target transport.DeleteTa
 	return t.tokens.Issue(target), nil
 }
 
-// ConfirmDelete implements transport.Transport. The token is redeemed in the
-// delete's transaction, after everything else in it succeeded: a confirm
-// that fails before then leaves the token usable.
+// ConfirmDelete implements transport.Transport. The token is taken before
+// the delete's transaction and put back when the delete fails (the
+// transaction, its commit or its fsync): a failed confirm leaves the token
+// usable.
 func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
 	const op = "confirm delete"
 	ref := target.Ref()
@@ -596,6 +597,10 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return err
+	}
+	undo, ok := t.tokens.Take(target, token)
+	if !ok {
+		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
 	}
 	err := t.db.Update(func(tx *bbolt.Tx) error {
 		scopes, err := rootBucket(tx, bucketScopes)
@@ -617,12 +622,10 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 		if err != nil {
 			return err
 		}
-		if !t.tokens.Redeem(target, token) {
-			return transport.NewError(op, ref, transport.ErrBadDeleteToken)
-		}
 		return nil
 	})
 	if err != nil {
+		undo()
 		return storeFailed(op, ref, err)
 	}
 	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))
