@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"iter"
 	"sort"
 
 	"github.com/sourced-go/sourced/internal/commitsignal"
@@ -92,9 +93,9 @@ func (t *Transport) recordLocked(ref transport.Ref, s *stream) int64 {
 	v := s.version()
 	from := 0
 	if v > 1 {
-		from = s.ends[v-2]
+		from = s.batches[v-2].end
 	}
-	end := s.ends[v-1]
+	end := s.batches[v-1].end
 	events := s.events[from:end:end]
 	size := 0
 	for j := range events {
@@ -117,11 +118,11 @@ func (t *Transport) recordLocked(ref transport.Ref, s *stream) int64 {
 
 // forgetLocked drops the entries numbered seqs (a deleted aggregate's):
 // their slots are emptied, and a full block left without entries is freed.
-func (f *feedLog) forgetLocked(seqs []int64) {
+func (f *feedLog) forgetLocked(seqs iter.Seq[int64]) {
 	if f == nil {
 		return
 	}
-	for _, seq := range seqs {
+	for seq := range seqs {
 		bi := (seq - 1) / feedBlockSize
 		b := f.blocks[bi]
 		if b == nil {

@@ -79,12 +79,27 @@ type scopeState struct {
 // drops the whole stream).
 type stream struct {
 	events  []transport.Event
-	ends    []int   // ends[v-1] is the end offset in events of the batch of version v
-	seqs    []int64 // seqs[v-1] is the feed sequence number of the batch of version v
+	batches []batchRef // batches[v-1] is the batch of version v
 	updated time.Time
 }
 
-func (s *stream) version() int64 { return int64(len(s.ends)) }
+// batchRef locates one batch: where its events end in the stream, and its
+// feed sequence number.
+type batchRef struct {
+	end int
+	seq int64
+}
+
+func (s *stream) version() int64 { return int64(len(s.batches)) }
+
+// seqs returns the feed sequence numbers of the stream's batches.
+func (s *stream) seqs(yield func(int64) bool) {
+	for _, b := range s.batches {
+		if !yield(b.seq) {
+			return
+		}
+	}
+}
 
 // New returns an empty in-memory transport.
 func New(opts ...Option) *Transport {
@@ -139,12 +154,12 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	to := min(since+int64(limit), v)
 	from := 0
 	if since > 0 {
-		from = s.ends[since-1]
+		from = s.batches[since-1].end
 	}
 	// Cut the page where its bytes would pass MaxPageBytes.
 	last, size, start := since, 0, from
 	for last < to {
-		end := s.ends[last]
+		end := s.batches[last].end
 		n := 0
 		for i := start; i < end; i++ {
 			n += transport.EventBytes(&s.events[i])
@@ -234,11 +249,11 @@ func (t *Transport) store(op string, ref transport.Ref, events []transport.Event
 // even if the clock does.
 func (t *Transport) appendLocked(ref transport.Ref, s *stream, events []transport.Event, now time.Time) {
 	s.events = copyEvents(s.events, events)
-	s.ends = append(s.ends, len(s.events))
+	s.batches = append(s.batches, batchRef{end: len(s.events)})
 	if now.After(s.updated) {
 		s.updated = now
 	}
-	s.seqs = append(s.seqs, t.recordLocked(ref, s))
+	s.batches[len(s.batches)-1].seq = t.recordLocked(ref, s)
 }
 
 // StoreBulk implements transport.Transport.
