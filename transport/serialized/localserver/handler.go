@@ -536,8 +536,8 @@ func jsonKind(k reflect.Kind) string {
 }
 
 // jsonBody reports whether a request's Content-Type is application/json
-// (with parameters such as charset or not), said once. Writes must say so: a browser
-// sends text/plain across sites without asking first, never
+// (with parameters such as charset or not), said once. Writes must say so:
+// a browser sends text/plain across sites without asking first, never
 // application/json.
 func jsonBody(r *http.Request) bool {
 	v := r.Header["Content-Type"]
