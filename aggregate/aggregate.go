@@ -120,7 +120,7 @@ func OnNamed[S, E any](name string, h func(*S, E)) Option[S] {
 		}
 		goType := reflect.TypeFor[E]()
 		if prev, dup := d.byType[goType]; dup {
-			return fmt.Errorf("Go type %s registered twice (as %q and %q)", goType, prev.name, name)
+			return fmt.Errorf("the Go type %s is registered twice (as %q and %q)", goType, prev.name, name)
 		}
 		hd := &handler[S]{
 			name:   name,
