@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/repository"
@@ -257,64 +255,4 @@ func BenchmarkFeedHeadUnderWrites(b *testing.B) {
 	b.StopTimer()
 	stop()
 	wg.Wait()
-}
-
-// BenchmarkFeedLatency: how long after a Store returns a reader waiting on
-// the feed (in another transport, as another process would) has the
-// batch, as p50 and p99 over b.N stores; "unrelated-open" with another
-// session's write transaction left open meanwhile (issue 23: it must not
-// matter).
-func BenchmarkFeedLatency(b *testing.B) {
-	for _, open := range []bool{false, true} {
-		name := "alone"
-		if open {
-			name = "unrelated-open"
-		}
-		b.Run(name, func(b *testing.B) {
-			writer := fresh(b)
-			reader := sameStore(b, writer)
-			ctx := context.Background()
-			if open {
-				conn, err := pgx.Connect(ctx, database(b))
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer conn.Close(ctx)
-				tx, err := conn.Begin(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer func() { _ = tx.Rollback(ctx) }()
-				if _, err := tx.Exec(ctx, "CREATE TEMP TABLE scratch (n int); INSERT INTO scratch VALUES (1)"); err != nil {
-					b.Fatal(err)
-				}
-			}
-			feed := transport.Scope{Type: "counter"}
-			var since int64
-			lat := make([]time.Duration, 0, b.N)
-			b.ResetTimer()
-			for range b.N {
-				got := make(chan time.Time, 1)
-				go func() {
-					p, err := reader.ReadFeed(ctx, transport.FeedQuery{Feed: feed, Since: since, Wait: 30 * time.Second})
-					if err != nil || len(p.Entries) == 0 {
-						b.Error(err, "no entry")
-					} else {
-						since = p.Entries[len(p.Entries)-1].Sequence
-					}
-					got <- time.Now()
-				}()
-				time.Sleep(2 * time.Millisecond) // the reader is waiting
-				if err := writer.Store(ctx, transport.Ref{Type: "counter", ID: uuid.NewString()}, oneEvent, transport.MustNotExist); err != nil {
-					b.Fatal(err)
-				}
-				stored := time.Now()
-				lat = append(lat, (<-got).Sub(stored))
-			}
-			b.StopTimer()
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
-		})
-	}
 }
