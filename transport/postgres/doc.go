@@ -49,12 +49,9 @@
 // (pg_current_xact_id). A sequencer gives numbers afterwards, in one short
 // transaction of its own: it takes an advisory lock (so sequencers take
 // turns), takes the batches without a number whose transaction is older
-// than the oldest store transaction of this schema still running (every
-// store holds a shared advisory lock of the schema's class, so the
-// sequencer finds the open ones in pg_locks; every store older than that
-// has committed or rolled back, and no older one can commit later), and
-// numbers them in transaction order. Transactions that store no batch of
-// this schema never hold the feed back. A number is therefore
+// than the oldest transaction still running (pg_snapshot_xmin: every one
+// of them has committed or rolled back, and no older one can commit
+// later), and numbers them in transaction order. A number is therefore
 // only ever given once everything before it is settled, and readers read
 // numbered batches only: nothing can appear behind a position a reader has
 // passed. TestNoSkipWhenTheLowerCommitsLast forces the bad interleaving.
@@ -75,10 +72,10 @@
 // 30 s or the context's end, then the read goes on without it and logs a
 // warning). Sequence numbers are global to the database (unique and
 // rising per tenant; a tenant's feed skips the others' numbers) and never
-// reused. Only a store transaction of this schema that stays open holds
-// the feed back until it ends (a store paused before its COMMIT, a
-// connection stuck mid-store): see docs/operations.md for the query that
-// finds one.
+// reused. A long-running transaction anywhere on the server, in any
+// database (transaction ids are the cluster's), holds the feed back until
+// it ends (its xid is the horizon): keep transactions short, and watch for
+// idle-in-transaction sessions.
 //
 // The feed is in transaction order, not commit order: of two batches that
 // commit close together, the one whose transaction began first comes first.

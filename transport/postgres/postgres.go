@@ -350,18 +350,13 @@ func lockKey(s string) int64 {
 // typeKey is the advisory lock key of an aggregate type of a tenant, and
 // aggKey that of one aggregate (see the lock statements in queries). Two
 // that collide only make a store or a delete wait longer.
-//
-// A type's key is a pair of int4 (its second half; the first is the
-// schema's, q.storeClass), so that the sequencer can tell this schema's
-// store transactions by their locks in pg_locks (see the queries'
-// lockAndMark).
-func (t *Transport) typeKey(tenant, typ string) int32 {
-	h := fnv.New32a()
-	for _, s := range [...]string{tenant, typ} {
+func (t *Transport) typeKey(tenant, typ string) int64 {
+	h := fnv.New64a()
+	for _, s := range [...]string{"sourced.type", t.schema, tenant, typ} {
 		_, _ = h.Write([]byte(s))
 		_, _ = h.Write([]byte{0})
 	}
-	return int32(h.Sum32())
+	return int64(h.Sum64())
 }
 
 func (t *Transport) aggKey(ref transport.Ref) int64 {
@@ -525,7 +520,7 @@ const sequencerTimeout = "60s"
 func (t *Transport) queueSequencer(b *pgx.Batch, since *string, pending bool) {
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true)")
-	b.Queue(t.q.lockAndMark, t.q.lock, since, t.q.storeClass)
+	b.Queue(t.q.lockAndMark, t.q.lock, since)
 	b.Queue(t.q.sequence, t.q.channel, t.origin, t.chunk.Load())
 	if pending {
 		b.Queue(t.q.pendingSince)

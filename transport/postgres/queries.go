@@ -6,7 +6,6 @@ import "github.com/jackc/pgx/v5"
 type queries struct {
 	channel, lockAndMark, sequence, pendingSince, pendingNow string
 	lock                                                     int64
-	storeClass                                               int32
 
 	load, storeNew, storeExactly, storeAny string
 	lockOne, lockAnyOne, lockMany          string
@@ -33,9 +32,8 @@ func newQueries(schema string) queries {
 	lock := lockKey("sourced.sequencer." + schema)
 	same := `tenant = $1 AND aggregate_type = $2 AND aggregate_id = $3`
 	return queries{
-		channel:    schema + channelSuffix,
-		lock:       lock,
-		storeClass: int32(lockKey("sourced.store." + schema)),
+		channel: schema + channelSuffix,
+		lock:    lock,
 		// The sequencers take turns under an advisory lock ($1), held to
 		// the end of the transaction; the snapshot a settling reader asks
 		// about ($2, or this statement's) is kept for pendingSince. The
@@ -43,39 +41,14 @@ func newQueries(schema string) queries {
 		// commit need not wait for the flush: one lost in a crash (only one
 		// that no later commit flushed can be) comes out the same when the
 		// sequencer runs again.
-		//
-		// Then, under the lock, it reads the run's horizon ('sourced.high'):
-		// the oldest transaction id among this schema's store
-		// transactions still open (they hold a lock of class $3, see
-		// lockOne; their own transaction ids are in pg_locks too), or the
-		// next transaction id of the statement's snapshot if none is
-		// older. Nothing else holds the feed back: not an unrelated
-		// transaction, however long, nor one in another database. A store
-		// older than the horizon has ended before the locks were read, so
-		// the numbering statement, with a later snapshot, sees what it
-		// wrote; a store that takes its locks after they were read takes a
-		// transaction id no lower than that next one. (pg_locks gives
-		// 32-bit ids: each is widened with the epoch of the next one, or
-		// the epoch before or after it when that is nearer.)
 		lockAndMark: `SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true),
-			set_config('sourced.since', coalesce($2::text, pg_current_snapshot()::text), true),
-			set_config('sourced.high', (
-				WITH s AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next),
-				open AS (
-					SELECT (s.next & ~4294967295::bigint) | x.transactionid::text::bigint AS wide, s.next
-					FROM s, pg_locks l JOIN pg_locks x ON x.pid = l.pid AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted
-					WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid::text::bigint = ($3::int4::bigint & 4294967295)
-						AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-				)
-				SELECT least((SELECT next FROM s), min(CASE WHEN wide > next + 2147483648 THEN wide - 4294967296
-					WHEN wide < next - 2147483648 THEN wide + 4294967296 ELSE wide END))::text FROM open
-			), true)`,
+			set_config('sourced.since', coalesce($2::text, pg_current_snapshot()::text), true)`,
 		// The sequencer's statement, run after it took the lock, so its
 		// snapshot sees what the sequencer before it committed (see the
 		// package doc). $1 is the notification channel, $2 this
 		// transport's origin. It returns how many batches it numbered.
 		sequence: `WITH counter AS (
-				SELECT seq, horizon, current_setting('sourced.high')::xid8 AS high FROM ` + s + `feed_counter
+				SELECT seq, horizon, pg_snapshot_xmin(pg_current_snapshot()) AS high FROM ` + s + `feed_counter
 			), pending AS NOT MATERIALIZED (
 				SELECT b.tx FROM ` + s + `batches b, counter c WHERE b.tx >= c.horizon AND b.tx < c.high
 				ORDER BY b.tx, b.id
@@ -152,13 +125,12 @@ func newQueries(schema string) queries {
 		// wait for it and then, in a new snapshot, find it done. Keys are
 		// taken in ascending order after the type's (lockMany: $1 the
 		// keys, $2 whether each is exclusive).
-		lockOne:    `SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4), pg_advisory_xact_lock_shared($3)`,
-		lockAnyOne: `SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4), pg_advisory_xact_lock($3)`,
-		lockMany: `SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4) UNION ALL
-			SELECT CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END
-			FROM unnest($3::bigint[], $4::boolean[]) AS u(k, x)`,
-		lockDeleteOne:  `SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4), pg_advisory_xact_lock($3)`,
-		lockDeleteType: `SELECT pg_advisory_xact_lock($1::int4, $2::int4)`,
+		lockOne:    `SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock_shared($2)`,
+		lockAnyOne: `SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)`,
+		lockMany: `SELECT CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END
+			FROM unnest($1::bigint[], $2::boolean[]) AS u(k, x)`,
+		lockDeleteOne:  `SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)`,
+		lockDeleteType: `SELECT pg_advisory_xact_lock($1)`,
 
 		exists: `SELECT EXISTS (SELECT 1 FROM ` + s + `batches WHERE ` + same + `)`,
 		list: `SELECT aggregate_id, max(version), max(stored_at) FROM ` + s + `batches WHERE tenant = $1 AND aggregate_type = $2

@@ -78,9 +78,9 @@ func TestDeleteRacingAStoreLeavesNothing(t *testing.T) {
 				})
 			}()
 			<-inTx
-			target, lock := transport.DeleteAggregate(ref), "SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4), pg_advisory_xact_lock($3)"
+			target, lock := transport.DeleteAggregate(ref), "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)"
 			if all {
-				target, lock = transport.DeleteAllOfType(scope), "SELECT pg_advisory_xact_lock($1::int4, $2::int4)"
+				target, lock = transport.DeleteAllOfType(scope), "SELECT pg_advisory_xact_lock($1)"
 			}
 			token, err := deleter.RequestDelete(ctx, target)
 			require.NoError(t, err)

@@ -251,7 +251,7 @@ func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref,
 		sql, args := t.storeSQL(b, now)
 		pb := &pgx.Batch{}
 		pb.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-		pb.Queue(lock, t.q.storeClass, t.typeKey(b.ref.Tenant, b.ref.Type), b.key)
+		pb.Queue(lock, t.typeKey(b.ref.Tenant, b.ref.Type), b.key)
 		pb.Queue(sql, args...)
 		pb.Queue("COMMIT")
 		res := conn.SendBatch(ctx, pb)
@@ -283,15 +283,16 @@ func (t *Transport) writeOnce(ctx context.Context, op string, ref transport.Ref,
 		return failed(op, ref, err, false), isTransient(err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	keys := make([]int64, 0, len(batches))
-	exclusive := make([]bool, 0, len(batches))
+	keys := make([]int64, 0, len(batches)+1)
+	exclusive := make([]bool, 0, len(batches)+1)
+	keys, exclusive = append(keys, t.typeKey(ref.Tenant, ref.Type)), append(exclusive, false)
 	byKey := make([]encoded, len(batches))
 	copy(byKey, batches)
 	slices.SortFunc(byKey, func(a, b encoded) int { return cmp.Compare(a.key, b.key) })
 	for _, b := range byKey {
 		keys, exclusive = append(keys, b.key), append(exclusive, b.expect.IsAny())
 	}
-	if _, err := tx.Exec(ctx, t.q.lockMany, t.q.storeClass, t.typeKey(ref.Tenant, ref.Type), keys, exclusive); err != nil {
+	if _, err := tx.Exec(ctx, t.q.lockMany, keys, exclusive); err != nil {
 		return failed(op, ref, err, false), isTransient(err)
 	}
 	for i, b := range batches {
@@ -413,9 +414,9 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 		// The target's lock first, then the sequencers': no one holding
 		// the sequencers' lock ever waits for a target's.
 		if target.AllOfType {
-			_, err = tx.Exec(ctx, t.q.lockDeleteType, t.q.storeClass, t.typeKey(target.Tenant, target.Type))
+			_, err = tx.Exec(ctx, t.q.lockDeleteType, t.typeKey(target.Tenant, target.Type))
 		} else {
-			_, err = tx.Exec(ctx, t.q.lockDeleteOne, t.q.storeClass, t.typeKey(target.Tenant, target.Type), t.aggKey(ref))
+			_, err = tx.Exec(ctx, t.q.lockDeleteOne, t.typeKey(target.Tenant, target.Type), t.aggKey(ref))
 		}
 		if err != nil {
 			return err
