@@ -95,6 +95,7 @@ type handler struct {
 	maxBody        int64
 	now            func() time.Time
 	mux            *http.ServeMux
+	drain          <-chan struct{} // closed: waiting feed reads answer at once (WithDrain)
 
 	limit  int
 	window time.Duration
@@ -303,6 +304,11 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error, p phas
 	case errors.Is(err, transport.ErrRateLimited):
 		writeError(w, http.StatusTooManyRequests, "rate limit exceeded")
 	case errors.Is(err, transport.ErrUnavailable), errors.Is(err, transport.ErrAmbiguous):
+		if r.Context().Err() != nil { // the client left, or the server cancelled the request
+			h.log.Warn("request cancelled", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		} else {
+			h.log.Error("store unavailable", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		}
 		writeError(w, http.StatusServiceUnavailable, "store unavailable")
 	default:
 		h.log.Error("backend failure", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
