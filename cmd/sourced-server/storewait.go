@@ -60,7 +60,7 @@ func openWaiting(ctx context.Context, open opener, c config, log *zap.Logger, po
 	err := backoff.Retry(op, backoff.WithContext(policy, ctx))
 	if err != nil {
 		if attempts > 1 && ctx.Err() == nil {
-			return nil, nil, "", fmt.Errorf("store not reachable after %s (-store-wait) and %d attempts: %w", time.Since(began).Round(time.Millisecond), attempts, err)
+			return nil, nil, "", fmt.Errorf("store not reachable within -store-wait %s (%d attempts over %s): %w", c.storeWait, attempts, time.Since(began).Round(time.Millisecond), err)
 		}
 		return nil, nil, "", err
 	}
