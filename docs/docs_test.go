@@ -8,8 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/transport/memory"
+	"github.com/sourced-go/sourced/transport/serialized/localserver"
 )
 
 // normalize folds white space so indentation and alignment do not matter.
@@ -72,18 +78,26 @@ func TestDocBlocksCompile(t *testing.T) {
 	src, err := os.ReadFile("snippets_test.go")
 	require.NoError(t, err)
 	compiled := normalize(strings.Split(string(src), "\n"))
+	compiledImports, _ := splitImports(strings.Split(strings.SplitN(string(src), "import (", 2)[1], "\n"))
 	docs, err := filepath.Glob("*.md")
 	require.NoError(t, err)
 	docs = append(docs, filepath.Join("..", "README.md"))
 	checked := 0
 	for _, d := range docs {
 		for i, b := range goBlocks(t, d) {
-			n := normalize(b)
+			imports, body := splitImports(b)
+			for _, imp := range imports {
+				assert.Contains(t, compiledImports, imp, "%s: Go block %d imports %s, which snippets_test.go does not", d, i+1, imp)
+			}
+			n := normalize(body)
 			if len(n) == 0 {
 				continue
 			}
 			checked++
 			assert.True(t, contains(compiled, n), "%s: Go block %d is not in snippets_test.go:\n%s", d, i+1, strings.Join(b, "\n"))
+			for _, q := range usedPackages(n) {
+				assert.Contains(t, importedNames(imports), q, "%s: Go block %d uses package %s without showing its import", d, i+1, q)
+			}
 		}
 	}
 	assert.GreaterOrEqual(t, checked, 5, "the documentation has Go blocks to check")
@@ -97,4 +111,88 @@ func TestSnippetsRun(t *testing.T) {
 	assert.Equal(t, int64(2), res.Version)
 	require.NoError(t, gettingStarted())
 	transportsLocal()
+
+	// Step 5 of getting started, against a local server as the page says.
+	srv := localserver.NewServer(memory.New())
+	defer srv.Close()
+	t.Setenv("SERIALIZED_BASE_URL", srv.URL)
+	t.Setenv("SERIALIZED_ACCESS_KEY", "")
+	t.Setenv("SERIALIZED_SECRET_ACCESS_KEY", "")
+	require.NoError(t, gettingStartedHTTP(), "a loopback base URL needs no keys")
+
+	store := memory.New()
+	repo := repository.New(store, accounts)
+	id := uuid.NewString()
+	_, err = repo.Create(ctx, id, Open("ann"))
+	require.NoError(t, err)
+	conceptsErrors(ctx, repo, id)
+	require.NoError(t, conceptsBus(ctx, store))
+	operations(zap.NewNop(), store)
+}
+
+// splitImports takes the import block a Go block may start with and returns
+// its import paths (quoted, with any name before them) and the lines after.
+func splitImports(block []string) (imports []string, body []string) {
+	i := 0
+	for i < len(block) && strings.TrimSpace(block[i]) == "" {
+		i++
+	}
+	if i < len(block) && strings.TrimSpace(block[i]) == "import (" {
+		i++
+	} else if i >= len(block) || !strings.HasPrefix(strings.TrimSpace(block[i]), `"`) {
+		return nil, block
+	}
+	for ; i < len(block); i++ {
+		l := strings.TrimSpace(block[i])
+		if l == ")" {
+			i++
+			break
+		}
+		if l != "" {
+			imports = append(imports, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	return imports, block[i:]
+}
+
+// importedNames gives the package names an import list brings in: the
+// explicit name, or the last element of the path.
+func importedNames(imports []string) []string {
+	var names []string
+	for _, imp := range imports {
+		f := strings.Fields(imp)
+		if len(f) == 2 {
+			names = append(names, f[0])
+			continue
+		}
+		p := strings.Trim(f[0], `"`)
+		name := p[strings.LastIndex(p, "/")+1:]
+		if strings.HasPrefix(name, "v") && len(name) <= 3 { // github.com/cenkalti/backoff/v4
+			q := strings.TrimSuffix(p, "/"+name)
+			name = q[strings.LastIndex(q, "/")+1:]
+		}
+		names = append(names, name)
+	}
+	return names
+}
+
+// ourPackages are the package names a reader must be shown the import of.
+var ourPackages = []string{"aggregate", "repository", "memory", "serialized", "transport", "eventbus",
+	"subscription", "boltcheckpoint", "bbolt", "bolt", "localserver", "snapshot", "gojson",
+	"transporttest", "uuid", "zap", "backoff", "postgres"}
+
+// usedPackages lists which of ourPackages a block's lines refer to as
+// "name.".
+func usedPackages(lines []string) []string {
+	var used []string
+	text := " " + strings.Join(lines, " ")
+	for _, p := range ourPackages {
+		for _, sep := range []string{" ", "(", "[", "*", "&", "!", "{", ","} {
+			if strings.Contains(text, sep+p+".") {
+				used = append(used, p)
+				break
+			}
+		}
+	}
+	return used
 }

@@ -52,7 +52,7 @@ func readme(ctx context.Context) (repository.Result, error) {
 		aggregate.On(func(t *Ticket, _ TicketClosed) { t.Closed = true }),
 	)
 
-	repo := repository.New(memory.New(), tickets) // or serialized.NewFromEnv()
+	repo := repository.New(memory.New(), tickets) // the embedded store; HTTP: see below
 	id := uuid.NewString()
 	repo.Create(ctx, id, func(t *aggregate.Root[Ticket]) error {
 		return t.Record(TicketOpened{Title: "Printer on fire"})
@@ -131,8 +131,8 @@ func gettingStartedHTTP() error {
 		return err
 	}
 	repo := repository.New(client, accounts)
-	_ = repo
-	return nil
+	_, err = repo.Create(context.Background(), uuid.NewString(), Open("bob"))
+	return err
 }
 
 // concepts.md
@@ -266,9 +266,17 @@ func feedsReadModel(ctx context.Context, store transport.Feeder, db *bbolt.DB) e
 		return err
 	}
 	sub.OnEntry(cps.Apply(sub.Name(), func(ctx context.Context, tx *bbolt.Tx, e transport.FeedEntry) error {
-		return tx.Bucket([]byte("orders")).Put([]byte(e.AggregateID), []byte(e.Events[0].EventType))
+		orders, err := tx.CreateBucketIfNotExists([]byte("orders")) // the read model's own bucket
+		if err != nil {
+			return err
+		}
+		return orders.Put([]byte(e.AggregateID), []byte(e.Events[0].EventType))
 	}))
 	return sub.Run(ctx)
+}
+
+func feedHead(ctx context.Context, store transport.Feeder) (int64, error) {
+	return store.FeedHead(ctx, transport.Scope{Type: "order"}) // or Type: transport.AllTypes
 }
 
 func TestFeedsSnippets(t *testing.T) {
@@ -289,16 +297,23 @@ func TestFeedsSnippets(t *testing.T) {
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "view.db"), 0o600, nil)
 	require.NoError(t, err)
 	defer db.Close()
-	require.NoError(t, db.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucket([]byte("orders")); return err }))
 	rctx, stopModel := context.WithCancel(ctx)
 	go func() { done <- feedsReadModel(rctx, store, db) }()
 	require.Eventually(t, func() bool {
 		var v []byte
-		_ = db.View(func(tx *bbolt.Tx) error { v = tx.Bucket([]byte("orders")).Get([]byte(id)); return nil })
+		_ = db.View(func(tx *bbolt.Tx) error {
+			if b := tx.Bucket([]byte("orders")); b != nil {
+				v = b.Get([]byte(id))
+			}
+			return nil
+		})
 		return string(v) == "feedOrderPaid"
 	}, 5*time.Second, time.Millisecond)
 	stopModel()
 	require.NoError(t, <-done)
+	head, err := feedHead(ctx, store)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), head)
 }
 
 // docs/long-histories.md

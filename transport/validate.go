@@ -2,6 +2,8 @@ package transport
 
 import (
 	"encoding/json"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -46,7 +48,9 @@ func ValidateTenant(tenant string) error {
 
 // ValidateEvents checks a batch before it is stored: 1 to MaxBatchEvents
 // events, valid event types, event ids empty or UUIDs, data empty or one
-// valid JSON value, encryptedData within MaxEncryptedData. Every transport
+// valid JSON value in UTF-8, encryptedData valid UTF-8 without NUL and
+// within MaxEncryptedData (it travels as a JSON string, which cannot carry
+// other bytes intact; encode binary ciphertext, base64 say). Every transport
 // calls it (through CheckStore and CheckStoreBulk), so what one refuses all
 // refuse.
 func ValidateEvents(events []Event) error {
@@ -64,8 +68,11 @@ func ValidateEvents(events []Event) error {
 		if e.EventID != "" && !isUUID(e.EventID) {
 			return invalidf("event %d: eventId %s is not a UUID", i, clip(e.EventID))
 		}
-		if len(e.Data) > 0 && !json.Valid(e.Data) {
-			return invalidf("event %d (%s): data is not valid JSON", i, clip(e.EventType))
+		if len(e.Data) > 0 && (!json.Valid(e.Data) || !utf8.Valid(e.Data)) {
+			return invalidf("event %d (%s): data is not valid JSON in UTF-8", i, clip(e.EventType))
+		}
+		if !utf8.ValidString(e.EncryptedData) || strings.IndexByte(e.EncryptedData, 0) >= 0 {
+			return invalidf("event %d (%s): encryptedData must be valid UTF-8 without NUL (encode binary, base64 say)", i, clip(e.EventType))
 		}
 		if len(e.EncryptedData) > MaxEncryptedData {
 			return invalidf("event %d: encryptedData is %d bytes, at most %d allowed", i, len(e.EncryptedData), MaxEncryptedData)

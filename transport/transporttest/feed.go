@@ -40,6 +40,7 @@ func (s *suite) feed(t *testing.T) {
 	t.Run("InvalidInput", s.feedInvalid)
 	t.Run("Wait", s.feedWait)
 	t.Run("ConcurrentTail", s.feedConcurrentTail)
+	t.Run("Contract", s.feedContract)
 }
 
 // newFeeder returns a fresh transport and its Feeder.

@@ -98,6 +98,7 @@ func Run(t *testing.T, newTransport func(t *testing.T) transport.Transport, opts
 	t.Run("InvalidInput", s.invalidInput)
 	t.Run("Canceled", s.canceled)
 	t.Run("List", s.list)
+	t.Run("Contract", s.contract)
 	probe := newTransport(t)
 	if _, ok := probe.(transport.Feeder); ok {
 		t.Run("Feed", s.feed)
