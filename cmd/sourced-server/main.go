@@ -55,6 +55,9 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal the default comes back: a second one ends the
+	// process at once, without waiting for the grace.
+	go func() { <-ctx.Done(); stop() }()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "sourced-server:", err)
 		os.Exit(1)
@@ -155,15 +158,24 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	return c, nil
 }
 
-// newLogger writes JSON lines with ISO-8601 timestamps.
+// newLogger writes JSON lines with ISO-8601 timestamps. Warn and Error
+// lines are sampled, so that a failure hit by every request cannot flood
+// the log: of each message, the first 10 a second, then one in 100. Info
+// and Debug lines (one per request) are all written.
 func newLogger(level string, out io.Writer) (*zap.Logger, error) {
 	var l zapcore.Level
 	if err := l.Set(level); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(out), l)), nil
+	cfg := zap.NewProductionEncoderConfig()
+	cfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc, sink := zapcore.NewJSONEncoder(cfg), zapcore.Lock(zapcore.AddSync(out))
+	quiet := zap.LevelEnablerFunc(func(x zapcore.Level) bool { return x >= l && x < zapcore.WarnLevel })
+	loud := zap.LevelEnablerFunc(func(x zapcore.Level) bool { return x >= l && x >= zapcore.WarnLevel })
+	return zap.New(zapcore.NewTee(
+		zapcore.NewCore(enc, sink, quiet),
+		zapcore.NewSamplerWithOptions(zapcore.NewCore(enc.Clone(), sink, loud), time.Second, 10, 100),
+	)), nil
 }
 
 func runWith(ctx context.Context, h hooks, args []string, getenv func(string) string, logOut io.Writer, ready chan<- string) error {

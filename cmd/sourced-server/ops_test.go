@@ -250,3 +250,22 @@ func TestTraceExportFailuresCounted(t *testing.T) {
 	assert.Equal(t, 1, logs.FilterMessage("trace export works again").Len())
 	assert.Equal(t, int64(12), logs.FilterMessage("trace export works again").All()[0].ContextMap()["dropped_spans"])
 }
+
+// TestErrorsCannotFloodTheLog: a failure hit by every request logs its
+// first lines and then a sample; request lines are all kept.
+func TestErrorsCannotFloodTheLog(t *testing.T) {
+	out := &syncBuffer{}
+	log, err := newLogger("info", out)
+	require.NoError(t, err)
+	for range 1000 {
+		log.Error("store unavailable", zap.String("path", "/aggregates/order/x"))
+		log.Info("request", zap.Int("status", 503))
+	}
+	lines := out.String()
+	assert.Equal(t, 1000, countLines(lines, `"msg":"request"`))
+	n := countLines(lines, `"msg":"store unavailable"`)
+	assert.GreaterOrEqual(t, n, 10)
+	assert.LessOrEqual(t, n, 40, "sampled: the first 10 a second, then one in 100")
+	_, err = newLogger("loud", out)
+	assert.Error(t, err)
+}
