@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -74,23 +75,26 @@ func startWith(t *testing.T, h hooks, args []string, vars map[string]string) (st
 
 type answer struct {
 	status int
+	proto  string
 	body   string
 	err    error
 	at     time.Time
 }
 
-func do(method, url, body string) answer {
+func do(method, url, body string) answer { return doWith(http.DefaultClient, method, url, body) }
+
+func doWith(client *http.Client, method, url, body string) answer {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		return answer{err: err}
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		return answer{err: err, at: time.Now()}
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
-	return answer{status: res.StatusCode, body: string(b), err: err, at: time.Now()}
+	return answer{status: res.StatusCode, proto: res.Proto, body: string(b), err: err, at: time.Now()}
 }
 
 // TestShutdownBoundedByGrace: with a write held by a lock and a feed read
@@ -98,20 +102,36 @@ func do(method, url, body string) answer {
 // cancels the write before it reaches the store when the grace runs out
 // (the client gets a 503, not a cut connection), and returns within the
 // grace with no error; "stopped" comes after the requests ended.
+// Over TLS the client speaks HTTP/2, where the operator saw "stream was
+// not closed cleanly".
 func TestShutdownBoundedByGrace(t *testing.T) {
+	t.Run("http", func(t *testing.T) { testShutdownBoundedByGrace(t, false) })
+	t.Run("https, HTTP/2", func(t *testing.T) { testShutdownBoundedByGrace(t, true) })
+}
+
+func testShutdownBoundedByGrace(t *testing.T, overTLS bool) {
 	store := newHeldStore()
 	const grace = 3 * time.Second
+	args := []string{"-addr", "127.0.0.1:0", "-shutdown-grace", grace.String()}
+	client, scheme := http.DefaultClient, "http://"
+	if overTLS {
+		certFile, keyFile, pool := selfSigned(t)
+		args = append(args, "-tls-cert", certFile, "-tls-key", keyFile)
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		client, scheme = &http.Client{Transport: tr}, "https://"
+	}
 	addr, logs, stop, done := startWith(t, hooks{open: func(context.Context, config, *zap.Logger) (transport.Transport, func(), string, error) {
 		return store, func() {}, "held memory", nil
-	}}, []string{"-addr", "127.0.0.1:0", "-shutdown-grace", grace.String()}, nil)
+	}}, args, nil)
 
 	write := make(chan answer, 1)
 	go func() {
-		write <- do("POST", "http://"+addr+"/aggregates/order/"+uuid.NewString()+"/events",
+		write <- doWith(client, "POST", scheme+addr+"/aggregates/order/"+uuid.NewString()+"/events",
 			`{"events":[{"eventType":"OrderPlaced","data":{}}],"expectedVersion":0}`)
 	}()
 	poll := make(chan answer, 1)
-	go func() { poll <- do("GET", "http://"+addr+"/feeds/order?waitTime=60000", "") }()
+	go func() { poll <- doWith(client, "GET", scheme+addr+"/feeds/order?waitTime=60000", "") }()
 	<-store.writing
 	<-store.reading
 
@@ -138,6 +158,14 @@ func TestShutdownBoundedByGrace(t *testing.T) {
 	require.NoError(t, w.err, "the held write gets an answer, not a cut connection")
 	assert.Equal(t, http.StatusServiceUnavailable, w.status)
 	assert.True(t, store.released.Load())
+	if overTLS {
+		assert.Equal(t, "HTTP/2.0", w.proto)
+		res, err := client.Get(scheme + addr + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			t.Fatal("still serving after the stop")
+		}
+	}
 
 	out := logs.String()
 	stopped := strings.Index(out, `"msg":"stopped"`)
