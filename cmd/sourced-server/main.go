@@ -258,7 +258,7 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	// opens (which may wait for the database).
 	var monitor atomic.Pointer[storeMonitor]
 	mux := http.NewServeMux()
-	mux.Handle("/", metrics.wrap(life.gate()))
+	mux.Handle("/", life.gate(ops.refused))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", readyz(life, &monitor))
 	if c.metricsAddr == "" {
@@ -325,7 +325,7 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 		}
 		api.Handle(console.Prefix, con)
 	}
-	life.serve(api)
+	life.serve(metrics.wrap(api))
 	log.Info("sourced-server ready", zap.String("addr", srv.addr()), zap.String("url", srv.url()),
 		zap.String("store", desc), zap.Bool("auth", access != ""), zap.Bool("tls", c.tlsCert != ""), zap.Bool("console", consoleOn),
 		zap.String("version", b.Version), zap.String("revision", b.Revision), zap.Bool("modified", b.Modified))

@@ -15,6 +15,7 @@ type opsMetrics struct {
 	schemaVersion  prometheus.Gauge
 	exportFailures prometheus.Counter
 	spansDropped   prometheus.Counter
+	refused        *prometheus.CounterVec
 }
 
 // newOpsMetrics makes the metrics and registers them on reg.
@@ -35,6 +36,8 @@ func newOpsMetrics(reg prometheus.Registerer, b build) *opsMetrics {
 			Help: "Trace exports (batches of spans) that failed; their spans are dropped."}),
 		spansDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "sourced_trace_spans_dropped_total",
 			Help: "Spans dropped because their export failed."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sourced_http_refused_total",
+			Help: "API requests answered 503 with Retry-After because the server was starting (store not open) or stopping."}, []string{"phase"}),
 	}
 	rev := b.Revision
 	if b.Modified {
@@ -42,7 +45,7 @@ func newOpsMetrics(reg prometheus.Registerer, b build) *opsMetrics {
 	}
 	m.buildInfo.WithLabelValues(b.Version, rev, b.GoVersion).Set(1)
 	m.schemaOK.Set(1)
-	reg.MustRegister(m.buildInfo, m.reachable, m.probeFailures, m.schemaOK, m.exportFailures, m.spansDropped)
+	reg.MustRegister(m.buildInfo, m.reachable, m.probeFailures, m.schemaOK, m.exportFailures, m.spansDropped, m.refused)
 	return m
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -76,23 +77,22 @@ const retryAfter = "1"
 
 // gate serves the API while serving or draining, and answers 503 with
 // Retry-After before the store is open and once stopping began: no new
-// write starts after that. It counts requests under way.
-func (l *lifecycle) gate() http.Handler {
+// write starts after that. It counts requests under way, and in refused
+// those it turned away, by phase.
+func (l *lifecycle) gate(refused *prometheus.CounterVec) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.inflight.Add(1)
 		defer l.inflight.Add(-1)
-		var msg string
-		switch l.current() {
-		case starting:
-			msg = "server starting: the store is not open yet"
-		case stopping:
-			msg = "server shutting down"
-		}
 		api := l.api.Load()
-		if msg != "" || api == nil {
-			if msg == "" {
-				msg = "server starting: the store is not open yet"
-			}
+		msg, reason := "", ""
+		switch p := l.current(); {
+		case p == starting || api == nil:
+			msg, reason = "server starting: the store is not open yet", "starting"
+		case p == stopping:
+			msg, reason = "server shutting down", "stopping"
+		}
+		if msg != "" {
+			refused.WithLabelValues(reason).Inc()
 			w.Header().Set("Retry-After", retryAfter)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -139,14 +139,21 @@ func shutdown(l *lifecycle, servers []*server, began time.Time, grace, drain tim
 	l.cancel()
 	ctx, cancel = context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if err := shutdownAll(ctx, servers); err != nil {
-		n := l.inflight.Load()
-		for _, s := range servers {
-			s.close()
-		}
-		return fmt.Errorf("%d requests still running at the end of -shutdown-grace %s, cut off: %w", n, grace, err)
+	err = shutdownAll(ctx, servers)
+	if err == nil {
+		return nil
 	}
-	return nil
+	// Connections still open at the deadline are closed. With every handler
+	// returned, their answers were written (an HTTP/2 connection lingers a
+	// second after its GOAWAY): a clean stop all the same.
+	n := l.inflight.Load()
+	for _, s := range servers {
+		s.close()
+	}
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d requests still running at the end of -shutdown-grace %s, cut off: %w", n, grace, err)
 }
 
 // shutdownAll shuts the servers down together.

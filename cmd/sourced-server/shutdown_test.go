@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -196,6 +197,7 @@ func TestShutdownDrainKeepsServingWhileNotReady(t *testing.T) {
 // that arrives before the store is open.
 func TestGateRefusesOnceStopping(t *testing.T) {
 	l := newLifecycle()
+	refused := newOpsMetrics(prometheus.NewRegistry(), build{}).refused
 	reached := 0
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached++ })
 	for _, step := range []struct {
@@ -210,7 +212,7 @@ func TestGateRefusesOnceStopping(t *testing.T) {
 	} {
 		step.act()
 		rec := httptest.NewRecorder()
-		l.gate().ServeHTTP(rec, httptest.NewRequest("POST", "/aggregates/order/x/events", strings.NewReader("{}")))
+		l.gate(refused).ServeHTTP(rec, httptest.NewRequest("POST", "/aggregates/order/x/events", strings.NewReader("{}")))
 		assert.Equal(t, step.status, rec.Code, step.name)
 		if step.status == http.StatusServiceUnavailable {
 			assert.Equal(t, retryAfter, rec.Header().Get("Retry-After"), step.name)
@@ -218,6 +220,8 @@ func TestGateRefusesOnceStopping(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 2, reached)
+	assert.Equal(t, 1.0, value(refused.WithLabelValues("starting")))
+	assert.Equal(t, 1.0, value(refused.WithLabelValues("stopping")))
 	select {
 	case <-l.drain:
 	default:
