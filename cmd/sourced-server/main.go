@@ -88,8 +88,7 @@ type config struct {
 // hooks are what tests put in place of the real store and timings; the
 // zero value is the real thing.
 type hooks struct {
-	open       opener        // nil: openBackend
-	probeEvery time.Duration // 0: every 10 s
+	open opener // nil: openBackend
 }
 
 // run serves until ctx ends, then shuts down within -shutdown-grace. ready,
@@ -244,6 +243,13 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 			return err
 		}
 		flushTraces = shutdown
+		cleanups = append(cleanups, func() { // when run ends early; a stop flushes within the grace
+			if flushTraces != nil {
+				fctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				_ = flushTraces(fctx)
+			}
+		})
 		opts = append(opts, localserver.WithTracerProvider(tp))
 	}
 	var consoleOpts []console.Option
@@ -309,7 +315,7 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	monitor.Store(mon)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var watching sync.WaitGroup
-	watching.Go(func() { mon.watch(watchCtx, orDefault(h.probeEvery, 10*time.Second)) })
+	watching.Go(func() { mon.watch(watchCtx, probeEvery) })
 
 	api := http.NewServeMux()
 	api.Handle("/", localserver.NewHandler(backend, opts...))
@@ -345,6 +351,7 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 			log.Warn("traces not all exported", zap.Error(ferr))
 		}
 		cancel()
+		flushTraces = nil
 	}
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
@@ -356,13 +363,6 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	}
 	log.Info("stopped")
 	return nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -12,8 +12,12 @@ import (
 	"github.com/sourced-go/sourced/transport"
 )
 
-// probeTimeout bounds one probe of the store.
-const probeTimeout = 2 * time.Second
+// probeTimeout bounds one probe of the store; probeEvery is how often the
+// server probes it when nothing asks /readyz.
+const (
+	probeTimeout = 2 * time.Second
+	probeEvery   = 10 * time.Second
+)
 
 // probeRef is what a probe asks the store about: an aggregate that never
 // exists.
