@@ -41,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -296,7 +297,11 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	if open == nil {
 		open = openBackend
 	}
-	backend, closeBackend, desc, err := openWaiting(ctx, open, c, log, storeBackOff(c.storeWait))
+	policy := storeBackOff(c.storeWait)
+	if c.postgres == "" { // a file or memory: nothing to wait for
+		policy = &backoff.StopBackOff{}
+	}
+	backend, closeBackend, desc, err := openWaiting(ctx, open, c, log, policy)
 	if err != nil {
 		if ctx.Err() != nil { // stopped while waiting for the store
 			serr := shutdown(life, servers, time.Now(), c.grace, 0, log)

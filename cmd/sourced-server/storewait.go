@@ -81,7 +81,7 @@ func unreachable(err error) bool {
 		return pe.Code == "57P03" || pe.Code == "53300" || strings.HasPrefix(pe.Code, "08")
 	}
 	var ce *pgconn.ConnectError
-	var ne net.Error
 	var oe *net.OpError
-	return errors.As(err, &ce) || errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, transport.ErrUnavailable)
+	var de *net.DNSError
+	return errors.As(err, &ce) || errors.As(err, &oe) || errors.As(err, &de)
 }

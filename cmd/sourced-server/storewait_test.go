@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -94,7 +97,8 @@ func TestStopWhileWaitingForTheStore(t *testing.T) {
 // TestOnlyOutagesAreWaitedFor: an error that waiting cannot cure ends the
 // start at once.
 func TestOnlyOutagesAreWaitedFor(t *testing.T) {
-	assert.True(t, unreachable(transport.Wrap(errors.New("dial"), "open", transport.Ref{}, transport.ErrUnavailable)))
+	assert.True(t, unreachable(fmt.Errorf("migrating: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")})))
+	assert.False(t, unreachable(&os.PathError{Op: "open", Path: "/data", Err: syscall.EISDIR}), "a file store is not waited for")
 	assert.False(t, unreachable(errors.New("schema version 3 is newer than this binary knows")))
 	assert.False(t, unreachable(fmt.Errorf("%w: bad string", errors.New("bad configuration"))))
 	attempts := 0
