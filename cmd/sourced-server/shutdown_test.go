@@ -234,3 +234,23 @@ func TestShutdownFlagsChecked(t *testing.T) {
 	assert.ErrorContains(t, err, "-shutdown-drain")
 	assert.Regexp(t, regexp.MustCompile(`-store-wait`), run(context.Background(), []string{"-store-wait", "-1s"}, env(nil), &syncBuffer{}, nil).Error())
 }
+
+// BenchmarkGate: what the lifecycle gate adds to every API request.
+func BenchmarkGate(b *testing.B) {
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	l := newLifecycle()
+	l.serve(api)
+	gated := l.gate(newOpsMetrics(prometheus.NewRegistry(), build{}).refused)
+	req := httptest.NewRequest("HEAD", "/aggregates/order/x", nil)
+	w := httptest.NewRecorder()
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			api.ServeHTTP(w, req)
+		}
+	})
+	b.Run("gated", func(b *testing.B) {
+		for b.Loop() {
+			gated.ServeHTTP(w, req)
+		}
+	})
+}
