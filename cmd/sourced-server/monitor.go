@@ -78,7 +78,9 @@ func (s *storeMonitor) probe(ctx context.Context) error {
 	if _, err = s.backend.Exists(pctx, probeRef); err != nil {
 		health = healthDown
 	} else if sc, ok := s.backend.(schemaChecker); ok {
-		if serr := sc.CheckSchema(pctx); serr != nil {
+		if serr := sc.CheckSchema(pctx); serr != nil && (unreachable(serr) || pctx.Err() != nil) {
+			health, err = healthDown, serr
+		} else if serr != nil {
 			health, err = healthSchemaTooNew, errors.Join(errSchemaNotSupported, serr)
 		}
 	}
