@@ -148,14 +148,29 @@ func (s *storeMonitor) readSchemaVersion(ctx context.Context) {
 	}
 }
 
+// readFeedHead sets sourced_feed_head from the default tenant's _all feed.
+func (s *storeMonitor) readFeedHead(ctx context.Context) {
+	f, ok := s.backend.(transport.Feeder)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	if head, err := f.FeedHead(ctx, transport.Scope{Type: transport.AllTypes}); err == nil {
+		s.m.feedHead.Set(float64(head))
+	}
+}
+
 // watch probes every interval until ctx ends, so the gauge and the logs
 // follow the store even when nothing asks /readyz.
 func (s *storeMonitor) watch(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		_ = s.probe(ctx)
-		s.readSchemaVersion(ctx)
+		if s.probe(ctx) == nil {
+			s.readSchemaVersion(ctx)
+			s.readFeedHead(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -130,6 +130,16 @@ func TestBuildInfoAndStoreMetrics(t *testing.T) {
 	assert.Regexp(t, `(?m)^sourced_store_reachable 1$`, body)
 	assert.Regexp(t, `(?m)^sourced_store_schema_supported 1$`, body)
 	assert.Regexp(t, `(?m)^sourced_trace_export_failures_total 0$`, body)
+	assert.Regexp(t, `(?m)^sourced_feed_head 0$`, body)
+
+	store := memory.New()
+	for range 3 {
+		require.NoError(t, store.Store(context.Background(), transport.Ref{Type: "order", ID: uuid.NewString()},
+			[]transport.Event{{EventType: "OrderPlaced", Data: []byte(`{}`)}}, transport.MustNotExist))
+	}
+	m := newOpsMetrics(prometheus.NewRegistry(), build{})
+	newStoreMonitor(store, zap.NewNop(), m).readFeedHead(context.Background())
+	assert.Equal(t, 3.0, value(m.feedHead))
 	assert.Regexp(t, `"msg":"sourced-server ready".*"version":"[^"]+","revision":"[^"]+"`, logs.String())
 }
 

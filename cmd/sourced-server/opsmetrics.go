@@ -16,6 +16,7 @@ type opsMetrics struct {
 	exportFailures prometheus.Counter
 	spansDropped   prometheus.Counter
 	refused        *prometheus.CounterVec
+	feedHead       prometheus.Gauge
 }
 
 // newOpsMetrics makes the metrics and registers them on reg.
@@ -36,6 +37,8 @@ func newOpsMetrics(reg prometheus.Registerer, b build) *opsMetrics {
 			Help: "Trace exports (batches of spans) that failed; their spans are dropped."}),
 		spansDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "sourced_trace_spans_dropped_total",
 			Help: "Spans dropped because their export failed."}),
+		feedHead: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sourced_feed_head",
+			Help: "The default tenant's feed head (the _all feed's newest sequence number), read every 10 s: stores without it rising mean the feed is stuck."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sourced_http_refused_total",
 			Help: "API requests answered 503 with Retry-After because the server was starting (store not open) or stopping."}, []string{"phase"}),
 	}
@@ -45,7 +48,7 @@ func newOpsMetrics(reg prometheus.Registerer, b build) *opsMetrics {
 	}
 	m.buildInfo.WithLabelValues(b.Version, rev, b.GoVersion).Set(1)
 	m.schemaOK.Set(1)
-	reg.MustRegister(m.buildInfo, m.reachable, m.probeFailures, m.schemaOK, m.exportFailures, m.spansDropped, m.refused)
+	reg.MustRegister(m.buildInfo, m.reachable, m.probeFailures, m.schemaOK, m.exportFailures, m.spansDropped, m.refused, m.feedHead)
 	return m
 }
 
