@@ -336,6 +336,9 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 		}
 		api.Handle(console.Prefix, con)
 	}
+	if bh := backupHandler(backend, access, secret, log); bh != nil {
+		api.Handle(backupPath, bh)
+	}
 	life.serve(metrics.wrap(api))
 	log.Info("sourced-server ready", zap.String("addr", srv.addr()), zap.String("url", srv.url()),
 		zap.String("store", desc), zap.Bool("auth", access != ""), zap.Bool("tls", c.tlsCert != ""), zap.Bool("console", consoleOn),
