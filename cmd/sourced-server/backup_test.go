@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -56,7 +58,7 @@ func TestHotBackup(t *testing.T) {
 		assert.Equal(t, `{"total":4200}`, string(tx.Bucket([]byte("orders")).Get([]byte("o-1"))))
 		return nil
 	}))
-	assert.Contains(t, logs.String(), `"msg":"backup"`)
+	assert.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"backup"`) }, 10*time.Second, 10*time.Millisecond)
 }
 
 func fetchBackup(t *testing.T, addr, access, secret, path string) {
