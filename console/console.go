@@ -9,8 +9,11 @@
 //
 // Behind the same keys as the API: a person signs in once with the access
 // key and the secret, and gets a session cookie (HttpOnly, SameSite=Strict,
-// Secure over TLS). Without keys configured (a loopback development server)
-// the console is open. Every page is rendered through html/template, and the
+// Secure over TLS or with WithSecureCookie). Sign-in is throttled per client
+// address, and sign-in and sign-out refuse other origins. Without keys
+// configured (a loopback development server) the console is open, to
+// loopback Host names and its own origin only (WithAnyHost lifts that). A
+// store failure shows as "store unavailable"; its cause goes to the log. Every page is rendered through html/template, and the
 // live feed builds its rows with textContent, so event data and names,
 // which are untrusted input, always show as text.
 //
@@ -29,12 +32,15 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/sourced-go/sourced/internal/httpguard"
 	"github.com/sourced-go/sourced/transport"
 )
 
@@ -80,6 +86,31 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
+// WithSecureCookie marks the session cookie Secure even when the request
+// came over plain HTTP: set it when a proxy in front terminates TLS, so the
+// browser never sends the cookie over a plain connection. Without it the
+// cookie is Secure when the console itself serves TLS.
+func WithSecureCookie() Option {
+	return func(c *Console) { c.secureCookie = true }
+}
+
+// WithAnyHost turns off the checks a console without keys makes by
+// default: that the Host header is a loopback name and that a browser's
+// Origin is the console's own (against DNS rebinding and cross-site
+// requests). Give it only to a console without keys that is reached beyond
+// loopback on purpose.
+func WithAnyHost() Option {
+	return func(c *Console) { c.anyHost = true }
+}
+
+// WithTrustedProxies names the reverse proxies (addresses as /32 or /128
+// prefixes, or networks) whose X-Forwarded-For header the console believes
+// for the client's address, which the sign-in throttle and the logs use.
+// Without it the client is the connection's peer.
+func WithTrustedProxies(prefixes ...netip.Prefix) Option {
+	return func(c *Console) { c.proxies = httpguard.NewProxies(prefixes...) }
+}
+
 // WithLiveWait sets how long one live-feed request waits for a batch
 // (default 20 s, at most transport.MaxFeedWait).
 func WithLiveWait(d time.Duration) Option {
@@ -99,6 +130,10 @@ type Console struct {
 
 	keyed          bool
 	access, secret []byte
+	secureCookie   bool
+	anyHost        bool
+	proxies        httpguard.Proxies
+	throttle       *throttle
 
 	mu       sync.Mutex
 	sessions map[string]time.Time // session id digest -> expiry
@@ -113,7 +148,8 @@ func New(tr transport.Transport, opts ...Option) (*Console, error) {
 	if tr == nil {
 		return nil, errors.New("console: nil transport")
 	}
-	c := &Console{tr: tr, log: zap.NewNop(), now: time.Now, liveWait: 20 * time.Second, sessions: map[string]time.Time{}}
+	c := &Console{tr: tr, log: zap.NewNop(), now: time.Now, liveWait: 20 * time.Second, sessions: map[string]time.Time{},
+		throttle: newThrottle()}
 	for _, o := range opts {
 		if o != nil {
 			o(c)
@@ -126,7 +162,7 @@ func New(tr transport.Transport, opts ...Option) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.static = http.StripPrefix(Prefix+"assets/", http.FileServerFS(assets))
+	c.static = http.StripPrefix(Prefix+"assets/", noListing(http.FileServerFS(assets)))
 	c.routes()
 	return c, nil
 }
@@ -142,7 +178,34 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
+	if !c.keyed && !c.anyHost {
+		if status, msg := httpguard.CheckLoopback(r); status != 0 {
+			http.Error(w, msg, status)
+			return
+		}
+	}
 	c.mux.ServeHTTP(w, r)
+}
+
+// noListing answers 404 for a directory instead of listing it.
+func noListing(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sameOrigin refuses (403) a form post whose Origin is another site's: a
+// cross-site page must not sign a person in or out.
+func sameOrigin(w http.ResponseWriter, r *http.Request) bool {
+	if httpguard.SameOrigin(r) {
+		return true
+	}
+	http.Error(w, "cross-origin request refused", http.StatusForbidden)
+	return false
 }
 
 func (c *Console) routes() {
@@ -210,8 +273,19 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	if !sameOrigin(w, r) {
+		return
+	}
 	if !c.keyed {
 		http.Redirect(w, r, Prefix, http.StatusSeeOther)
+		return
+	}
+	client, _ := c.proxies.Client(r)
+	remote := zap.String("remote", httpguard.Truncate(client))
+	if wait := c.throttle.locked(client, c.now()); wait > 0 {
+		c.log.Warn("console sign-in refused: locked out", remote, zap.Duration("wait", wait))
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		c.render(w, r, http.StatusTooManyRequests, "login", pageData{Title: "Sign in", Error: "Too many failed sign-ins from your address: try again later."})
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -222,10 +296,12 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	okA := subtle.ConstantTimeCompare(digest(r.PostForm.Get("access_key")), c.access)
 	okS := subtle.ConstantTimeCompare(digest(r.PostForm.Get("secret_key")), c.secret)
 	if okA&okS != 1 {
-		c.log.Info("console sign-in refused", zap.String("remote", r.RemoteAddr))
+		n, lock := c.throttle.fail(client, c.now())
+		c.log.Warn("console sign-in refused", remote, zap.Int("failures", n), zap.Duration("locked_for", lock))
 		c.render(w, r, http.StatusUnauthorized, "login", pageData{Title: "Sign in", Error: "Those keys are not the server's keys."})
 		return
 	}
+	c.throttle.succeed(client)
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		c.render(w, r, http.StatusInternalServerError, "error", pageData{Title: "Sign in", Error: "No session could be made."})
@@ -242,20 +318,24 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	c.sessions[hex.EncodeToString(digest(id))] = now.Add(SessionTTL)
 	c.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{
-		Name: CookieName, Value: id, Path: Prefix, HttpOnly: true, Secure: r.TLS != nil,
+		Name: CookieName, Value: id, Path: Prefix, HttpOnly: true, Secure: c.secureCookie || r.TLS != nil,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(SessionTTL / time.Second),
 	})
-	c.log.Info("console sign-in", zap.String("remote", r.RemoteAddr))
+	c.log.Info("console sign-in", remote)
 	http.Redirect(w, r, Prefix, http.StatusSeeOther)
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
+	if !sameOrigin(w, r) {
+		return
+	}
 	if ck, err := r.Cookie(CookieName); err == nil {
 		c.mu.Lock()
 		delete(c.sessions, hex.EncodeToString(digest(ck.Value)))
 		c.mu.Unlock()
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: Prefix, HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: Prefix, HttpOnly: true, Secure: c.secureCookie || r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 }
 

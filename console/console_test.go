@@ -280,7 +280,7 @@ func TestOpenWithoutKeys(t *testing.T) {
 	c, err := console.New(tr)
 	require.NoError(t, err)
 	rec := httptest.NewRecorder()
-	c.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/console/", nil))
+	c.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8080/console/", nil))
 	assert.Equal(t, http.StatusOK, rec.Code)
 	assert.True(t, strings.Contains(rec.Body.String(), "Nothing stored yet"))
 

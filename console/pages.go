@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,9 +10,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
+	"github.com/sourced-go/sourced/internal/httpguard"
 	"github.com/sourced-go/sourced/transport"
 )
 
@@ -137,20 +140,34 @@ func tenant(r *http.Request) (string, error) {
 	return t, nil
 }
 
+// storeUnavailable is all a page says of a store failure: the cause (which
+// may name a database user, host or file) goes to the log only.
+const storeUnavailable = "The store is unavailable. The server's log says why."
+
 // failed renders a store error without its internals.
 func (c *Console) failed(w http.ResponseWriter, r *http.Request, d pageData, err error) {
-	status := http.StatusBadGateway
-	msg := "The store did not answer: " + err.Error()
-	switch {
-	case errors.Is(err, transport.ErrInvalid):
-		status, msg = http.StatusBadRequest, err.Error()
-	case errors.Is(err, transport.ErrNotFound):
-		status, msg = http.StatusNotFound, "That aggregate does not exist (or was deleted)."
-	}
-	c.log.Info("console read failed", zap.String("path", r.URL.Path), zap.Error(err))
+	status, msg := c.storeError(r, err)
 	d.Error = msg
 	d.Title = "Error"
 	c.render(w, r, status, "error", d)
+}
+
+// storeError returns the status and message for a store error: a bad
+// request or a missing aggregate say so; anything else is "unavailable",
+// and its cause is logged.
+func (c *Console) storeError(r *http.Request, err error) (int, string) {
+	switch {
+	case errors.Is(err, transport.ErrInvalid):
+		var te *transport.Error
+		if errors.As(err, &te) && len(te.Messages) > 0 {
+			return http.StatusBadRequest, te.Messages[0]
+		}
+		return http.StatusBadRequest, "That request is not valid."
+	case errors.Is(err, transport.ErrNotFound):
+		return http.StatusNotFound, "That aggregate does not exist (or was deleted)."
+	}
+	c.log.Warn("console read failed", zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Error(err))
+	return http.StatusServiceUnavailable, storeUnavailable
 }
 
 func (c *Console) home(w http.ResponseWriter, r *http.Request) {
@@ -281,7 +298,7 @@ func (c *Console) history(ctx context.Context, ref transport.Ref, since int64) (
 			Partition: transport.Partition{Count: historyPartitions, Number: transport.PartitionOf(ref.ID, historyPartitions)},
 		}
 		var out []batchView
-		n := int64(0)
+		n, size := int64(0), 0
 		for {
 			p, err := f.ReadFeed(ctx, q)
 			if err != nil {
@@ -299,9 +316,10 @@ func (c *Console) history(ctx context.Context, ref transport.Ref, since int64) (
 				if v <= since {
 					continue
 				}
-				if len(out) == pageSize {
+				if len(out) == pageSize || (len(out) > 0 && size+batchBytes(e.Events) > historyBytes) {
 					return out, true, nil
 				}
+				size += batchBytes(e.Events)
 				out = append(out, batchView{Version: v, Stored: e.Stored.UTC().Format("2006-01-02 15:04:05.000 UTC"), Events: events(e.Events)})
 			}
 			if !p.HasMore || len(p.Entries) == 0 {
@@ -311,6 +329,7 @@ func (c *Console) history(ctx context.Context, ref transport.Ref, since int64) (
 		}
 	}
 	var out []batchView
+	size := 0
 	for v := since; len(out) < pageSize; v++ {
 		p, err := c.tr.Load(ctx, ref, v, 1)
 		if err != nil {
@@ -318,6 +337,9 @@ func (c *Console) history(ctx context.Context, ref transport.Ref, since int64) (
 		}
 		if len(p.Events) == 0 {
 			return out, false, nil
+		}
+		if size += batchBytes(p.Events); size > historyBytes && len(out) > 0 {
+			return out, true, nil
 		}
 		out = append(out, batchView{Version: p.Version, Events: events(p.Events)})
 		if !p.HasMore {
@@ -330,9 +352,31 @@ func (c *Console) history(ctx context.Context, ref transport.Ref, since int64) (
 func events(in []transport.Event) []eventView {
 	out := make([]eventView, len(in))
 	for i, e := range in {
-		out[i] = eventView{Type: e.EventType, ID: e.EventID, Data: pretty(e.Data), Encrypted: e.EncryptedData != ""}
+		out[i] = eventView{Type: e.EventType, ID: e.EventID, Data: shown(e.Data), Encrypted: e.EncryptedData != ""}
 	}
 	return out
+}
+
+// shown is data as a page shows it: indented, or, past maxShownData, its
+// beginning and how long it is.
+func shown(data json.RawMessage) string {
+	if len(data) <= maxShownData {
+		return pretty(data)
+	}
+	cut := maxShownData
+	for cut > 0 && !utf8.RuneStart(data[cut]) {
+		cut--
+	}
+	return string(data[:cut]) + "\n… (" + strconv.Itoa(len(data)) + " bytes in all; the API returns them whole)"
+}
+
+// batchBytes is what a batch counts towards historyBytes.
+func batchBytes(events []transport.Event) int {
+	n := 0
+	for i := range events {
+		n += transport.EventBytes(&events[i])
+	}
+	return n
 }
 
 // pretty indents JSON data; anything else is shown as it is.
@@ -391,6 +435,18 @@ type liveEntry struct {
 	Events   []eventView `json:"events"`
 }
 
+// liveBytes bounds the event data of one live-feed answer, and
+// historyBytes that of one history page: pages stop there and go on from
+// where they stopped.
+const (
+	liveBytes    = 1 << 20
+	historyBytes = 1 << 20
+)
+
+// maxShownData is the most of one event's data a page shows; the rest is
+// summed up in a line.
+const maxShownData = 64 << 10
+
 type liveAnswer struct {
 	Entries []liveEntry `json:"entries"`
 	Next    int64       `json:"next"`
@@ -423,7 +479,8 @@ func (c *Console) feedAPI(w http.ResponseWriter, r *http.Request) {
 	if s := r.URL.Query().Get("since"); s == "recent" || s == "" {
 		head, err := f.FeedHead(r.Context(), q.Feed)
 		if err != nil {
-			answer(http.StatusBadRequest, liveAnswer{Error: err.Error()})
+			status, msg := c.storeError(r, err)
+			answer(status, liveAnswer{Error: msg})
 			return
 		}
 		q.Since, q.Wait = max(head-20, 0), 0
@@ -433,20 +490,39 @@ func (c *Console) feedAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := f.ReadFeed(r.Context(), q)
 	if err != nil {
-		status := http.StatusBadGateway
-		if errors.Is(err, transport.ErrInvalid) {
-			status = http.StatusBadRequest
-		}
-		answer(status, liveAnswer{Error: err.Error(), Next: q.Since})
+		status, msg := c.storeError(r, err)
+		answer(status, liveAnswer{Error: msg, Next: q.Since})
 		return
 	}
-	a := liveAnswer{Entries: make([]liveEntry, 0, len(p.Entries)), Next: q.Since}
-	for _, e := range p.Entries {
-		a.Entries = append(a.Entries, liveEntry{
+	// Streamed entry by entry, and cut once liveBytes of event data are
+	// out: the page goes on from next.
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	_, _ = bw.WriteString(`{"entries":[`)
+	next, size := q.Since, 0
+	for i := range p.Entries {
+		e := &p.Entries[i]
+		for j := range e.Events {
+			size += transport.EventBytes(&e.Events[j])
+		}
+		if size > liveBytes && i > 0 {
+			break
+		}
+		b, err := json.Marshal(liveEntry{
 			Sequence: e.Sequence, Type: e.AggregateType, ID: e.AggregateID, Version: e.Version,
 			Stored: e.Stored.UTC().Format("15:04:05.000"), Events: events(e.Events),
 		})
-		a.Next = e.Sequence
+		if err != nil {
+			c.log.Error("console live entry not encoded", zap.Error(err))
+			break
+		}
+		if i > 0 {
+			_ = bw.WriteByte(',')
+		}
+		_, _ = bw.Write(b)
+		next = e.Sequence
 	}
-	answer(http.StatusOK, a)
+	_, _ = bw.WriteString(`],"next":` + strconv.FormatInt(next, 10) + "}\n")
+	_ = bw.Flush()
 }

@@ -84,6 +84,7 @@ type config struct {
 	insecure    bool
 	otlp        string
 	version     bool
+	sec         securityConfig // limits, proxies, cookie (limits.go)
 }
 
 // hooks are what tests put in place of the real store and timings; the
@@ -140,7 +141,11 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	fs.StringVar(&c.otlp, "otlp-endpoint", "", "export traces over OTLP/HTTP to this URL (for example http://127.0.0.1:4318); requests that carry a traceparent header join the caller's trace")
 	fs.BoolVar(&c.insecure, "insecure-no-keys", false, "allow listening on a non-loopback address without keys: anyone who reaches it can read, write and delete")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	c.sec.register(fs, getenv)
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := c.sec.check(); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -234,6 +239,10 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 
 	opts := []localserver.Option{localserver.WithLogger(log), localserver.WithMaxBodyBytes(c.maxBody),
 		localserver.WithRateLimit(c.rateLimit, c.rateWindow), localserver.WithDrain(life.drain)}
+	anyHost := access == "" && !loopback // keyless beyond loopback, on purpose (-insecure-no-keys)
+	opts = append(opts, c.sec.serverOptions(c.rateWindow, anyHost)...)
+	consoleOpts := c.sec.consoleOptions(anyHost)
+	warnFileLimit(log, c.sec.maxConns)
 	var flushTraces func(context.Context) error
 	if c.otlp != "" {
 		cleanups = append(cleanups, otelErrors(log))
@@ -253,7 +262,6 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 		})
 		opts = append(opts, localserver.WithTracerProvider(tp))
 	}
-	var consoleOpts []console.Option
 	if access != "" {
 		opts = append(opts, localserver.WithKeys(access, secret))
 		consoleOpts = append(consoleOpts, console.WithKeys(access, secret))
@@ -267,7 +275,7 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	mux := http.NewServeMux()
 	mux.Handle("/", life.gate(ops.refused))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", readyz(life, &monitor))
+	mux.Handle("GET /readyz", readyz(life, cacheAnswer(readyCacheTTL, nil, probe(&monitor))))
 	if c.metricsAddr == "" {
 		mux.Handle("GET /metrics", metrics.handler())
 	}
@@ -275,7 +283,7 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	if err != nil {
 		return err
 	}
-	srv, err := listen(c.addr, mux, c.tlsCert, c.tlsKey, errLog, life.base)
+	srv, err := listen(c.addr, mux, c.tlsCert, c.tlsKey, newConnLimiter(c.sec.maxConns, metrics.connections), errLog, life.base)
 	if err != nil {
 		return err
 	}
@@ -283,7 +291,7 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	if c.metricsAddr != "" {
 		m := http.NewServeMux()
 		m.Handle("GET /metrics", metrics.handler())
-		ms, err := listen(c.metricsAddr, m, "", "", errLog, life.base)
+		ms, err := listen(c.metricsAddr, m, "", "", nil, errLog, life.base)
 		if err != nil {
 			srv.close()
 			return err
@@ -339,10 +347,14 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	if bh := backupHandler(backend, access, secret, log); bh != nil {
 		api.Handle(backupPath, bh)
 	}
-	life.serve(metrics.wrap(api))
-	log.Info("sourced-server ready", zap.String("addr", srv.addr()), zap.String("url", srv.url()),
-		zap.String("store", desc), zap.Bool("auth", access != ""), zap.Bool("tls", c.tlsCert != ""), zap.Bool("console", consoleOn),
-		zap.String("version", b.Version), zap.String("revision", b.Revision), zap.Bool("modified", b.Modified))
+	life.serve(withConsoleRedirect(metrics.wrap(api), consoleOn))
+	readyFields := []zap.Field{zap.String("addr", srv.addr()), zap.String("url", srv.url()),
+		zap.String("store", desc), zap.Bool("auth", access != ""), zap.Bool("tls", c.tlsCert != ""), zap.Bool("console", consoleOn)}
+	if consoleOn {
+		readyFields = append(readyFields, zap.String("console_url", srv.url()+console.Prefix))
+	}
+	readyFields = append(readyFields, zap.String("version", b.Version), zap.String("revision", b.Revision), zap.Bool("modified", b.Modified))
+	log.Info("sourced-server ready", readyFields...)
 	if ready != nil {
 		ready <- srv.addr()
 	}
@@ -425,9 +437,9 @@ func isLoopback(addr string) (bool, error) {
 
 // readyz answers 200 when the store answers a probe within two seconds and
 // its schema is one this binary knows, 503 otherwise: while the store opens,
-// once shutting down, when the store does not answer. It says nothing
-// about the data.
-func readyz(life *lifecycle, monitor *atomic.Pointer[storeMonitor]) http.HandlerFunc {
+// once shutting down (at once, whatever probe caches), when the store does
+// not answer. It says nothing about the data.
+func readyz(life *lifecycle, probe http.Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch life.current() {
 		case starting:
@@ -437,6 +449,13 @@ func readyz(life *lifecycle, monitor *atomic.Pointer[storeMonitor]) http.Handler
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
+		probe.ServeHTTP(w, r)
+	}
+}
+
+// probe answers whether the store answers the monitor's probe.
+func probe(monitor *atomic.Pointer[storeMonitor]) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		mon := monitor.Load()
 		if mon == nil {
 			http.Error(w, "starting: store not open yet", http.StatusServiceUnavailable)
@@ -464,9 +483,10 @@ type server struct {
 
 // listen serves h on addr with the timeouts a server reachable by other
 // processes needs (a feed read may wait 60 s before it answers), over TLS
-// 1.2 or newer when a certificate is given. Its own errors (a failed TLS
+// 1.2 or newer when a certificate is given, with at most limit's connections
+// when limit is not nil. Its own errors (a failed TLS
 // handshake) go to errLog; every request's context derives from base.
-func listen(addr string, h http.Handler, cert, key string, errLog *stdlog.Logger, base context.Context) (*server, error) {
+func listen(addr string, h http.Handler, cert, key string, limit *connLimiter, errLog *stdlog.Logger, base context.Context) (*server, error) {
 	srv := &http.Server{Handler: h, MaxHeaderBytes: 64 << 10, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 60 * time.Second, WriteTimeout: transport.MaxFeedWait + 30*time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: errLog, BaseContext: func(net.Listener) context.Context { return base }}
@@ -480,6 +500,9 @@ func listen(addr string, h http.Handler, cert, key string, errLog *stdlog.Logger
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if limit != nil { // at most -max-conns connections; idle ones closed early near the cap
+		l, srv.ConnState = limit.wrap(l), limit.track
 	}
 	s := &server{srv: srv, l: l, tls: cert != "", done: make(chan struct{})}
 	go func() {

@@ -23,6 +23,7 @@ type metrics struct {
 	limited     prometheus.Counter
 	storeErrors prometheus.Counter
 	waiting     prometheus.Gauge
+	connsOpen   prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -47,19 +48,50 @@ func newMetrics() *metrics {
 			Help: "Requests answered 5xx: the store failed or was unavailable."}),
 		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sourced_feed_readers_waiting",
 			Help: "Feed reads in progress that may wait for a batch (waitTime > 0)."}),
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sourced_http_connections_open",
+			Help: "Connections open on the API's address (at most -max-conns)."}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.bytesIn, m.bytesOut, m.stores, m.conflicts, m.limited, m.storeErrors, m.waiting,
+	m.reg.MustRegister(m.requests, m.duration, m.bytesIn, m.bytesOut, m.stores, m.conflicts, m.limited, m.storeErrors, m.waiting, m.connsOpen,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// connections reports the open connections.
+func (m *metrics) connections(n int64) { m.connsOpen.Set(float64(n)) }
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// methodLabel returns the method when it is one HTTP defines, "other"
+// otherwise: a label takes values from a closed set only, or anyone could
+// grow the server's memory (and /metrics) with made-up methods.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// codeLabel returns the status codes the server answers with as they are,
+// and any other as its class ("5xx"), so the label's values form a closed
+// set.
+func codeLabel(code int) string {
+	switch code {
+	case 200, 204, 304, 400, 401, 403, 404, 405, 409, 413, 415, 421, 422, 429, 500, 501, 503:
+		return strconv.Itoa(code)
+	}
+	if code < 100 || code > 599 {
+		return "other"
+	}
+	return strconv.Itoa(code/100) + "xx"
+}
+
 // route names a path by its pattern, never by its ids.
 func route(method, path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
+	parts := strings.SplitN(strings.Trim(path, "/"), "/", 5) // no more pieces than a route has, plus one
 	switch {
 	case parts[0] == "aggregates" && len(parts) == 2:
 		return "/aggregates/{type}"
@@ -100,10 +132,13 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// Unwrap gives http.ResponseController the connection's writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 // wrap counts every API request the handler serves.
 func (m *metrics) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rt := route(r.Method, r.URL.Path)
+		rt, method := route(r.Method, r.URL.Path), methodLabel(r.Method)
 		waits := rt == "/feeds/{feed}" && r.Method == http.MethodGet && r.URL.Query().Get("waitTime") != "" && r.URL.Query().Get("waitTime") != "0"
 		if waits {
 			m.waiting.Inc()
@@ -115,8 +150,8 @@ func (m *metrics) wrap(h http.Handler) http.Handler {
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
-		m.requests.WithLabelValues(rt, r.Method, strconv.Itoa(rec.status)).Inc()
-		m.duration.WithLabelValues(rt, r.Method).Observe(time.Since(began).Seconds())
+		m.requests.WithLabelValues(rt, method, codeLabel(rec.status)).Inc()
+		m.duration.WithLabelValues(rt, method).Observe(time.Since(began).Seconds())
 		if r.ContentLength > 0 {
 			m.bytesIn.WithLabelValues(rt).Add(float64(r.ContentLength))
 		}

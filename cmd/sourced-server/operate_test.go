@@ -186,7 +186,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	life.serve(http.NotFoundHandler())
 	monitor.Store(newStoreMonitor(down, zap.NewNop(), newOpsMetrics(prometheus.NewRegistry(), build{})))
 	rec := &recorder{ResponseWriter: discard{}}
-	readyz(life, monitor)(rec, mustRequest(t, "/readyz"))
+	readyz(life, probe(monitor))(rec, mustRequest(t, "/readyz"))
 	assert.Equal(t, http.StatusServiceUnavailable, rec.status)
 }
 

@@ -109,6 +109,10 @@ func TestSchemaNewerThanBinaryNotReady(t *testing.T) {
 	assert.Equal(t, http.StatusOK, do("GET", "http://"+addr+"/readyz", "").status)
 	err := errors.New("schema version 3 is newer than this binary knows (2)")
 	store.err.Store(&err)
+	// The probe's answer is reused for a second.
+	require.Eventually(t, func() bool {
+		return do("GET", "http://"+addr+"/readyz", "").status == http.StatusServiceUnavailable
+	}, 10*time.Second, 50*time.Millisecond)
 	for range 3 {
 		a := do("GET", "http://"+addr+"/readyz", "")
 		assert.Equal(t, http.StatusServiceUnavailable, a.status)
@@ -278,4 +282,11 @@ func TestErrorsCannotFloodTheLog(t *testing.T) {
 	assert.LessOrEqual(t, n, 40, "sampled: the first 10 a second, then one in 100")
 	_, err = newLogger("loud", out)
 	assert.Error(t, err)
+}
+
+// probeOf is the readiness probe of a store, as run wires it.
+func probeOf(backend transport.Transport) http.Handler {
+	monitor := &atomic.Pointer[storeMonitor]{}
+	monitor.Store(newStoreMonitor(backend, zap.NewNop(), newOpsMetrics(prometheus.NewRegistry(), build{})))
+	return probe(monitor)
 }

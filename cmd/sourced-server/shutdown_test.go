@@ -89,6 +89,9 @@ func doWith(client *http.Client, method, url, body string) answer {
 	if err != nil {
 		return answer{err: err}
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	res, err := client.Do(req)
 	if err != nil {
 		return answer{err: err, at: time.Now()}
@@ -133,8 +136,17 @@ func testShutdownBoundedByGrace(t *testing.T, overTLS bool) {
 	}()
 	poll := make(chan answer, 1)
 	go func() { poll <- doWith(client, "GET", scheme+addr+"/feeds/order?waitTime=60000", "") }()
-	<-store.writing
-	<-store.reading
+	for _, under := range []chan struct{}{store.writing, store.reading} {
+		select {
+		case <-under:
+		case a := <-write:
+			t.Fatalf("the write did not reach the store: %+v", a)
+		case a := <-poll:
+			t.Fatalf("the feed read did not wait: %+v", a)
+		case <-time.After(20 * time.Second):
+			t.Fatal("the write or the feed read did not reach the store")
+		}
+	}
 
 	began := time.Now()
 	stop()

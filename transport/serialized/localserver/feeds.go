@@ -85,12 +85,44 @@ func (h *handler) readFeed(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, inPath)
 		return
 	}
-	resp := wire.FeedResponse{Entries: make([]wire.FeedEntry, len(page.Entries)), HasMore: page.HasMore, CurrentSequenceNumber: page.Head}
-	for i, e := range page.Entries {
-		resp.Entries[i] = wire.FeedEntry{SequenceNumber: e.Sequence, AggregateID: e.AggregateID, Timestamp: e.Stored.UnixMilli(),
-			FeedName: e.AggregateType, AggregateType: e.AggregateType, AggregateVersion: e.Version, Events: e.Events}
+	boundFeed(&page)
+	s := h.stream(w)
+	s.b = append(s.b, `{"entries":[`...)
+	for i := range page.Entries {
+		e := &page.Entries[i]
+		if i > 0 {
+			s.b = append(s.b, ',')
+		}
+		s.b = append(s.b, `{"sequenceNumber":`...)
+		s.b = strconv.AppendInt(s.b, e.Sequence, 10)
+		s.b = append(s.b, `,"aggregateId":`...)
+		s.b = wire.AppendString(s.b, e.AggregateID)
+		s.b = append(s.b, `,"timestamp":`...)
+		s.b = strconv.AppendInt(s.b, e.Stored.UnixMilli(), 10)
+		s.b = append(s.b, `,"feedName":`...)
+		s.b = wire.AppendString(s.b, e.AggregateType)
+		if e.AggregateType != "" {
+			s.b = append(s.b, `,"aggregateType":`...)
+			s.b = wire.AppendString(s.b, e.AggregateType)
+		}
+		if e.Version != 0 {
+			s.b = append(s.b, `,"aggregateVersion":`...)
+			s.b = strconv.AppendInt(s.b, e.Version, 10)
+		}
+		s.b = append(s.b, `,"events":`...)
+		if !s.events(e.Events) {
+			s.fail()
+			return
+		}
+		s.b = append(s.b, '}')
+		s.flush()
 	}
-	writeJSON(w, http.StatusOK, resp)
+	s.b = append(s.b, `],"hasMore":`...)
+	s.b = strconv.AppendBool(s.b, page.HasMore)
+	s.b = append(s.b, `,"currentSequenceNumber":`...)
+	s.b = strconv.AppendInt(s.b, page.Head, 10)
+	s.b = append(s.b, '}')
+	s.end()
 }
 
 func (h *handler) feedHead(w http.ResponseWriter, r *http.Request) {

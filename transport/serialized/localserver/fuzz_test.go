@@ -34,7 +34,7 @@ func FuzzRequest(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.tenant, s.body)
 	}
-	h := localserver.NewHandler(memory.New())
+	h := localserver.NewHandler(memory.New(), localserver.WithAnyHost()) // any host: the fuzzer's requests reach the routes
 	f.Fuzz(func(t *testing.T, method, path, tenant, body string) {
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
@@ -46,6 +46,7 @@ func FuzzRequest(f *testing.F) {
 		if tenant != "" {
 			req.Header.Set("Serialized-Tenant-Id", tenant)
 		}
+		req.Header.Set("Content-Type", "application/json")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code >= 500 && rec.Code != http.StatusNotImplemented {

@@ -7,9 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/sourced-go/sourced/internal/httpguard"
 	"github.com/sourced-go/sourced/internal/tracing"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/memory"
@@ -62,12 +68,46 @@ func WithMaxBodyBytes(n int64) Option {
 
 // WithRateLimit allows limit requests per window; more get 429. The default
 // is 100,000 a minute, which local use never reaches.
+//
+// With keys, the budget is the access key's: only requests that carry the
+// valid keys spend it (see WithUnauthenticatedRateLimit for the others).
 func WithRateLimit(limit int, window time.Duration) Option {
 	return func(h *handler) {
 		if limit > 0 && window > 0 {
-			h.limit, h.window = limit, window
+			h.keyedLimit = newBucket(limit, window)
 		}
 	}
+}
+
+// WithUnauthenticatedRateLimit sets the budget of requests that carry no
+// valid keys (default 1,000 a minute): they are counted apart from the keyed
+// budget, so requests without keys never use up a keyed client's budget.
+// Their answers (401, or 429 once the budget is spent) carry no rate-limit
+// headers.
+func WithUnauthenticatedRateLimit(limit int, window time.Duration) Option {
+	return func(h *handler) {
+		if limit > 0 && window > 0 {
+			h.anon = newBucket(limit, window)
+		}
+	}
+}
+
+// WithAnyHost turns off the checks a server without keys makes by default:
+// that the Host header is a loopback name (localhost, 127.0.0.1, [::1]) and
+// that a browser's Origin is the server's own. Give it only to a server
+// that listens beyond loopback without keys on purpose; with keys it
+// changes nothing.
+func WithAnyHost() Option {
+	return func(h *handler) { h.anyHost = true }
+}
+
+// WithTrustedProxies names the proxies (addresses as /32 or /128 prefixes,
+// or networks) whose X-Forwarded-For header the request log believes: for
+// a request from one of them, the log's remote address is the right-most
+// forwarded address that is not itself a trusted proxy. Without it the log
+// carries the connection's peer address only.
+func WithTrustedProxies(prefixes ...netip.Prefix) Option {
+	return func(h *handler) { h.proxies = httpguard.NewProxies(prefixes...) }
 }
 
 // WithTracerProvider makes a server span of every request, joined to the
@@ -91,29 +131,35 @@ type handler struct {
 	backend        transport.Transport
 	access, secret []byte
 	keyed          bool
+	anyHost        bool
+	proxies        httpguard.Proxies
 	log            *zap.Logger
 	maxBody        int64
 	now            func() time.Time
 	mux            *http.ServeMux
 	drain          <-chan struct{} // closed: waiting feed reads answer at once (WithDrain)
 
-	limit  int
-	window time.Duration
-	rateMu sync.Mutex
-	start  time.Time
-	used   int
-	// The Limit and Reset header values change once a window at most: they
-	// are built then and shared by every response of the window. A
-	// response's header map is copied when it is written, and nothing
-	// appends to these slices, so sharing them is safe.
-	limitValue []string
-	resetValue []string
-	jsonType   []string // the Content-Type of a load's body, shared the same way
+	// keyedLimit is the budget of requests with the valid keys (of every
+	// request without keys configured); anon that of requests without them.
+	keyedLimit *bucket
+	anon       *bucket
+
+	jsonType []string // the Content-Type of a JSON body, shared (see bucket)
 
 	// bodies hold request bodies while they are decoded; decoding copies
 	// what it keeps, so a buffer goes back to the pool at once.
 	bodies sync.Pool
+	// outs hold response bodies while they are streamed.
+	outs sync.Pool
 }
+
+// Shared header values of API data: a response's header map is copied when
+// it is written, and nothing appends to these slices, so sharing is safe.
+var (
+	noStore   = []string{"private, no-store"}
+	noSniff   = []string{"nosniff"}
+	varyOnKey = []string{wire.HeaderTenantID + ", " + wire.HeaderAccessKey + ", " + wire.HeaderSecretAccessKey}
+)
 
 // NewHandler returns the API over backend (a fresh memory transport when
 // nil).
@@ -122,13 +168,13 @@ func NewHandler(backend transport.Transport, opts ...Option) http.Handler {
 		backend = memory.New()
 	}
 	h := &handler{backend: backend, log: zap.NewNop(), maxBody: DefaultMaxBodyBytes, now: time.Now,
-		limit: 100_000, window: time.Minute}
+		keyedLimit: newBucket(100_000, time.Minute), anon: newBucket(1_000, time.Minute)}
 	for _, o := range opts {
 		o(h)
 	}
-	h.limitValue = []string{strconv.Itoa(h.limit)}
 	h.jsonType = []string{"application/json"}
 	h.bodies.New = func() any { return new(bytes.Buffer) }
+	h.outs.New = func() any { b := make([]byte, 0, streamChunk+4096); return &b }
 	m := http.NewServeMux()
 	m.HandleFunc("GET /aggregates/{type}/{id}", h.load)
 	m.HandleFunc("HEAD /aggregates/{type}/{id}", h.exists)
@@ -166,7 +212,23 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// ServeHTTP applies rate limit, keys and logging, then routes.
+// Unwrap gives http.ResponseController the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// knownMethod returns the method when it is one HTTP defines, "other"
+// otherwise: what spans and logs name, so a made-up method cannot make
+// them grow.
+func knownMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// ServeHTTP applies the loopback checks, keys, rate limits and logging,
+// then routes.
 func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	logged := h.log.Core().Enabled(zap.InfoLevel)
 	var began time.Time
@@ -175,9 +237,10 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	w := &statusWriter{ResponseWriter: rw}
 	if h.tracer != nil {
+		method := knownMethod(r.Method)
 		ctx := tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := h.tracer.Start(ctx, "sourced-server "+r.Method, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		ctx, span := h.tracer.Start(ctx, "sourced-server "+method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", method), attribute.String("url.path", httpguard.Truncate(r.URL.Path))))
 		r = r.WithContext(ctx)
 		defer func() {
 			span.SetAttributes(attribute.Int("http.response.status_code", w.status))
@@ -189,7 +252,11 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			h.log.Error("handler panic", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Any("panic", p))
+			if p == http.ErrAbortHandler { //nolint:errorlint // the sentinel is panicked as is
+				h.log.Warn("response cut off", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)))
+				panic(p)
+			}
+			h.log.Error("handler panic", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Any("panic", p))
 			if w.status == 0 {
 				writeError(w, http.StatusInternalServerError, "internal error")
 			}
@@ -198,18 +265,41 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
-			ce.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			client, forwarded := h.proxies.Client(r)
+			fields := []zap.Field{zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)),
 				zap.Int("status", w.status), zap.Duration("duration", time.Since(began)),
-				zap.String("tenant", r.Header.Get(wire.HeaderTenantID)))
+				zap.String("tenant", httpguard.Truncate(r.Header.Get(wire.HeaderTenantID))), zap.String("remote", client)}
+			if forwarded {
+				fields = append(fields, zap.Bool("forwarded", true))
+			}
+			ce.Write(fields...)
 		}
 	}()
+	if !h.keyed && !h.anyHost {
+		if status, msg := httpguard.CheckLoopback(r); status != 0 {
+			writeError(w, status, msg)
+			return
+		}
+	}
+	if h.keyed && !h.authorized(r) {
+		// No rate-limit headers: they would tell a caller without keys
+		// how much the keyed clients ask.
+		if _, _, ok := h.anon.take(h.now()); !ok {
+			writeJSON(w, http.StatusTooManyRequests, wire.ErrorResponse{Code: http.StatusTooManyRequests, Message: "rate limit exceeded"})
+			return
+		}
+		writeError(w, http.StatusUnauthorized, "missing or invalid access keys")
+		return
+	}
 	if !h.rate(w) {
 		writeJSON(w, http.StatusTooManyRequests, wire.ErrorResponse{Code: http.StatusTooManyRequests, Message: "rate limit exceeded"})
 		return
 	}
-	if h.keyed && !h.authorized(r) {
-		writeError(w, http.StatusUnauthorized, "missing or invalid access keys")
-		return
+	if r.Method == http.MethodGet { // API data: for the caller only, per tenant and key
+		hd := w.Header()
+		hd["Cache-Control"] = noStore
+		hd["Vary"] = varyOnKey
+		hd["X-Content-Type-Options"] = noSniff // data is written as stored: never let a browser take it for HTML
 	}
 	h.mux.ServeHTTP(w, r)
 }
@@ -224,25 +314,52 @@ func (h *handler) authorized(r *http.Request) bool {
 	return okA&okS == 1
 }
 
-// rate counts the request in a fixed window, sets the rate-limit headers and
-// reports whether it is allowed.
+// rate counts the request in the keyed budget, sets the rate-limit headers
+// and reports whether it is allowed.
 func (h *handler) rate(w http.ResponseWriter) bool {
-	now := h.now()
-	h.rateMu.Lock()
-	if h.start.IsZero() || now.Sub(h.start) >= h.window {
-		h.start, h.used = now, 0
-		h.resetValue = []string{strconv.FormatInt(h.start.Add(h.window).Unix(), 10)}
-	}
-	h.used++
-	used, resetValue := h.used, h.resetValue
-	h.rateMu.Unlock()
-	remaining := max(h.limit-used, 0)
+	b := h.keyedLimit
+	used, resetValue, ok := b.take(h.now())
+	remaining := max(b.limit-used, 0)
 	// The names are canonical already: assign without Set's canonicalising.
 	hd := w.Header()
-	hd[wire.HeaderRateLimitLimit] = h.limitValue
+	hd[wire.HeaderRateLimitLimit] = b.limitValue
 	hd[wire.HeaderRateLimitRemaining] = []string{strconv.Itoa(remaining)}
 	hd[wire.HeaderRateLimitReset] = resetValue
-	return used <= h.limit
+	return ok
+}
+
+// bucket is one fixed-window rate-limit budget.
+type bucket struct {
+	limit  int
+	window time.Duration
+	mu     sync.Mutex
+	start  time.Time
+	used   int
+	// The Limit and Reset header values change once a window at most: they
+	// are built then and shared by every response of the window. A
+	// response's header map is copied when it is written, and nothing
+	// appends to these slices, so sharing them is safe.
+	limitValue []string
+	resetValue []string
+}
+
+func newBucket(limit int, window time.Duration) *bucket {
+	return &bucket{limit: limit, window: window, limitValue: []string{strconv.Itoa(limit)}}
+}
+
+// take counts one request at now: the requests counted in the window so
+// far, the Reset header's value, and whether this one is allowed.
+func (b *bucket) take(now time.Time) (used int, resetValue []string, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.start.IsZero() || now.Sub(b.start) >= b.window {
+		b.start, b.used = now, 0
+		b.resetValue = []string{strconv.FormatInt(b.start.Add(b.window).Unix(), 10)}
+	}
+	if b.used <= b.limit { // stop counting past the limit: no overflow
+		b.used++
+	}
+	return b.used, b.resetValue, b.used <= b.limit
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -305,13 +422,13 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error, p phas
 		writeError(w, http.StatusTooManyRequests, "rate limit exceeded")
 	case errors.Is(err, transport.ErrUnavailable), errors.Is(err, transport.ErrAmbiguous):
 		if r.Context().Err() != nil { // the client left, or the server cancelled the request
-			h.log.Warn("request cancelled", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+			h.log.Warn("request cancelled", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Error(err))
 		} else {
-			h.log.Error("store unavailable", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+			h.log.Error("store unavailable", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Error(err))
 		}
 		writeError(w, http.StatusServiceUnavailable, "store unavailable")
 	default:
-		h.log.Error("backend failure", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		h.log.Error("backend failure", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Error(err))
 		writeError(w, http.StatusInternalServerError, "internal error")
 	}
 }
@@ -376,9 +493,72 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) (status 
 		err = json.Unmarshal(buf.Bytes(), v)
 	}
 	if err != nil {
-		return http.StatusUnprocessableEntity, fmt.Errorf("invalid JSON: %v", err)
+		return http.StatusUnprocessableEntity, jsonError(err)
 	}
 	return 0, nil
+}
+
+// jsonError says what is wrong with a body in the API's terms: where the
+// JSON breaks, or which field has the wrong type; never a Go type's name.
+func jsonError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("invalid JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ) && typ.Field != "":
+		return fmt.Errorf("invalid JSON: %s must be %s", typ.Field, jsonKind(typ.Type.Kind()))
+	case errors.As(err, &typ):
+		return fmt.Errorf("invalid JSON: the body must be %s", jsonKind(typ.Type.Kind()))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("invalid JSON: the body ends too early")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "Go ") || len(msg) > 200 {
+		return errors.New("invalid JSON: a value has the wrong type")
+	}
+	return fmt.Errorf("invalid JSON: %s", msg)
+}
+
+// jsonKind names the JSON value a Go kind decodes from.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another kind of value"
+}
+
+// jsonBody reports whether a request's Content-Type is application/json
+// (with parameters such as charset or not). Writes must say so: a browser
+// sends text/plain across sites without asking first, never
+// application/json.
+func jsonBody(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	if ct == "application/json" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
+}
+
+// needJSON answers 415 and reports false when a write's body is not
+// declared as JSON.
+func needJSON(w http.ResponseWriter, r *http.Request) bool {
+	if jsonBody(r) {
+		return true
+	}
+	writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	return false
 }
 
 func bodyError(w http.ResponseWriter, status int, err error) {

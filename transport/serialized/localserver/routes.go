@@ -29,11 +29,14 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 		limit = transport.MaxLimit
 	}
 	page, err := h.backend.Load(r.Context(), ref, since, int(limit))
+	if err == nil {
+		page, err = h.boundLoad(r, ref, since, page)
+	}
 	if err != nil {
 		h.fail(w, r, err, inPath)
 		return
 	}
-	etag := etagOf(page.Version, since, limit)
+	etag := etagOf(ref.Tenant, &page, since, limit)
 	w.Header()["Etag"] = []string{etag}
 	if match := r.Header.Get("If-None-Match"); match != "" && match == etag {
 		w.WriteHeader(http.StatusNotModified)
@@ -43,21 +46,62 @@ func (h *handler) load(w http.ResponseWriter, r *http.Request) {
 	if events == nil {
 		events = []transport.Event{}
 	}
-	body, err := wire.EncodeLoadResponse(wire.LoadResponse{AggregateID: ref.ID, AggregateType: ref.Type,
-		AggregateVersion: page.Version, Events: events, HasMore: page.HasMore})
-	writeBody(w, http.StatusOK, body, err, h.jsonType)
+	s := h.stream(w)
+	s.b = append(s.b, `{"aggregateId":`...)
+	s.b = wire.AppendString(s.b, ref.ID)
+	s.b = append(s.b, `,"aggregateType":`...)
+	s.b = wire.AppendString(s.b, ref.Type)
+	s.b = append(s.b, `,"aggregateVersion":`...)
+	s.b = strconv.AppendInt(s.b, page.Version, 10)
+	s.b = append(s.b, `,"events":`...)
+	if !s.events(events) {
+		s.fail()
+		return
+	}
+	s.b = append(s.b, `,"hasMore":`...)
+	s.b = strconv.AppendBool(s.b, page.HasMore)
+	s.b = append(s.b, '}')
+	s.end()
 }
 
-// etagOf names one page of one version: "version-since-limit".
-func etagOf(version, since, limit int64) string {
-	b := make([]byte, 0, 32)
-	b = append(b, '"')
-	b = strconv.AppendInt(b, version, 10)
-	b = append(b, '-')
-	b = strconv.AppendInt(b, since, 10)
-	b = append(b, '-')
-	b = strconv.AppendInt(b, limit, 10)
-	return string(append(b, '"'))
+// boundLoad makes sure one answer holds at most transport.MaxPageBytes of
+// events (or a single batch), whatever the store returned: a store that
+// bounds its pages, as the port asks, passes straight through; for one that
+// does not, the page is read again batch by batch up to the bound, with
+// HasMore set.
+func (h *handler) boundLoad(r *http.Request, ref transport.Ref, since int64, page transport.Page) (transport.Page, error) {
+	if page.Version-since <= 1 {
+		return page, nil // one batch (or none): whole, however large
+	}
+	size := 0
+	for i := range page.Events {
+		size += transport.EventBytes(&page.Events[i])
+	}
+	if size <= transport.MaxPageBytes {
+		return page, nil
+	}
+	out := transport.Page{Version: since}
+	size = 0
+	for v := since; v < page.Version; {
+		p, err := h.backend.Load(r.Context(), ref, v, 1)
+		if err != nil {
+			return transport.Page{}, err
+		}
+		if len(p.Events) == 0 {
+			break
+		}
+		n := 0
+		for i := range p.Events {
+			n += transport.EventBytes(&p.Events[i])
+		}
+		if len(out.Events) > 0 && size+n > transport.MaxPageBytes {
+			out.HasMore = true
+			return out, nil
+		}
+		out.Events = append(out.Events, p.Events...)
+		out.Version, out.HasMore, size, v = p.Version, p.HasMore, size+n, p.Version
+	}
+	return out, nil
 }
 
 func (h *handler) exists(w http.ResponseWriter, r *http.Request) {
@@ -83,6 +127,9 @@ func (h *handler) store(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, inPath)
 		return
 	}
+	if !needJSON(w, r) {
+		return
+	}
 	var req wire.StoreRequest
 	if status, err := h.decode(w, r, &req); err != nil {
 		bodyError(w, status, err)
@@ -104,6 +151,9 @@ func (h *handler) storeBulk(w http.ResponseWriter, r *http.Request) {
 	ref, err := ref(r)
 	if err != nil {
 		h.fail(w, r, err, inPath)
+		return
+	}
+	if !needJSON(w, r) {
 		return
 	}
 	var req wire.BulkRequest
