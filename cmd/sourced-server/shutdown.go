@@ -86,10 +86,10 @@ func (l *lifecycle) gate(refused *prometheus.CounterVec) http.Handler {
 		api := l.api.Load()
 		msg, reason := "", ""
 		switch p := l.current(); {
-		case p == starting || api == nil:
-			msg, reason = "server starting: the store is not open yet", "starting"
 		case p == stopping:
 			msg, reason = "server shutting down", "stopping"
+		case p == starting || api == nil:
+			msg, reason = "server starting: the store is not open yet", "starting"
 		}
 		if msg != "" {
 			refused.WithLabelValues(reason).Inc()

@@ -239,6 +239,14 @@ func TestGateRefusesOnceStopping(t *testing.T) {
 	default:
 		t.Fatal("stopping releases the waiting feed reads")
 	}
+
+	// Stopped while the store was still opening: the answer says stopping.
+	early := newLifecycle()
+	early.beginStop()
+	rec := httptest.NewRecorder()
+	early.gate(refused).ServeHTTP(rec, httptest.NewRequest("GET", "/aggregates/order/x", nil))
+	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	assert.Contains(t, rec.Body.String(), "shutting down")
 }
 
 func TestShutdownFlagsChecked(t *testing.T) {
