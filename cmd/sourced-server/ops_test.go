@@ -28,6 +28,7 @@ import (
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/faultinject"
 	"github.com/sourced-go/sourced/transport/memory"
+	"github.com/sourced-go/sourced/transport/serialized"
 )
 
 // value reads a gauge or a counter.
@@ -289,4 +290,31 @@ func probeOf(backend transport.Transport) http.Handler {
 	monitor := &atomic.Pointer[storeMonitor]{}
 	monitor.Store(newStoreMonitor(backend, zap.NewNop(), newOpsMetrics(prometheus.NewRegistry(), build{})))
 	return probe(monitor)
+}
+
+// TestAmbiguousStoreIsNotResent: a store whose outcome the store cannot
+// tell (it went through, then the answer was lost) is answered 500, which
+// the HTTP client reports as ErrAmbiguous instead of resending it; a 503
+// made the client store the batch twice.
+func TestAmbiguousStoreIsNotResent(t *testing.T) {
+	inner := memory.New()
+	var calls atomic.Int64
+	store := faultinject.Wrap(inner, func(op faultinject.Op) faultinject.Fault {
+		if op == faultinject.OpStore && calls.Add(1) == 1 {
+			return faultinject.FailAfter(transport.ErrAmbiguous)
+		}
+		return faultinject.NoFault
+	})
+	addr, logs, _, _ := startWith(t, hooks{open: func(context.Context, config, *zap.Logger) (transport.Transport, func(), string, error) {
+		return store, func() {}, "ambiguous memory", nil
+	}}, []string{"-addr", "127.0.0.1:0"}, nil)
+	client, err := serialized.New(serialized.WithBaseURL("http://" + addr))
+	require.NoError(t, err)
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	err = client.Store(context.Background(), ref, []transport.Event{{EventType: "OrderPlaced", Data: []byte(`{}`)}}, transport.Any)
+	require.ErrorIs(t, err, transport.ErrAmbiguous)
+	page, err := inner.Load(context.Background(), ref, 0, 0)
+	require.NoError(t, err)
+	assert.Len(t, page.Events, 1, "stored once, not resent")
+	assert.Contains(t, logs.String(), `"msg":"store outcome unknown"`)
 }
