@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +45,9 @@ type settings struct {
 	baseURL string
 	access  string
 	secret  string
+	// fromEnv: the keys were to come from the environment (WithEnv); New
+	// checks them once every option has applied.
+	fromEnv bool
 	hc      *http.Client
 	log     *zap.Logger
 	retry   func() backoff.BackOff
@@ -68,12 +73,12 @@ func WithKeys(accessKey, secretKey string) Option {
 	return func(s *settings) { s.access, s.secret = accessKey, secretKey }
 }
 
-// WithHTTPClient sends every request through hc: its Transport, Jar and
-// redirect policy (the Client's own timeout applies per attempt through the
-// request context). net/http follows redirects by default and carries the
-// request's headers along, the keys among them: unless the API is behind a
-// redirect you trust, give hc a CheckRedirect that returns
-// http.ErrUseLastResponse. The default client follows no redirect.
+// WithHTTPClient sends every request through hc: its Transport and Jar (the
+// Client's own timeout applies per attempt through the request context).
+// hc's redirect policy is not used: the client follows no redirect, whatever
+// hc's CheckRedirect says, because a redirect would carry the keys to
+// wherever it points and turn a store (POST) into a GET. A 3xx answer is an
+// error. hc itself is not modified.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(s *settings) {
 		if hc != nil {
@@ -140,28 +145,79 @@ func WithClock(now func() time.Time) Option {
 }
 
 // WithEnv reads the keys (and the base URL, if set) from getenv, as
-// NewFromEnv does from the process environment. Missing keys are an error.
+// NewFromEnv does from the process environment; a variable that is empty
+// leaves the setting as it was. Once every option has applied, New
+// requires both keys, except for a base URL on a loopback address
+// (localhost, 127.0.0.0/8, ::1) with neither key set: a local server
+// started without keys needs none. The error names the variables to set.
 func WithEnv(getenv func(string) string) Option {
 	return func(s *settings) {
 		if getenv == nil {
 			s.errs = append(s.errs, errors.New("serialized: WithEnv: nil getenv"))
 			return
 		}
-		s.access, s.secret = getenv(EnvAccessKey), getenv(EnvSecretKey)
+		s.fromEnv = true
+		if v := getenv(EnvAccessKey); v != "" {
+			s.access = v
+		}
+		if v := getenv(EnvSecretKey); v != "" {
+			s.secret = v
+		}
 		if u := getenv(EnvBaseURL); u != "" {
 			s.baseURL = u
 		}
-		var missing []string
-		if s.access == "" {
-			missing = append(missing, EnvAccessKey)
+	}
+}
+
+// checkEnvKeys is WithEnv's rule, checked once every option has applied.
+func (s *settings) checkEnvKeys(base *url.URL) error {
+	if !s.fromEnv || s.access != "" && s.secret != "" {
+		return nil
+	}
+	if s.access == "" && s.secret == "" {
+		if isLoopback(base.Hostname()) {
+			return nil // a local server without keys
 		}
-		if s.secret == "" {
-			missing = append(missing, EnvSecretKey)
-		}
-		if len(missing) > 0 {
-			s.errs = append(s.errs, fmt.Errorf("serialized: %s not set", strings.Join(missing, " and ")))
+		return fmt.Errorf("serialized: %s and %s not set: set both to the API's keys "+
+			"(or, for a local server started without keys, set %s to its loopback address, "+
+			"such as http://127.0.0.1:8080; the base URL is %s, which is not a loopback address)",
+			EnvAccessKey, EnvSecretKey, EnvBaseURL, base.Redacted())
+	}
+	missing, set := EnvSecretKey, EnvAccessKey
+	if s.access == "" {
+		missing, set = EnvAccessKey, EnvSecretKey
+	}
+	return fmt.Errorf("serialized: %s not set (%s is): set %s too", missing, set, missing)
+}
+
+// isLoopback reports whether host names this machine only.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkKey refuses a key that no header can carry as it is: one with
+// whitespace (a trailing newline read from a file, say), a control
+// character or a byte outside printable ASCII. The message says where, never
+// what the key is.
+func checkKey(name, key string) error {
+	for i := 0; i < len(key); i++ {
+		if b := key[i]; b <= ' ' || b >= 0x7f {
+			what := "a control character"
+			switch {
+			case b == ' ', b == '\t', b == '\n', b == '\r':
+				what = "whitespace"
+			case b >= 0x80:
+				what = "a byte outside ASCII"
+			}
+			return fmt.Errorf("serialized: the %s has %s at byte %d of %d (keys are printable ASCII; check for a trailing newline or a space where the key was read)",
+				name, what, i+1, len(key))
 		}
 	}
+	return nil
 }
 
 // DefaultRetry is the default policy of one call: exponential backoff from
@@ -182,12 +238,16 @@ func DefaultRetry() backoff.BackOff {
 type Client struct {
 	base    *url.URL
 	baseURL string // base.String(), built once
-	headers requestHeaders
-	access  string
-	secret  string
+	// keys sits behind a pointer: fmt prints a pointer inside a struct as
+	// an address, so even a Client value printed with %+v or %#v (which
+	// does not reach the masking methods of *Client) shows no key.
+	keys *keys
 	// send makes one exchange: the default transport's RoundTrip, which
 	// follows no redirect, or a caller's http.Client's Do.
-	send    func(*http.Request) (*http.Response, error)
+	send func(*http.Request) (*http.Response, error)
+	// redact removes the keys from text taken from a response or from
+	// net/http's errors (a server or proxy may echo request headers).
+	redact  *strings.Replacer
 	log     *zap.Logger
 	retry   func() backoff.BackOff
 	timeout time.Duration
@@ -236,13 +296,47 @@ func New(opts ...Option) (*Client, error) {
 		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("serialized: base URL %q must be an http or https URL without credentials, query or fragment", redactURL(s.baseURL))
 	}
+	if err := s.checkEnvKeys(u); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(checkKey("access key", s.access), checkKey("secret access key", s.secret)); err != nil {
+		return nil, err
+	}
 	send := newTransport().RoundTrip
 	if s.hc != nil {
-		send = s.hc.Do
+		// A copy of the caller's client that follows no redirect: the
+		// 3xx answer comes back as it is.
+		hc := *s.hc
+		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		send = hc.Do
 	}
-	return &Client{base: u, baseURL: u.String(), headers: newRequestHeaders(s.access, s.secret, s.hc == nil),
-		access: s.access, secret: s.secret, send: send, log: s.log, retry: s.retry,
+	return &Client{base: u, baseURL: u.String(),
+		keys: &keys{access: s.access, secret: s.secret, headers: newRequestHeaders(s.access, s.secret, s.hc == nil)}, send: send, redact: keyRedactor(s.access, s.secret), log: s.log, retry: s.retry,
 		timeout: s.timeout, maxResp: s.maxResp, maxWait: s.maxWait, now: s.now, tracer: tracing.Tracer(s.tp)}, nil
+}
+
+// keyRedactor masks the keys in text: as they are, and as they look quoted
+// (net/http quotes what it cannot parse) or query-escaped.
+func keyRedactor(keys ...string) *strings.Replacer {
+	var pairs []string
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		forms := []string{k, strings.Trim(strconv.Quote(k), `"`), url.QueryEscape(k)}
+		for i, f := range forms {
+			if !slices.Contains(forms[:i], f) {
+				pairs = append(pairs, f, "****")
+			}
+		}
+	}
+	return strings.NewReplacer(pairs...)
+}
+
+// keys are the access keys and the request headers that carry them.
+type keys struct {
+	access, secret string
+	headers        requestHeaders
 }
 
 // requestHeaders are the headers every request carries, built once. A
@@ -299,7 +393,9 @@ func (h requestHeaders) build(withBody bool, tenant string) http.Header {
 
 // NewFromEnv returns a client configured from SERIALIZED_ACCESS_KEY,
 // SERIALIZED_SECRET_ACCESS_KEY and, if set, SERIALIZED_BASE_URL; opts apply
-// after them. A missing key is an error naming the variable.
+// after them. A missing key is an error naming the variables to set, except
+// that a base URL on a loopback address needs no keys when neither is set
+// (a local server started without keys).
 func NewFromEnv(opts ...Option) (*Client, error) {
 	return New(append([]Option{WithEnv(os.Getenv)}, opts...)...)
 }
@@ -307,9 +403,10 @@ func NewFromEnv(opts ...Option) (*Client, error) {
 // BaseURL returns the API's base URL.
 func (c *Client) BaseURL() string { return c.baseURL }
 
-// String describes the client with its keys masked.
+// String describes the client with its keys masked. (A Client value,
+// which has none of these methods, prints its keys' place as an address.)
 func (c *Client) String() string {
-	return fmt.Sprintf("serialized.Client{baseURL: %s, accessKey: %s, secretKey: %s}", c.base, mask(c.access), mask(c.secret))
+	return fmt.Sprintf("serialized.Client{baseURL: %s, accessKey: %s, secretKey: %s}", c.base, mask(c.keys.access), mask(c.keys.secret))
 }
 
 // GoString is String, so %#v masks the keys too.

@@ -53,10 +53,12 @@ func (c *Client) ReadFeed(ctx context.Context, q transport.FeedQuery) (transport
 		return transport.FeedPage{}, err
 	}
 	var fr wire.FeedResponse
-	if err := json.Unmarshal(res.body, &fr); err != nil {
-		e := transport.NewError(op, ref, transport.ErrUnavailable)
-		e.StatusCode, e.Messages = res.status, []string{"malformed response: " + err.Error()}
+	if err := wire.DecodeFeedResponse(res.body, &fr); err != nil {
+		e := c.malformed(op, ref, res.status, err.Error())
 		return transport.FeedPage{}, e
+	}
+	if err := checkFeedPage(op, ref, res.status, q.Since, &fr); err != nil {
+		return transport.FeedPage{}, err
 	}
 	page := transport.FeedPage{Entries: make([]transport.FeedEntry, len(fr.Entries)), HasMore: fr.HasMore, Head: fr.CurrentSequenceNumber}
 	for i, e := range fr.Entries {
@@ -76,6 +78,30 @@ func (c *Client) ReadFeed(ctx context.Context, q transport.FeedQuery) (transport
 	return page, nil
 }
 
+// checkFeedPage checks that a feed page follows from since: every entry
+// has a sequence number after since and after the entry before it, and an
+// aggregate id; and hasMore needs a page that advanced.
+func checkFeedPage(op string, ref transport.Ref, status int, since int64, fr *wire.FeedResponse) error {
+	prev := since
+	for i := range fr.Entries {
+		e := &fr.Entries[i]
+		if e.SequenceNumber <= prev {
+			if e.SequenceNumber == 0 {
+				return inconsistent(op, ref, status, "entry %d has no sequence number", i)
+			}
+			return inconsistent(op, ref, status, "entry %d has sequence number %d, not after %d", i, e.SequenceNumber, prev)
+		}
+		if e.AggregateID == "" {
+			return inconsistent(op, ref, status, "entry %d (sequence number %d) has no aggregateId", i, e.SequenceNumber)
+		}
+		prev = e.SequenceNumber
+	}
+	if fr.HasMore && len(fr.Entries) == 0 {
+		return inconsistent(op, ref, status, "the page says hasMore but holds no entry")
+	}
+	return nil
+}
+
 // FeedHead implements transport.Feeder: HEAD /feeds/{type} and its
 // Serialized-SequenceNumber-Current header (read case-insensitively).
 func (c *Client) FeedHead(ctx context.Context, feed transport.Scope) (int64, error) {
@@ -90,8 +116,7 @@ func (c *Client) FeedHead(ctx context.Context, feed transport.Scope) (int64, err
 	}
 	head, perr := strconv.ParseInt(res.header.Get(wire.HeaderSequenceNumber), 10, 64)
 	if perr != nil || head < 0 {
-		e := transport.NewError(op, ref, transport.ErrUnavailable)
-		e.StatusCode, e.Messages = res.status, []string{"malformed response: no " + wire.HeaderSequenceNumber + " header"}
+		e := c.malformed(op, ref, res.status, "no "+wire.HeaderSequenceNumber+" header")
 		return 0, e
 	}
 	return head, nil
@@ -110,8 +135,7 @@ func (c *Client) FeedOverview(ctx context.Context, tenant string) ([]transport.F
 	}
 	var fr wire.FeedsResponse
 	if err := json.Unmarshal(res.body, &fr); err != nil {
-		e := transport.NewError(op, ref, transport.ErrUnavailable)
-		e.StatusCode, e.Messages = res.status, []string{"malformed response: " + err.Error()}
+		e := c.malformed(op, ref, res.status, err.Error())
 		return nil, e
 	}
 	infos := make([]transport.FeedInfo, len(fr.Feeds))

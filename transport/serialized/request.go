@@ -11,8 +11,10 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
 	"go.opentelemetry.io/otel/attribute"
@@ -48,7 +50,16 @@ type response struct {
 	body   []byte
 }
 
-// resetAware stretches the next wait to the rate-limit reset, if one is
+// verdict is what an attempt's failure means for the next one.
+type verdict struct {
+	// retry: trying again is safe and useful.
+	retry bool
+	// notBefore is when the server said to try again (a rate-limit reset
+	// or Retry-After); zero when it did not say.
+	notBefore time.Time
+}
+
+// resetAware stretches the next wait to the time the server gave, if one is
 // pending.
 type resetAware struct {
 	backoff.BackOff
@@ -76,51 +87,76 @@ func (r *resetAware) NextBackOff() time.Duration {
 
 // do runs a call with retries. Every POST is treated as a store: retried
 // only when it certainly did not reach the server. The retry policy is built
-// only once an attempt has failed.
+// only once an attempt has failed. When the call fails after more than one
+// attempt, the error says how many and over how long.
 func (c *Client) do(ctx context.Context, cl call) (response, error) {
 	var (
-		res     response
-		attempt int
-		reset   time.Time // a pending rate-limit reset, read by the policy
+		res       response
+		attempts  int
+		notBefore time.Time // when the server said to try again, read by the policy
+		last      *transport.Error
+		began     = time.Now()
 	)
 	op := func() error {
-		attempt++
-		r, err, retry := c.attempt(ctx, cl)
+		attempts++
+		r, v, err := c.attempt(ctx, cl)
 		if err == nil {
 			res = r
 			return nil
 		}
-		if ctx.Err() != nil || !retry {
+		if te, ok := err.(*transport.Error); ok {
+			last = te // a type assertion, not errors.As: last stays off the heap
+		}
+		if ctx.Err() != nil || !v.retry {
 			return backoff.Permanent(err)
 		}
-		var te *transport.Error
-		if errors.As(err, &te) && te.RateLimit != nil && !te.RateLimit.Reset.IsZero() {
-			reset = te.RateLimit.Reset
+		if !v.notBefore.IsZero() {
+			// A wait that would outlast the caller's deadline is not
+			// waited: the call fails now, with the server's answer and the
+			// time it gave.
+			if deadline, ok := ctx.Deadline(); ok && v.notBefore.Sub(c.now()) > time.Until(deadline) {
+				return backoff.Permanent(err)
+			}
+			notBefore = v.notBefore
 		}
 		return err
 	}
 	policy := func() backoff.BackOff {
-		return &resetAware{BackOff: c.retry(), until: &reset, now: c.now, maxWait: c.maxWait}
+		return &resetAware{BackOff: c.retry(), until: &notBefore, now: c.now, maxWait: c.maxWait}
 	}
 	notify := func(err error, wait time.Duration) {
-		c.log.Info("request failed, retrying", zap.String("op", cl.op), zap.String("method", cl.method),
+		c.log.Warn("request failed, retrying", zap.String("op", cl.op), zap.String("method", cl.method),
 			zap.String("aggregate_type", cl.ref.Type), zap.String("aggregate_id", cl.ref.ID),
-			zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+			zap.Int("attempt", attempts), zap.Duration("wait", wait), zap.Error(err))
 	}
-	if err := retry.Run(ctx, op, policy, notify); err != nil {
-		var te *transport.Error
-		if !errors.As(err, &te) {
-			// backoff returns ctx's error when the context ends between attempts.
-			err = transport.Wrap(err, cl.op, cl.ref, transport.ErrUnavailable)
+	err := retry.Run(ctx, op, policy, notify)
+	if err == nil {
+		return res, nil
+	}
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		// backoff returns ctx's error when the context ends between
+		// attempts: report it with the last answer.
+		if last == nil {
+			return response{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrUnavailable)
 		}
-		return response{}, err
+		e := *last
+		e.Messages = append([]string(nil), last.Messages...)
+		if e.Err == nil {
+			e.Err = err
+		}
+		te = &e
 	}
-	return res, nil
+	if attempts > 1 {
+		te.Messages = append(te.Messages, fmt.Sprintf("gave up after %d attempts over %s", attempts,
+			time.Since(began).Round(time.Millisecond)))
+	}
+	return response{}, te
 }
 
-// attempt sends the request once. It returns the response, or an error and
-// whether trying again is safe and useful.
-func (c *Client) attempt(ctx context.Context, cl call) (res response, err error, retry bool) {
+// attempt sends the request once. It returns the response, or what the
+// failure means for another attempt and the error.
+func (c *Client) attempt(ctx context.Context, cl call) (res response, v verdict, err error) {
 	// Bound the attempt, unless the caller's context ends sooner anyway.
 	actx := ctx
 	if bound := c.timeout + cl.wait; true {
@@ -148,9 +184,16 @@ func (c *Client) attempt(ctx context.Context, cl call) (res response, err error,
 	}
 	req, err := http.NewRequestWithContext(actx, cl.method, target, body)
 	if err != nil {
-		return response{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrInvalid), false
+		return response{}, verdict{}, transport.Wrap(err, cl.op, cl.ref, transport.ErrInvalid)
 	}
-	req.Header = c.headers.header(cl.body != nil, cl.ref.Tenant)
+	if store {
+		// Only this client decides whether a store goes out again:
+		// net/http's HTTP/2 transport resends a request whose body it can
+		// rewind after some stream resets, even when the server had read
+		// it whole.
+		req.GetBody = nil
+	}
+	req.Header = c.keys.headers.header(cl.body != nil, cl.ref.Tenant)
 	if c.tracer != nil {
 		var span trace.Span
 		actx, span = c.startSpan(actx, cl)
@@ -169,64 +212,114 @@ func (c *Client) attempt(ctx context.Context, cl call) (res response, err error,
 	resp, err := c.send(req)
 	if err != nil {
 		sent := wrote.Load()
+		why := c.clean(scrub(err).Error())
 		if debug {
-			c.log.Debug("request failed", c.fields(cl, 0, began, zap.Bool("sent", sent), zap.Error(scrub(err)))...)
+			c.log.Debug("request failed", c.fields(cl, 0, began, zap.Bool("sent", sent), zap.String("error", why))...)
 		}
 		if store && sent {
-			return response{}, c.errorf(cl, transport.ErrAmbiguous, 0, "the request was sent, then: %v", scrub(err)), false
+			return response{}, verdict{}, c.errorf(cl, transport.ErrAmbiguous, 0, "the request was sent, then: %s", why)
 		}
 		if ctx.Err() != nil {
-			return response{}, transport.Wrap(ctx.Err(), cl.op, cl.ref, transport.ErrUnavailable), false
+			return response{}, verdict{}, transport.Wrap(ctx.Err(), cl.op, cl.ref, transport.ErrUnavailable)
 		}
-		return response{}, c.errorf(cl, transport.ErrUnavailable, 0, "%v", scrub(err)), true
+		return response{}, verdict{retry: true}, c.errorf(cl, transport.ErrUnavailable, 0, "%s", why)
 	}
 	defer resp.Body.Close()
-	data, rerr := readBody(resp, c.maxResp)
+	var data []byte
+	var rerr error
+	// A HEAD answer has no body, whatever its Content-Length says.
+	if cl.method != http.MethodHead {
+		data, rerr = readBody(resp, c.maxResp)
+	}
 	if debug {
 		c.log.Debug("request", c.fields(cl, resp.StatusCode, began)...)
 	}
-	if rerr == nil && int64(len(data)) > c.maxResp {
-		return response{}, c.errorf(cl, transport.ErrUnavailable, resp.StatusCode, "response over %d bytes", c.maxResp), false
-	}
-	if rerr != nil {
+	tooLong := rerr == nil && int64(len(data)) > c.maxResp
+	if rerr != nil || tooLong {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		if store && resp.StatusCode/100 == 2 {
+		why := fmt.Sprintf("response over %d bytes", c.maxResp)
+		if rerr != nil {
+			why = "response broken: " + c.clean(scrub(rerr).Error())
+		}
+		switch {
+		case store && resp.StatusCode/100 == 2:
 			// The status line says the batch was stored; a store's body is empty.
-			return response{status: resp.StatusCode, header: resp.Header}, nil, false
+			return response{status: resp.StatusCode, header: resp.Header}, verdict{}, nil
+		case store:
+			// The request went out and the answer cannot be read: it may
+			// say anything, stored included.
+			return response{}, verdict{}, c.errorf(cl, transport.ErrAmbiguous, resp.StatusCode, "%s", why)
 		}
-		if store {
-			return response{}, c.errorf(cl, transport.ErrAmbiguous, resp.StatusCode, "response broken: %v", scrub(rerr)), false
-		}
-		return response{}, c.errorf(cl, transport.ErrUnavailable, resp.StatusCode, "response broken: %v", scrub(rerr)), true
+		return response{}, verdict{retry: !tooLong}, c.errorf(cl, transport.ErrUnavailable, resp.StatusCode, "%s", why)
 	}
-	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotModified {
-		return response{status: resp.StatusCode, header: resp.Header, body: data}, nil, false
+	if resp.StatusCode/100 == 2 {
+		return response{status: resp.StatusCode, header: resp.Header, body: data}, verdict{}, nil
 	}
 	e := c.statusError(cl, resp, data)
-	switch {
-	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusServiceUnavailable:
-		return response{}, e, true
-	case resp.StatusCode >= 500:
-		if store {
-			e.Kind = transport.ErrAmbiguous
-			return response{}, e, false
+	switch s := resp.StatusCode; {
+	case s == http.StatusTooManyRequests:
+		v = verdict{retry: true}
+		if e.RateLimit != nil {
+			v.notBefore = e.RateLimit.Reset
 		}
-		return response{}, e, true
+	case s == http.StatusRequestTimeout:
+		// The server gave up waiting for the request: it took nothing.
+		v = verdict{retry: true}
+	case store && (s >= 500 || s == http.StatusNotModified):
+		// A proxy answers 502, 503 or 504 after the backend took the
+		// request as readily as before: the batch may have been stored.
+		e.Kind = transport.ErrAmbiguous
+	case s >= 500:
+		v = verdict{retry: true, notBefore: retryAfter(resp.Header, c.now)}
 	}
-	return response{}, e, false
+	return response{}, v, e
 }
+
+// retryAfter reads a Retry-After header: seconds, or an HTTP date. It
+// returns the zero time when there is none or it does not parse.
+func retryAfter(h http.Header, now func() time.Time) time.Time {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return time.Time{}
+	}
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if s < 0 || s > 1<<31 {
+			return time.Time{}
+		}
+		return now().Add(time.Duration(s) * time.Second)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return t
+	}
+	return time.Time{}
+}
+
+// preallocMax bounds what readBody allocates on the word of a
+// Content-Length header: a body declared longer grows as its bytes arrive,
+// so a server that declares much and sends little costs little.
+const preallocMax = 256 << 10
 
 // readBody reads a response body of at most limit bytes; a longer one
 // comes back with limit+1 bytes, for the caller to reject. A body of
-// declared length is read into a buffer of exactly that size: no growing,
-// and an empty body allocates nothing.
+// declared length up to preallocMax is read into a buffer of exactly that
+// size: no growing, and an empty body allocates nothing.
 func readBody(resp *http.Response, limit int64) ([]byte, error) {
 	n := resp.ContentLength
 	if n < 0 || n > limit {
 		return io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	}
 	var data []byte
-	if n > 0 {
+	switch {
+	case n > preallocMax:
+		buf := bytes.NewBuffer(make([]byte, 0, preallocMax))
+		if _, err := buf.ReadFrom(io.LimitReader(resp.Body, n)); err != nil {
+			return nil, err
+		}
+		if int64(buf.Len()) < n {
+			return nil, io.ErrUnexpectedEOF
+		}
+		data = buf.Bytes()
+	case n > 0:
 		data = make([]byte, n)
 		if _, err := io.ReadFull(resp.Body, data); err != nil {
 			return nil, err
@@ -250,7 +343,7 @@ func (c *Client) fields(cl call, status int, began time.Time, extra ...zap.Field
 }
 
 // statusError maps an HTTP status to the port's errors: the one place where
-// that happens.
+// that happens. The messages it keeps from the body are cleaned (see clean).
 func (c *Client) statusError(cl call, resp *http.Response, body []byte) *transport.Error {
 	var kind error
 	switch s := resp.StatusCode; {
@@ -259,35 +352,91 @@ func (c *Client) statusError(cl call, resp *http.Response, body []byte) *transpo
 	case s == http.StatusUnauthorized:
 		kind = transport.ErrUnauthorized
 	case s == http.StatusForbidden:
-		kind = transport.ErrBadDeleteToken
+		// Only a delete's token can be refused; elsewhere the keys were.
+		kind = transport.ErrUnauthorized
+		if cl.op == opConfirmDelete {
+			kind = transport.ErrBadDeleteToken
+		}
 	case s == http.StatusNotFound:
 		kind = transport.ErrNotFound
 	case s == http.StatusConflict:
 		kind = transport.ErrConflict
 	case s == http.StatusTooManyRequests:
 		kind = transport.ErrRateLimited
-	case s >= 500:
+	case s >= 500, s == http.StatusRequestTimeout, s == http.StatusNotModified:
 		kind = transport.ErrUnavailable
 	default:
 		kind = transport.ErrInvalid
 	}
 	e := transport.NewError(cl.op, cl.ref, kind)
 	e.StatusCode = resp.StatusCode
-	if resp.StatusCode/100 == 3 {
+	switch {
+	case resp.StatusCode == http.StatusNotModified:
+		e.Messages = []string{"the server answered 304 Not Modified to a request that was not conditional"}
+		return e
+	case resp.StatusCode/100 == 3:
 		e.Messages = []string{"the server answered with a redirect, which the client does not follow"}
 		return e
 	}
 	var er wire.ErrorResponse
 	if len(body) > 0 && json.Unmarshal(body, &er) == nil {
-		e.Messages = er.Errors
-		if len(e.Messages) == 0 && er.Message != "" {
-			e.Messages = []string{er.Message}
+		msgs := er.Errors
+		if len(msgs) == 0 && er.Message != "" {
+			msgs = []string{er.Message}
+		}
+		e.Messages = c.cleanAll(msgs)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		e.RateLimit = rateLimit(resp.Header)
+		if e.RateLimit.Reset.IsZero() {
+			e.RateLimit.Reset = retryAfter(resp.Header, c.now)
 		}
 	}
-	if resp.StatusCode == http.StatusTooManyRequests || resp.Header.Get(wire.HeaderRateLimitReset) != "" && kind == transport.ErrRateLimited {
-		e.RateLimit = rateLimit(resp.Header)
-	}
 	return e
+}
+
+// Bounds on what an error keeps of a server's messages.
+const (
+	maxMessages     = 20
+	maxMessageBytes = 300
+)
+
+// clean makes text taken from a response, or from net/http's errors about
+// one, fit for an error message, a log line or a span: the keys' values
+// are masked (a server or proxy may echo request headers), control
+// characters become spaces and the text is cut to maxMessageBytes.
+func (c *Client) clean(msg string) string {
+	msg = c.redact.Replace(msg)
+	if len(msg) > maxMessageBytes {
+		cut := maxMessageBytes
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		// The keys are masked already: a cut cannot reveal part of one.
+		msg = msg[:cut] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, msg)
+}
+
+// cleanAll cleans each message and keeps at most maxMessages of them.
+func (c *Client) cleanAll(msgs []string) []string {
+	if len(msgs) == 0 {
+		return nil
+	}
+	n := min(len(msgs), maxMessages)
+	out := make([]string, n, n+1)
+	for i := range out {
+		out[i] = c.clean(msgs[i])
+	}
+	if len(msgs) > n {
+		out = append(out, fmt.Sprintf("and %d more", len(msgs)-n))
+	}
+	return out
 }
 
 func rateLimit(h http.Header) *transport.RateLimit {

@@ -1,19 +1,21 @@
 package wire
 
 import (
-	"bytes"
 	"encoding/json"
 	"strconv"
 
 	"github.com/sourced-go/sourced/transport"
 )
 
-// DecodeLoadPage decodes a load response into p, exactly as json.Unmarshal
-// would. The bodies this API sends take a fast path that checks and reads
+// DecodeLoadPage decodes a load response into p as json.Unmarshal would,
+// but for one thing: an event's data is every byte between the colon after
+// "data" and the comma or brace after its value, white space included, so
+// data that went out padded (see EncodeStoreRequest) comes back byte for
+// byte. The bodies this API sends take a fast path that checks and reads
 // them in one pass, without reflection; anything out of the ordinary
-// (invalid JSON, escaped strings, non-ASCII, nulls, unusual numbers, keys
-// that differ only in case, deep nesting) is handed to json.Unmarshal, so
-// the result, and the error, never differ.
+// (invalid JSON, nulls, unusual numbers, keys that differ only in case,
+// deep nesting) is handed to json.Unmarshal, so the error never differs,
+// and only the white space around data may.
 func DecodeLoadPage(data []byte, p *LoadPage) error {
 	var fast LoadPage
 	if d := (decoder{data: data}); d.loadPage(&fast) {
@@ -23,11 +25,21 @@ func DecodeLoadPage(data []byte, p *LoadPage) error {
 	return json.Unmarshal(data, p)
 }
 
-// DecodeStoreRequest decodes a store request body into r, exactly as
-// json.Unmarshal would; see DecodeLoadPage.
+// DecodeStoreRequest decodes a store request body into r; see
+// DecodeLoadPage.
 func DecodeStoreRequest(data []byte, r *StoreRequest) error {
 	var fast StoreRequest
 	if d := (decoder{data: data}); d.storeRequest(&fast) {
+		*r = fast
+		return nil
+	}
+	return json.Unmarshal(data, r)
+}
+
+// DecodeFeedResponse decodes a feed page into r; see DecodeLoadPage.
+func DecodeFeedResponse(data []byte, r *FeedResponse) error {
+	var fast FeedResponse
+	if d := (decoder{data: data}); d.feedResponse(&fast) {
 		*r = fast
 		return nil
 	}
@@ -99,7 +111,8 @@ func (d *decoder) object(member func(key []byte) bool) bool {
 		if !ok || !d.next(':') {
 			return false
 		}
-		d.space()
+		// member starts right after the colon: each reader skips the white
+		// space before its value, except data's, which keeps it.
 		return member(key)
 	})
 }
@@ -334,10 +347,11 @@ func (d *decoder) event(e *transport.Event) bool {
 		case "encryptedData":
 			e.EncryptedData, ok = d.text()
 		case "data":
-			var raw []byte
-			raw, ok = d.value()
-			ok = ok && !bytes.Equal(raw, []byte("null"))
-			e.Data = append(json.RawMessage(nil), raw...)
+			// null too: json.RawMessage keeps it as the four bytes.
+			start := d.i
+			_, ok = d.value()
+			d.space()
+			e.Data = append(json.RawMessage(nil), d.data[start:d.i]...)
 		default:
 			ok = d.unknown(key, "eventId", "eventType", "encryptedData", "data")
 		}
@@ -345,10 +359,25 @@ func (d *decoder) event(e *transport.Event) bool {
 	})
 }
 
-// text reads a plainString into a Go string.
+// text reads a string into a Go string: a plain one directly, one with
+// escapes or bytes outside printable ASCII through json.Unmarshal (which
+// alone decides how an escape or invalid UTF-8 decodes).
 func (d *decoder) text() (string, bool) {
-	s, ok := d.plainString()
-	return string(s), ok
+	start := d.i
+	if s, ok := d.plainString(); ok {
+		return string(s), true
+	}
+	d.i = start
+	d.space()
+	from := d.i
+	if !d.skipString() {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(d.data[from:d.i], &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // loadPage and storeRequest leave a second "events" key to encoding/json,
@@ -396,6 +425,69 @@ func (d *decoder) storeRequest(r *StoreRequest) bool {
 		}
 		return d.unknown(key, "events", "expectedVersion")
 	}) && d.end()
+}
+
+// feedResponse leaves a second "entries" key, or a second "events" key in
+// an entry, to encoding/json, as loadPage does.
+func (d *decoder) feedResponse(r *FeedResponse) bool {
+	seenEntries := false
+	return d.object(func(key []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "entries":
+			if seenEntries {
+				return false
+			}
+			seenEntries = true
+			r.Entries = []FeedEntry{}
+			ok = d.list('[', ']', func() bool {
+				var e FeedEntry
+				if !d.feedEntry(&e) {
+					return false
+				}
+				r.Entries = append(r.Entries, e)
+				return true
+			})
+		case "hasMore":
+			r.HasMore, ok = d.boolean()
+		case "currentSequenceNumber":
+			r.CurrentSequenceNumber, ok = d.integer()
+		default:
+			ok = d.unknown(key, "entries", "hasMore", "currentSequenceNumber")
+		}
+		return ok
+	}) && d.end()
+}
+
+func (d *decoder) feedEntry(e *FeedEntry) bool {
+	seenEvents := false
+	return d.object(func(key []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "sequenceNumber":
+			e.SequenceNumber, ok = d.integer()
+		case "aggregateId":
+			e.AggregateID, ok = d.text()
+		case "timestamp":
+			e.Timestamp, ok = d.integer()
+		case "feedName":
+			e.FeedName, ok = d.text()
+		case "aggregateType":
+			e.AggregateType, ok = d.text()
+		case "aggregateVersion":
+			e.AggregateVersion, ok = d.integer()
+		case "events":
+			if seenEvents {
+				return false
+			}
+			seenEvents = true
+			e.Events, ok = d.events()
+		default:
+			ok = d.unknown(key, "sequenceNumber", "aggregateId", "timestamp", "feedName", "aggregateType",
+				"aggregateVersion", "events")
+		}
+		return ok
+	})
 }
 
 // end reports whether only white space is left.

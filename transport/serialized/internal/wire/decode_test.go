@@ -1,11 +1,14 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/transport"
 )
 
 const typicalPage = `{"aggregateId":"2c3cf88c-ee88-427e-818a-ab0267511c84","aggregateType":"order","aggregateVersion":3,` +
@@ -97,22 +100,63 @@ var decodeInputs = []string{
 	`{"events":[{"eventType":"A"},]}`,
 	`{"events":[{"eventType":"A"}],}`,
 	`{"events":[{"eventType":"A",}]}`,
+	// Feed pages.
+	typicalFeed,
+	`{"entries":[],"hasMore":false,"currentSequenceNumber":0}`,
+	`{"entries":null,"hasMore":true}`,
+	`{"entries":[{"sequenceNumber":1,"aggregateId":"a\u0062","events":[{"eventType":"A","data": {"x":1} ,"encryptedData":"\u003cb\u003e"}]}]}`,
+	`{"entries":[{"sequenceNumber":1,"events":[]}],"entries":[{"sequenceNumber":2}]}`,
+	`{"entries":[{"sequenceNumber":1,"events":[],"events":[{"eventType":"B"}]}]}`,
+	`{"entries":[{"sequenceNumber":"1"}]}`,
+	`{"entries":[{"SequenceNumber":1}]}`,
+	`{"entries":[{"sequenceNumber":1,"timestamp":1.5}]}`,
+	`{"entries":[{"sequenceNumber":1,"feedName":null}]}`,
+	`{"entries":[{"sequenceNumber":1,"other":[1,{"a":"}"}]}],"x":1}`,
+	"{\"entries\":[{\"sequenceNumber\":1,\"events\":[{\"eventType\":\"A\",\"data\":\n  [1, 2 ,3 ]\n}]}]}",
+	`{"entries":[{"sequenceNumber":1}],"currentSequenceNumber":-3,"hasMore":null}`,
 }
 
-// agree checks one input against encoding/json for both body types.
+const typicalFeed = `{"entries":[{"sequenceNumber":7,"aggregateId":"2c3cf88c-ee88-427e-818a-ab0267511c84","timestamp":1764640000000,` +
+	`"feedName":"order","aggregateType":"order","aggregateVersion":2,"events":[{"eventId":"9b2f3c1e-0d6a-4c1e-8f0e-2f6d1a0b7c55",` +
+	`"eventType":"OrderPlaced","data":{"sku":"a-1"}}]}],"hasMore":true,"currentSequenceNumber":9}`
+
+// agree checks one input against encoding/json for both body types: the
+// same result and error, but for the white space around event data, which
+// the decoders keep.
 func agree(t *testing.T, in []byte) {
 	t.Helper()
 	var want, got LoadPage
 	wantErr := json.Unmarshal(in, &want)
 	gotErr := DecodeLoadPage(in, &got)
 	assert.Equal(t, wantErr, gotErr, "load page error for %q", in)
+	trimData(got.Events)
 	assert.Equal(t, want, got, "load page for %q", in)
 
 	var wantS, gotS StoreRequest
 	wantErr = json.Unmarshal(in, &wantS)
 	gotErr = DecodeStoreRequest(in, &gotS)
 	assert.Equal(t, wantErr, gotErr, "store request error for %q", in)
+	trimData(gotS.Events)
 	assert.Equal(t, wantS, gotS, "store request for %q", in)
+
+	var wantF, gotF FeedResponse
+	wantErr = json.Unmarshal(in, &wantF)
+	gotErr = DecodeFeedResponse(in, &gotF)
+	assert.Equal(t, wantErr, gotErr, "feed response error for %q", in)
+	for i := range gotF.Entries {
+		trimData(gotF.Entries[i].Events)
+	}
+	assert.Equal(t, wantF, gotF, "feed response for %q", in)
+}
+
+// trimData drops the white space around each event's data, as
+// encoding/json does.
+func trimData(events []transport.Event) {
+	for i := range events {
+		if d := events[i].Data; d != nil {
+			events[i].Data = bytes.Trim(d, " \t\r\n")
+		}
+	}
 }
 
 func TestDecodeAgreesWithEncodingJSON(t *testing.T) {
@@ -148,6 +192,37 @@ func TestDecodeTakesTheFastPathForTypicalBodies(t *testing.T) {
 		body[i] = 'x'
 	}
 	assert.Equal(t, `{"by":1}`, string(r.Events[0].Data))
+
+	var f FeedResponse
+	d = decoder{data: []byte(typicalFeed)}
+	require.True(t, d.feedResponse(&f))
+	require.Len(t, f.Entries, 1)
+	assert.Equal(t, int64(7), f.Entries[0].SequenceNumber)
+	assert.Equal(t, `{"sku":"a-1"}`, string(f.Entries[0].Events[0].Data))
+	assert.Equal(t, int64(9), f.CurrentSequenceNumber)
+}
+
+// Data comes back with the bytes it went out with, white space and escapes
+// included, also next to strings that need escapes (which once sent the
+// whole body to encoding/json).
+func TestDecodeKeepsDataByteForByte(t *testing.T) {
+	for _, data := range []string{"  {\"padded\":true}\n", "[1, 2 ,3 ]", `{"a": 1}`, `{"html":"<b>&amp;</b>"}`,
+		"{\"ls\":\"\u2028\"}", `{"esc":"\u00e9\/"}`} {
+		sr := StoreRequest{Events: []transport.Event{{EventType: "A", Data: json.RawMessage(data), EncryptedData: "<b>\u2028</b>"}}}
+		body, err := EncodeStoreRequest(sr)
+		require.NoError(t, err)
+		var back StoreRequest
+		require.NoError(t, DecodeStoreRequest(body, &back))
+		assert.Equal(t, data, string(back.Events[0].Data))
+		assert.Equal(t, "<b>\u2028</b>", back.Events[0].EncryptedData)
+
+		lr := LoadResponse{Events: sr.Events}
+		body, err = EncodeLoadResponse(lr)
+		require.NoError(t, err)
+		var page LoadPage
+		require.NoError(t, DecodeLoadPage(body, &page))
+		assert.Equal(t, data, string(page.Events[0].Data))
+	}
 }
 
 func FuzzDecode(f *testing.F) {

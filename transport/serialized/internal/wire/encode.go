@@ -2,20 +2,27 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 
 	"github.com/sourced-go/sourced/transport"
 )
 
-// EncodeStoreRequest returns json.Marshal(r), byte for byte. Bodies of
-// printable ASCII and compact data, which is what the repository records,
-// are written without reflection; anything else is left to json.Marshal.
+// errDataNotJSON is the encoders' error for event data that is not one
+// valid JSON value (every transport refuses such data before it gets here).
+var errDataNotJSON = errors.New("event data is not valid JSON")
+
+// EncodeStoreRequest encodes a store request. Event data goes out byte for
+// byte as given (valid JSON is written as it is: not compacted, not
+// re-escaped, white space around it kept), so a server that keeps bytes
+// gives them back unchanged; strings are written as json.Marshal writes
+// them. Data that is not valid JSON is an error.
 func EncodeStoreRequest(r StoreRequest) ([]byte, error) {
 	b := make([]byte, 0, 64+eventsSize(r.Events))
 	b = append(b, `{"events":`...)
-	b, ok := appendEvents(b, r.Events)
-	if !ok {
-		return json.Marshal(r)
+	b, err := appendEvents(b, r.Events)
+	if err != nil {
+		return nil, err
 	}
 	if r.ExpectedVersion != nil {
 		b = append(b, `,"expectedVersion":`...)
@@ -24,24 +31,54 @@ func EncodeStoreRequest(r StoreRequest) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// EncodeLoadResponse returns json.Marshal(r), byte for byte; see
-// EncodeStoreRequest.
+// EncodeBulkRequest encodes a bulk store request; see EncodeStoreRequest.
+func EncodeBulkRequest(r BulkRequest) ([]byte, error) {
+	n := 32
+	for i := range r.Batches {
+		n += 96 + eventsSize(r.Batches[i].Events)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"batches":`...)
+	if r.Batches == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range r.Batches {
+			bb := &r.Batches[i]
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"aggregateId":`...)
+			b = appendQuoted(b, bb.AggregateID)
+			b = append(b, `,"events":`...)
+			var err error
+			if b, err = appendEvents(b, bb.Events); err != nil {
+				return nil, err
+			}
+			if bb.ExpectedVersion != nil {
+				b = append(b, `,"expectedVersion":`...)
+				b = strconv.AppendInt(b, int64(*bb.ExpectedVersion), 10)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}'), nil
+}
+
+// EncodeLoadResponse encodes a load response; see EncodeStoreRequest.
 func EncodeLoadResponse(r LoadResponse) ([]byte, error) {
 	b := make([]byte, 0, 128+eventsSize(r.Events))
 	b = append(b, `{"aggregateId":`...)
-	b, ok := appendString(b, r.AggregateID)
-	if ok {
-		b = append(b, `,"aggregateType":`...)
-		b, ok = appendString(b, r.AggregateType)
-	}
-	if ok {
-		b = append(b, `,"aggregateVersion":`...)
-		b = strconv.AppendInt(b, r.AggregateVersion, 10)
-		b = append(b, `,"events":`...)
-		b, ok = appendEvents(b, r.Events)
-	}
-	if !ok {
-		return json.Marshal(r)
+	b = appendQuoted(b, r.AggregateID)
+	b = append(b, `,"aggregateType":`...)
+	b = appendQuoted(b, r.AggregateType)
+	b = append(b, `,"aggregateVersion":`...)
+	b = strconv.AppendInt(b, r.AggregateVersion, 10)
+	b = append(b, `,"events":`...)
+	b, err := appendEvents(b, r.Events)
+	if err != nil {
+		return nil, err
 	}
 	b = append(b, `,"hasMore":`...)
 	b = strconv.AppendBool(b, r.HasMore)
@@ -57,10 +94,11 @@ func eventsSize(events []transport.Event) int {
 	return n
 }
 
-// appendEvents writes events as json.Marshal does, or reports false.
-func appendEvents(b []byte, events []transport.Event) ([]byte, bool) {
+// appendEvents writes events: data byte for byte, strings as json.Marshal
+// writes them.
+func appendEvents(b []byte, events []transport.Event) ([]byte, error) {
 	if events == nil {
-		return append(b, "null"...), true
+		return append(b, "null"...), nil
 	}
 	b = append(b, '[')
 	for i := range events {
@@ -69,32 +107,36 @@ func appendEvents(b []byte, events []transport.Event) ([]byte, bool) {
 			b = append(b, ',')
 		}
 		b = append(b, '{')
-		ok := true
 		if e.EventID != "" {
 			b = append(b, `"eventId":`...)
-			b, ok = appendString(b, e.EventID)
+			b = appendQuoted(b, e.EventID)
 			b = append(b, ',')
 		}
-		if ok {
-			b = append(b, `"eventType":`...)
-			b, ok = appendString(b, e.EventType)
-		}
-		if ok && len(e.Data) > 0 {
-			if ok = plainCompact(e.Data); ok {
-				b = append(b, `,"data":`...)
-				b = append(b, e.Data...)
+		b = append(b, `"eventType":`...)
+		b = appendQuoted(b, e.EventType)
+		if len(e.Data) > 0 {
+			if !plainCompact(e.Data) && !json.Valid(e.Data) {
+				return b, errDataNotJSON
 			}
+			b = append(b, `,"data":`...)
+			b = append(b, e.Data...)
 		}
-		if ok && e.EncryptedData != "" {
+		if e.EncryptedData != "" {
 			b = append(b, `,"encryptedData":`...)
-			b, ok = appendString(b, e.EncryptedData)
-		}
-		if !ok {
-			return b, false
+			b = appendQuoted(b, e.EncryptedData)
 		}
 		b = append(b, '}')
 	}
-	return append(b, ']'), true
+	return append(b, ']'), nil
+}
+
+// appendQuoted writes s as json.Marshal writes it.
+func appendQuoted(b []byte, s string) []byte {
+	if out, ok := appendString(b, s); ok {
+		return out
+	}
+	raw, _ := json.Marshal(s) // a string always encodes
+	return append(b, raw...)
 }
 
 // appendString writes s quoted when json.Marshal would write it unchanged

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -10,7 +11,10 @@ import (
 	"github.com/sourced-go/sourced/transport"
 )
 
-// encodeSame checks both encoders against json.Marshal for one event.
+// encodeSame checks both encoders for one event: they fail where
+// json.Marshal fails (data that is not JSON), and otherwise write a body
+// that means what json.Marshal's means, with the event's data byte for byte
+// as given.
 func encodeSame(t *testing.T, e transport.Event, expected *Version) {
 	t.Helper()
 	events := []transport.Event{e, {EventType: "Second", Data: json.RawMessage(`{"n":2}`)}}
@@ -18,13 +22,62 @@ func encodeSame(t *testing.T, e transport.Event, expected *Version) {
 	want, wantErr := json.Marshal(sr)
 	got, gotErr := EncodeStoreRequest(sr)
 	require.Equal(t, wantErr == nil, gotErr == nil, "store request error for %#v: %v / %v", e, wantErr, gotErr)
-	assert.Equal(t, string(want), string(got), "store request for %#v", e)
+	if wantErr == nil {
+		sameMeaning(t, want, got)
+		var back StoreRequest
+		require.NoError(t, DecodeStoreRequest(got, &back))
+		var wantBack StoreRequest
+		require.NoError(t, json.Unmarshal(want, &wantBack))
+		sameEvents(t, events, wantBack.Events, back.Events)
+		assert.Equal(t, wantBack.ExpectedVersion, back.ExpectedVersion)
+	}
 
 	lr := LoadResponse{AggregateID: e.EventID, AggregateType: e.EventType, AggregateVersion: 3, Events: events, HasMore: true}
 	want, wantErr = json.Marshal(lr)
 	got, gotErr = EncodeLoadResponse(lr)
 	require.Equal(t, wantErr == nil, gotErr == nil, "load response error for %#v: %v / %v", e, wantErr, gotErr)
-	assert.Equal(t, string(want), string(got), "load response for %#v", e)
+	if wantErr == nil {
+		sameMeaning(t, want, got)
+		var back LoadPage
+		require.NoError(t, DecodeLoadPage(got, &back))
+		var wantBack LoadPage
+		require.NoError(t, json.Unmarshal(want, &wantBack))
+		sameEvents(t, events, wantBack.Events, back.Events)
+	}
+
+	br := BulkRequest{Batches: []BulkBatch{{AggregateID: e.EventID, Events: events, ExpectedVersion: expected}}}
+	want, wantErr = json.Marshal(br)
+	got, gotErr = EncodeBulkRequest(br)
+	require.Equal(t, wantErr == nil, gotErr == nil, "bulk request error for %#v: %v / %v", e, wantErr, gotErr)
+	if wantErr == nil {
+		sameMeaning(t, want, got)
+	}
+}
+
+// sameMeaning checks that two bodies decode to the same JSON values.
+func sameMeaning(t *testing.T, want, got []byte) {
+	t.Helper()
+	decode := func(b []byte) any {
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		var v any
+		require.NoError(t, d.Decode(&v), "%s", b)
+		return v
+	}
+	assert.Equal(t, decode(want), decode(got), "same meaning: %s / %s", want, got)
+}
+
+// sameEvents checks decoded events: strings as encoding/json decodes them,
+// data byte for byte as sent.
+func sameEvents(t *testing.T, sent, want, got []transport.Event) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for i := range got {
+		assert.Equal(t, want[i].EventID, got[i].EventID)
+		assert.Equal(t, want[i].EventType, got[i].EventType)
+		assert.Equal(t, want[i].EncryptedData, got[i].EncryptedData)
+		assert.Equal(t, string(sent[i].Data), string(got[i].Data), "data byte for byte")
+	}
 }
 
 var encodeInputs = []transport.Event{
@@ -54,6 +107,11 @@ var encodeInputs = []transport.Event{
 	{EventType: "\xff"},
 	{EventType: "T", EncryptedData: "c2VjcmV0+/="},
 	{EventType: "T", EncryptedData: "with space & more"},
+	{EventType: "T", Data: json.RawMessage("  {\"padded\":true}\n")},
+	{EventType: "T", Data: json.RawMessage("[1, 2 ,3 ]")},
+	{EventType: "T", Data: json.RawMessage(`{"big":123456789012345678901234567890,"f":1.50,"e":1E+2}`)},
+	{EventType: "T", Data: json.RawMessage(`{"dup":1,"dup":2}`)},
+	{EventType: "T", Data: json.RawMessage(`{"nul":"\u0000"}`), EncryptedData: "<b>&amp;</b>\u2028"},
 }
 
 func TestEncodeMatchesEncodingJSON(t *testing.T) {
@@ -66,6 +124,10 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	require.NoError(t, err)
 	want, _ := json.Marshal(LoadResponse{AggregateID: "x", AggregateType: "t"})
 	assert.Equal(t, string(want), string(got), "nil events")
+	got, err = EncodeBulkRequest(BulkRequest{})
+	require.NoError(t, err)
+	want, _ = json.Marshal(BulkRequest{})
+	assert.Equal(t, string(want), string(got), "nil batches")
 }
 
 func FuzzEncode(f *testing.F) {
