@@ -230,7 +230,7 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	metrics := newMetrics()
 	ops := newOpsMetrics(metrics.reg, b)
 	life := newLifecycle()
-	var cleanups []func() // run in reverse once the servers stopped
+	cleanups := []func(){life.cancel} // run in reverse once the servers stopped
 	defer func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
