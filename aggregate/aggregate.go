@@ -120,7 +120,7 @@ func OnNamed[S, E any](name string, h func(*S, E)) Option[S] {
 		}
 		goType := reflect.TypeFor[E]()
 		if prev, dup := d.byType[goType]; dup {
-			return fmt.Errorf("Go type %s registered twice (as %q and %q)", goType, prev.name, name)
+			return fmt.Errorf("the Go type %s is registered twice (as %q and %q)", goType, prev.name, name)
 		}
 		hd := &handler[S]{
 			name:   name,
@@ -302,3 +302,32 @@ func eventName[E any]() string {
 func (d *Definition[S]) Restore(id string, version int64, state S) *Root[S] {
 	return &Root[S]{def: d, id: id, version: version, state: state}
 }
+
+// Decode returns a stored event as the Go value a load applies to the
+// state: upcast, then decoded with the codec into its registered type. It
+// fails with ErrUnknownEvent for a type with no handler of its own, and
+// ErrDecode for bad data. The repository uses it to check that a recorded
+// event comes back from storage as it was recorded, before it keeps a
+// state built from recorded values.
+func (d *Definition[S]) Decode(eventType string, data []byte) (any, error) {
+	if d.upcasters != nil {
+		var err error
+		if eventType, data, err = d.Upcast(eventType, data); err != nil {
+			return nil, err
+		}
+	}
+	h, ok := d.byName[eventType]
+	if !ok {
+		return nil, fmt.Errorf("%s: event type %s: %w", d.typ, naming.Quote(eventType), ErrUnknownEvent)
+	}
+	v := reflect.New(h.goType)
+	if len(data) > 0 {
+		if err := d.codec.Unmarshal(data, v.Interface()); err != nil {
+			return nil, fmt.Errorf("%s: event type %s: %w: %w", d.typ, naming.Quote(eventType), ErrDecode, err)
+		}
+	}
+	return v.Elem().Interface(), nil
+}
+
+// Codec returns the codec of the definition's events.
+func (d *Definition[S]) Codec() Codec { return d.codec }

@@ -23,6 +23,9 @@ var (
 	ErrQueueFull = errors.New("subscriber queue full")
 	// ErrHandler: a sync handler failed (wrapped in *HandlerError).
 	ErrHandler = errors.New("event handler failed")
+	// ErrPanic: a handler panicked; the panic was recovered and is
+	// handled as the handler's error (wrapped in *HandlerError).
+	ErrPanic = errors.New("event handler panicked")
 )
 
 // HandlerError reports a failed handler: which subscription and which event.
@@ -68,16 +71,19 @@ type Bus struct {
 	log  *zap.Logger
 	mu   sync.Mutex // serialises changes to subs
 	subs atomic.Pointer[[]*Subscription]
-	// state is held for reading by every Publish and for writing by Close,
-	// so Close waits for publishes under way to finish queuing.
-	state  sync.RWMutex
-	closed bool
-	seed   maphash.Seed
+	// inflight counts the publishes under way, so that Close waits for
+	// them to finish queuing; no lock is held while handlers run, so a
+	// handler may publish (or Close may run) without a deadlock.
+	inflight atomic.Int64
+	closed   atomic.Bool
+	idle     chan struct{} // a publish that ends last after Close signals here
+	seed     maphash.Seed
+	seq      *Sequencer
 }
 
 // New returns a bus with no subscriptions.
 func New(opts ...Option) *Bus {
-	b := &Bus{log: zap.NewNop(), seed: maphash.MakeSeed()}
+	b := &Bus{log: zap.NewNop(), seed: maphash.MakeSeed(), idle: make(chan struct{}, 1), seq: NewSequencer()}
 	b.subs.Store(&[]*Subscription{})
 	for _, o := range opts {
 		o(b)
@@ -89,10 +95,14 @@ func New(opts ...Option) *Bus {
 // now, in order; async subscriptions get the events queued. It returns the
 // sync handlers' errors joined (each a *HandlerError), ErrQueueFull, or
 // ctx's error if it ended while Publish waited for queue space.
+//
+// A sync handler may publish (a handler that writes through a repository
+// does), and may do so while Close runs: the nested publish then fails
+// with ErrClosed.
 func (b *Bus) Publish(ctx context.Context, events []Envelope) error {
-	b.state.RLock()
-	defer b.state.RUnlock()
-	if b.closed {
+	b.inflight.Add(1)
+	defer b.leave()
+	if b.closed.Load() {
 		return ErrClosed
 	}
 	var errs []error
@@ -104,8 +114,9 @@ func (b *Bus) Publish(ctx context.Context, events []Envelope) error {
 			}
 			if err := s.deliver(ctx, env); err != nil {
 				errs = append(errs, err)
-				if !errors.Is(err, ErrHandler) {
-					// Queue full or ctx done: the rest cannot be queued in order.
+				if s.async {
+					// Queue full, ctx done or closing: the rest cannot be
+					// queued in order.
 					break
 				}
 			}
@@ -114,22 +125,50 @@ func (b *Bus) Publish(ctx context.Context, events []Envelope) error {
 	return errors.Join(errs...)
 }
 
-// Close stops accepting events, waits for async queues to drain until ctx
-// ends, and stops every worker. It returns ctx's error if the queues did not
-// drain in time (their remaining events are dead-lettered as undelivered).
+// leave ends a publish; the last one to end after Close tells Close.
+func (b *Bus) leave() {
+	if b.inflight.Add(-1) == 0 && b.closed.Load() {
+		select {
+		case b.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Sequencer returns the bus's sequencer, which every repository publishing
+// to the bus uses to keep each aggregate's publishes in version order.
+func (b *Bus) Sequencer() *Sequencer { return b.seq }
+
+// Close stops accepting events, waits for the publishes under way to
+// finish queuing and for async queues to drain until ctx ends, and stops
+// every worker. It returns ctx's error if they did not finish in time (the
+// events left in queues are dead-lettered as undelivered; a publisher
+// blocked on a full queue gets an error).
 func (b *Bus) Close(ctx context.Context) error {
-	b.state.Lock()
-	was := b.closed
-	b.closed = true
-	b.state.Unlock()
+	b.mu.Lock()
+	was := b.closed.Swap(true)
+	b.mu.Unlock()
 	if was {
 		return nil
+	}
+	var late error
+wait:
+	for b.inflight.Load() > 0 {
+		select {
+		case <-b.idle:
+		case <-ctx.Done():
+			late = ctx.Err()
+			break wait
+		}
 	}
 	var errs []error
 	for _, s := range *b.subs.Load() {
 		if err := s.stop(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if late != nil && len(errs) == 0 {
+		errs = append(errs, late)
 	}
 	return errors.Join(errs...)
 }
@@ -281,13 +320,11 @@ func SubscribeAll(b *Bus, h Handler, opts ...SubscribeOption) (*Subscription, er
 }
 
 func (b *Bus) add(s *Subscription) (*Subscription, error) {
-	b.state.RLock()
-	defer b.state.RUnlock()
-	if b.closed {
-		return nil, ErrClosed
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
 	s.start()
 	old := *b.subs.Load()
 	next := make([]*Subscription, len(old), len(old)+1)

@@ -19,9 +19,12 @@
 // goroutines; a failing handler is retried with backoff, then given to the
 // dead-letter callback and logged. Events of one aggregate always go to the
 // same worker, so each subscriber sees them in the order they were
-// published, which the repository makes version order. When a queue is
-// full, Publish blocks (honouring ctx) or fails with ErrQueueFull, by
-// option: an event is never dropped silently.
+// published, which the repositories publishing to the bus make version
+// order through the bus's Sequencer. When a queue is full, Publish blocks
+// (honouring ctx) or fails with ErrQueueFull, by option: an event is never
+// dropped silently, and the rest of the batch is not queued after it. A
+// handler that panics fails with ErrPanic. No lock is held while handlers
+// run: a sync handler may publish, and Close may run meanwhile.
 //
 // # The guarantee, honestly
 //

@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ type Subscription struct {
 
 	queues   []chan Envelope
 	quit     chan struct{} // closed to make workers stop at once
+	closing  chan struct{} // closed when stop begins: blocked senders give up
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 	stopErr  error
@@ -35,7 +37,7 @@ type Subscription struct {
 }
 
 func newSubscription(b *Bus, h Handler, opts []SubscribeOption) *Subscription {
-	s := &Subscription{bus: b, handle: h, workers: 1, queueSize: 1024, retry: defaultRetry}
+	s := &Subscription{bus: b, handle: h, workers: 1, queueSize: 1024, retry: defaultRetry, closing: make(chan struct{})}
 	for _, o := range opts {
 		if o != nil {
 			o(s)
@@ -61,9 +63,20 @@ func (s *Subscription) start() {
 	}
 }
 
+// call runs the handler, turning a panic into an error.
+func (s *Subscription) call(ctx context.Context, env Envelope) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrPanic, p)
+			s.bus.log.Error("event handler panicked", s.fields(env, 0, err, zap.Stack("stack"))...)
+		}
+	}()
+	return s.handle(ctx, env)
+}
+
 func (s *Subscription) deliver(ctx context.Context, env *Envelope) error {
 	if !s.async {
-		if err := s.handle(ctx, *env); err != nil {
+		if err := s.call(ctx, *env); err != nil {
 			return &HandlerError{Subscription: s.name, Event: *env, Err: err}
 		}
 		return nil
@@ -90,6 +103,8 @@ func (s *Subscription) deliver(ctx context.Context, env *Envelope) error {
 		return nil
 	case <-ctx.Done():
 		return &HandlerError{Subscription: s.name, Event: *env, Err: ctx.Err()}
+	case <-s.closing:
+		return &HandlerError{Subscription: s.name, Event: *env, Err: ErrClosed}
 	}
 }
 
@@ -124,7 +139,7 @@ func (s *Subscription) handleWithRetry(env Envelope) {
 	attempts := 0
 	err := backoff.RetryNotify(func() error {
 		attempts++
-		return s.handle(ctx, env)
+		return s.call(ctx, env)
 	}, backoff.WithContext(s.retry(), ctx), func(err error, wait time.Duration) {
 		s.bus.log.Debug("event handler failed, retrying", s.fields(env, attempts, err, zap.Duration("wait", wait))...)
 	})
@@ -153,6 +168,7 @@ func (s *Subscription) fields(env Envelope, attempts int, err error, extra ...za
 // makes them stop.
 func (s *Subscription) stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
+		close(s.closing)
 		if !s.async {
 			return
 		}

@@ -228,5 +228,5 @@ func TestStatesThatJSONLosesAreNotSnapshotted(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, ok)
 	require.Equal(t, 1, logs.FilterMessage("no snapshot taken: the state would not survive JSON").Len())
-	assert.Contains(t, logs.All()[0].ContextMap()["reason"], "hidden is unexported")
+	assert.Contains(t, logs.All()[0].ContextMap()["reason"], "secretive.hidden")
 }

@@ -27,18 +27,19 @@
 //   - Every recorded event carries a client-chosen eventId, and every store
 //     the repository makes uses an exact expected version N, so the batch
 //     can only ever land as version N+1.
-//   - After an ambiguous store, before running the command again, the
-//     repository loads the one batch after N. If its first eventId is the
-//     one it sent, the batch landed: Update reports success with version
-//     N+1, and the command is not run again.
-//   - If another batch holds version N+1, the ambiguous one can never land
-//     (its expected version is gone): the repository forgets it and carries
-//     on as after a conflict.
-//   - If nothing holds N+1 yet, the request may still be in flight. The
-//     repository keeps watching it: it runs the command again and stores
-//     with expected version N. At most one of the two can land; if the old
-//     one wins, the new one conflicts, and the next check finds the old
-//     one's eventId and reports it as the success.
+//   - After an ambiguous store, the repository sends the same batch again
+//     (same eventIds, same expected version N), with backoff, until the
+//     outcome is known. The first request and every resend expect N, so at
+//     most one of them can land, now or later.
+//   - A resend that succeeds is the success.
+//   - A resend that conflicts means version N+1 is taken: the repository
+//     loads it. If its first eventId is the one it sent, the batch landed:
+//     Update reports success with version N+1, and the command is not run
+//     again. If another batch holds it, none of ours can ever land (their
+//     expected version is gone): the repository carries on as after a
+//     conflict, and Update runs the command again on the fresh state.
+//   - The command is never run again while a request of ours could still
+//     land.
 //
 // So every Update that returns success stored its events exactly once, and
 // every Update that returns an error other than ErrAmbiguous stored nothing.
@@ -49,7 +50,12 @@
 // # Publishing
 //
 // With WithPublisher, the events of a successful store are published after
-// the store, in stored order, never for a failed one. A publish error does
-// not undo the commit: Update returns its Result together with an error
+// the store, in stored order, never for a failed one, and each aggregate's
+// batches in version order: a writer holds its version in the publisher's
+// sequencer (an *eventbus.Bus's own, shared by every repository on the bus)
+// from before its store until its publish is over. A write made by a sync
+// subscriber during a publish, with the ctx the subscriber was given, is
+// published right after that publish, in turn. A publish error does not
+// undo the commit: Update returns its Result together with an error
 // wrapping ErrPublish.
 package repository

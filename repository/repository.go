@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -25,13 +26,23 @@ var (
 	ErrPublish = errors.New("events stored, but publishing them failed")
 	// ErrNilCommand: Create or Update was given a nil command.
 	ErrNilCommand = errors.New("nil command")
+	// ErrAlreadyExists: Create found the aggregate stored already. The
+	// error wraps transport.ErrConflict too.
+	ErrAlreadyExists = errors.New("aggregate already exists")
+	// ErrNothingRecorded: a Create's command recorded no event, so there
+	// was nothing to create; nothing was stored. (An Update whose command
+	// records nothing succeeds and stores nothing.)
+	ErrNothingRecorded = errors.New("the command recorded no event: nothing to create")
 )
 
 // Command changes an aggregate by recording events on its root. Its error
 // aborts the call and is returned as it is (wrapped), with nothing stored.
 type Command[S any] func(root *aggregate.Root[S]) error
 
-// Publisher receives committed events. *eventbus.Bus implements it.
+// Publisher receives committed events. *eventbus.Bus implements it. A
+// publisher with a method Sequencer() *eventbus.Sequencer (the bus has one)
+// keeps the version order of every repository publishing to it; another
+// publisher gets one sequencer per repository.
 type Publisher interface {
 	Publish(ctx context.Context, events []eventbus.Envelope) error
 }
@@ -126,11 +137,17 @@ func WithTenant(tenant string) Option { return func(c *config) { c.tenant = tena
 // Repository loads and stores aggregates of one type through a transport.
 // It is safe for concurrent use.
 type Repository[S any] struct {
-	t     transport.Transport
-	def   *aggregate.Definition[S]
-	cfg   config
-	seq   *sequencer
+	t   transport.Transport
+	def *aggregate.Definition[S]
+	cfg config
+	// seq keeps publishes in version order: the bus's own (shared by
+	// every repository publishing to it) or, for another publisher, this
+	// repository's; nil without a publisher.
+	seq   *eventbus.Sequencer
 	cache *rootCache[S]
+	// plain remembers, per event Go type, whether its values come back
+	// from encoding/json exactly (plainEvent).
+	plain *sync.Map
 }
 
 // New returns a repository for aggregates defined by def, stored through t.
@@ -139,7 +156,16 @@ func New[S any](t transport.Transport, def *aggregate.Definition[S], opts ...Opt
 	for _, o := range opts {
 		o(&c)
 	}
-	return &Repository[S]{t: t, def: def, cfg: c, seq: newSequencer(), cache: newRootCache[S](c.cacheSize)}
+	var seq *eventbus.Sequencer
+	if c.publisher != nil {
+		if sp, ok := c.publisher.(interface{ Sequencer() *eventbus.Sequencer }); ok {
+			seq = sp.Sequencer()
+		}
+		if seq == nil {
+			seq = eventbus.NewSequencer()
+		}
+	}
+	return &Repository[S]{t: t, def: def, cfg: c, seq: seq, cache: newRootCache[S](c.cacheSize), plain: &sync.Map{}}
 }
 
 // ForTenant returns a copy of the repository scoped to tenant.
@@ -225,7 +251,9 @@ func (r *Repository[S]) Exists(ctx context.Context, id string) (bool, error) {
 
 // Create runs cmd on a new aggregate and stores its events on the condition
 // that the aggregate does not exist yet. If it exists, Create fails with an
-// error wrapping transport.ErrConflict; it is not retried.
+// error wrapping ErrAlreadyExists and transport.ErrConflict; it is not
+// retried. A command that records nothing fails with ErrNothingRecorded:
+// an aggregate exists only through its events.
 func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (Result, error) {
 	ref, err := r.target("create", id)
 	if err != nil {
@@ -238,10 +266,16 @@ func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (
 	if err := cmd(root); err != nil {
 		return Result{}, commandError("create", ref, err)
 	}
+	if len(root.Uncommitted()) == 0 {
+		return Result{}, fmt.Errorf("create %s/%s: %w", ref.Type, ref.ID, ErrNothingRecorded)
+	}
 	w := &writer[S]{repo: r, op: "save", ref: ref}
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
-	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve {
-		r.afterWrite(ctx, ref, w.final, w.lastID, res.Events, true)
+	if errors.Is(err, transport.ErrConflict) && !errors.Is(err, transport.ErrAmbiguous) {
+		err = fmt.Errorf("create %s/%s: %w: %w", ref.Type, ref.ID, ErrAlreadyExists, err)
+	}
+	if err == nil || errors.Is(err, ErrPublish) {
+		r.afterWrite(ctx, ref, w.final, w.lastID, w.stored, true)
 	}
 	return res, err
 }
@@ -258,9 +292,9 @@ func (r *Repository[S]) Save(ctx context.Context, root *aggregate.Root[S]) (Resu
 	}
 	w := &writer[S]{repo: r, op: "save", ref: ref}
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
-	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve {
+	if err == nil || errors.Is(err, ErrPublish) {
 		// The caller keeps root: it is snapshotted, never cached.
-		r.afterWrite(ctx, ref, w.final, w.lastID, res.Events, false)
+		r.afterWrite(ctx, ref, w.final, w.lastID, w.stored, false)
 	}
 	return res, err
 }
@@ -307,11 +341,11 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 		}
 		return root, nil
 	}, true)
-	if (err == nil || errors.Is(err, ErrPublish)) && !w.fromResolve && (r.cache != nil || r.cfg.snapshots != nil) {
+	if (err == nil || errors.Is(err, ErrPublish)) && (r.cache != nil || r.cfg.snapshots != nil) {
 		if w.lastID != "" {
 			marker = w.lastID
 		}
-		r.afterWrite(ctx, ref, w.final, marker, res.Events, true)
+		r.afterWrite(ctx, ref, w.final, marker, w.stored, true)
 	}
 	return res, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -15,31 +16,35 @@ import (
 	"github.com/sourced-go/sourced/transport"
 )
 
-// sent is a batch whose store failed ambiguously: it may still land, and
-// only as version base+1.
-type sent struct {
-	base    int64
-	firstID string
-	events  []aggregate.Recorded
-}
-
-// writer runs one write (Save or Update) to its end: store, retry on
+// writer runs one write (Create, Save or Update) to its end: store, retry on
 // conflict (Update only), resolve ambiguous outcomes, publish.
+//
+// An ambiguous store (the request may or may not land, now or later) is
+// resolved by sending the same batch again, with the same event ids and
+// the same expected version N, until the outcome is known: the first
+// request and its resends all expect N, so at most one of them lands. A
+// resend that succeeds is the success; one that conflicts means version N+1
+// is taken, and the batch there says by whom: ours (it landed: success) or
+// someone else's (none of ours can land any more: a conflict, and Update
+// runs the command again). The command is never run again while a request
+// of ours could still land.
 type writer[S any] struct {
-	repo       *Repository[S]
-	op         string
-	ref        transport.Ref
-	unresolved []sent
-	// fromResolve: the success is an earlier ambiguous batch, whose
-	// announcement was already ended.
-	fromResolve bool
+	repo *Repository[S]
+	op   string
+	ref  transport.Ref
 	// final is the root of the successful attempt, at the stored version,
 	// and lastID the id of the last event it stored (empty when it stored
 	// nothing).
 	final  *aggregate.Root[S]
 	lastID string
+	// stored are the events the successful attempt stored.
+	stored []aggregate.Recorded
 	// attempts and conflicts count this write's tries, for its span.
 	attempts, conflicts int
+	// announced is the version this writer holds in the sequencer (0:
+	// none): from before its store until its publish ends or it is known
+	// not to have stored.
+	announced int64
 }
 
 // run stores what prepare returns. With rerun, conflicts are retried by
@@ -51,75 +56,89 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 		published []aggregate.Recorded
 		attempt   int
 		root      *aggregate.Root[S]
+		// pending: root's batch was sent and its outcome is unknown.
+		pending bool
 	)
+	// Whatever happens (an error, a panic in a transport), a version slot
+	// taken is given back.
+	defer w.release()
 	log := w.repo.cfg.log
+	seq := w.repo.seq
+	success := func(events []aggregate.Recorded) {
+		base := root.Version()
+		root.Commit(base + 1)
+		res, published = Result{Version: base + 1, Events: len(events)}, events
+		w.final, w.lastID, w.stored = root, events[len(events)-1].EventID, events
+	}
 	op := func() error {
 		attempt++
 		w.attempts = attempt
-		if len(w.unresolved) > 0 {
-			b, landed, err := w.resolve(ctx)
-			if err != nil {
-				// The check itself failed: never run the command again
-				// without knowing; try the check again after a wait.
-				if errors.Is(err, transport.ErrUnavailable) || errors.Is(err, transport.ErrRateLimited) {
-					return err
+		if !pending {
+			if root == nil || rerun {
+				var err error
+				if root, err = prepare(); err != nil {
+					return backoff.Permanent(err)
 				}
-				return backoff.Permanent(err)
 			}
-			if landed {
-				w.fromResolve = true
-				res, published = Result{Version: b.base + 1, Events: len(b.events)}, b.events
+			if len(root.Uncommitted()) == 0 {
+				res = Result{Version: root.Version()}
+				w.final, w.lastID = root, ""
 				return nil
 			}
-		}
-		if root == nil || rerun {
-			var err error
-			if root, err = prepare(); err != nil {
-				return backoff.Permanent(err)
+			if seq != nil {
+				w.announced = root.Version() + 1
+				seq.Announce(w.ref.Tenant, w.ref.Type, w.ref.ID, w.announced)
 			}
 		}
 		events := root.Uncommitted()
-		if len(events) == 0 {
-			res = Result{Version: root.Version()}
-			w.final, w.lastID = root, ""
-			return nil
-		}
 		base := root.Version()
-		seq := w.repo.cfg.publisher != nil
-		if seq {
-			w.repo.seq.announce(w.ref.Tenant, w.ref.ID, base+1)
-		}
 		err := w.repo.t.Store(ctx, w.ref, toWire(events), transport.Exactly(base))
-		if seq && err != nil {
-			w.repo.seq.done(w.ref.Tenant, w.ref.ID, base+1)
-		}
 		switch {
 		case err == nil:
-			root.Commit(base + 1)
-			res, published = Result{Version: base + 1, Events: len(events)}, events
-			w.final, w.lastID = root, events[len(events)-1].EventID
+			success(events)
 			return nil
 		case errors.Is(err, transport.ErrAmbiguous):
-			w.unresolved = append(w.unresolved, sent{base: base, firstID: events[0].EventID, events: events})
+			pending = true
 			return err
-		case errors.Is(err, transport.ErrConflict) && (rerun || len(w.unresolved) > 0):
-			w.conflicts++
-			return err
+		case errors.Is(err, transport.ErrConflict):
+			if pending {
+				landed, known, lerr := w.landed(ctx, base, events[0].EventID)
+				switch {
+				case lerr != nil:
+					return lerr // try again after a wait; still pending
+				case !known:
+					return err // version N+1 is not there: resend
+				case landed:
+					log.Info("an ambiguous store had landed", w.fields(zap.Int64("version", base+1))...)
+					success(events)
+					return nil
+				}
+				pending = false // someone else's batch is at N+1: ours never lands
+			}
+			w.release()
+			if rerun {
+				w.conflicts++
+				return err
+			}
+			return backoff.Permanent(err)
+		case pending && (errors.Is(err, transport.ErrUnavailable) || errors.Is(err, transport.ErrRateLimited)):
+			return err // resend after a wait
+		case pending:
+			return backoff.Permanent(err)
 		}
+		w.release()
 		return backoff.Permanent(err)
 	}
 	notify := func(err error, wait time.Duration) {
-		log.Info("store did not go through, retrying",
-			zap.String("aggregate_type", w.ref.Type), zap.String("aggregate_id", w.ref.ID),
-			zap.String("tenant", w.ref.Tenant), zap.Int("attempt", attempt),
-			zap.Duration("wait", wait), zap.Error(err))
+		log.Info("store did not go through, retrying", w.fields(zap.Int("attempt", attempt),
+			zap.Duration("wait", wait), zap.Error(err))...)
 	}
 	// The policy is built only if the first attempt fails.
 	err := retry.Run(ctx, op, w.repo.cfg.retry, notify)
 	if err != nil {
-		if len(w.unresolved) > 0 && !errors.Is(err, transport.ErrAmbiguous) {
-			// The last error is not the ambiguous one, but an earlier batch
-			// may still land: the outcome is unknown.
+		if pending && !errors.Is(err, transport.ErrAmbiguous) {
+			// The last error is not the ambiguous one, but a request may
+			// still land: the outcome is unknown.
 			e := transport.NewError(w.op, w.ref, transport.ErrAmbiguous)
 			e.Err = err
 			err = e
@@ -127,8 +146,7 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 		return Result{}, err
 	}
 	if attempt > 1 {
-		log.Debug("stored after retries", zap.String("aggregate_type", w.ref.Type),
-			zap.String("aggregate_id", w.ref.ID), zap.Int("attempts", attempt), zap.Int64("version", res.Version))
+		log.Debug("stored after retries", w.fields(zap.Int("attempts", attempt), zap.Int64("version", res.Version))...)
 	}
 	if perr := w.publish(ctx, res.Version, published); perr != nil {
 		return res, perr
@@ -136,33 +154,34 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 	return res, nil
 }
 
-// resolve checks the batches whose store was ambiguous: one that landed is
-// the success; one whose version was taken by another batch can never land
-// and is forgotten.
-func (w *writer[S]) resolve(ctx context.Context) (sent, bool, error) {
-	keep := w.unresolved[:0]
-	for _, b := range w.unresolved {
-		page, err := w.repo.t.Load(ctx, w.ref, b.base, 1)
-		switch {
-		case errors.Is(err, transport.ErrNotFound):
-			keep = append(keep, b) // nothing stored yet: it may still land
-			continue
-		case err != nil:
-			return sent{}, false, transport.Wrap(err, "load", w.ref, transport.ErrUnavailable)
-		}
-		if len(page.Events) > 0 && page.Events[0].EventID == b.firstID {
-			w.repo.cfg.log.Info("an ambiguous store had landed",
-				zap.String("aggregate_type", w.ref.Type), zap.String("aggregate_id", w.ref.ID),
-				zap.Int64("version", b.base+1))
-			w.unresolved = nil
-			return b, true, nil
-		}
-		if page.Version <= b.base {
-			keep = append(keep, b) // version base+1 is still free
-		}
+// release gives back the version slot this writer holds, if any.
+func (w *writer[S]) release() {
+	if w.announced > 0 {
+		w.repo.seq.Done(w.ref.Tenant, w.ref.Type, w.ref.ID, w.announced)
+		w.announced = 0
 	}
-	w.unresolved = keep
-	return sent{}, false, nil
+}
+
+func (w *writer[S]) fields(extra ...zap.Field) []zap.Field {
+	return w.repo.fields(w.ref, extra...)
+}
+
+// landed looks at version base+1 after a resend conflicted: known is
+// false when that version is not there (the conflict has another cause,
+// such as the aggregate deleted meanwhile); otherwise landed says whether
+// it holds our batch.
+func (w *writer[S]) landed(ctx context.Context, base int64, firstID string) (landed, known bool, err error) {
+	page, err := w.repo.t.Load(ctx, w.ref, base, 1)
+	switch {
+	case errors.Is(err, transport.ErrNotFound):
+		return false, false, nil
+	case err != nil:
+		return false, false, transport.Wrap(err, "load", w.ref, transport.ErrUnavailable)
+	}
+	if len(page.Events) == 0 || page.Version <= base {
+		return false, false, nil
+	}
+	return page.Events[0].EventID == firstID, true, nil
 }
 
 func toWire(events []aggregate.Recorded) []transport.Event {
@@ -173,14 +192,69 @@ func toWire(events []aggregate.Recorded) []transport.Event {
 	return out
 }
 
+// publishing is what a publish in progress keeps in its context, so that a
+// write made by a sync handler during it (the handler passes its ctx on)
+// is published after it instead of inside it: the write waits neither for
+// the version slot the publish holds nor for its own turn while handlers
+// run, and every subscriber sees the batches of an aggregate in version
+// order.
+//
+// It is the context itself (its parent's, plus itself as a value): one
+// allocation per publish.
+type publishing struct {
+	context.Context
+	mu    sync.Mutex
+	later []deferred
+	over  bool // a write that comes after this publishes itself
+}
+
+// add keeps d for after the publish, unless that is over.
+func (f *publishing) add(d deferred) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.over {
+		return false
+	}
+	f.later = append(f.later, d)
+	return true
+}
+
+// next returns the i-th deferred batch, or marks the publish over.
+func (f *publishing) next(i int) (deferred, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i < len(f.later) {
+		return f.later[i], true
+	}
+	f.over = true
+	return deferred{}, false
+}
+
+type publishingKey struct{}
+
+// Value returns the publishing for publishingKey, else the parent's value.
+func (f *publishing) Value(key any) any {
+	if key == (publishingKey{}) {
+		return f
+	}
+	return f.Context.Value(key)
+}
+
+// deferred is a batch stored during a publish, with the version slot its
+// writer held, to be published when that publish is over.
+type deferred struct {
+	seq     *eventbus.Sequencer
+	p       Publisher
+	ref     transport.Ref
+	version int64
+	slot    int64
+	envs    []eventbus.Envelope
+}
+
 func (w *writer[S]) publish(ctx context.Context, version int64, events []aggregate.Recorded) error {
 	p := w.repo.cfg.publisher
 	if p == nil || len(events) == 0 {
 		return nil
-	}
-	if !w.fromResolve {
-		w.repo.seq.waitTurn(w.ref.Tenant, w.ref.ID, version)
-		defer w.repo.seq.done(w.ref.Tenant, w.ref.ID, version)
 	}
 	envs := make([]eventbus.Envelope, len(events))
 	for i, e := range events {
@@ -189,8 +263,58 @@ func (w *writer[S]) publish(ctx context.Context, version int64, events []aggrega
 			EventID: e.EventID, EventType: e.EventType, Data: e.Data, Value: e.Value,
 		}
 	}
-	if err := p.Publish(ctx, envs); err != nil {
-		return fmt.Errorf("%s/%s version %d: %w: %w", w.ref.Type, w.ref.ID, version, ErrPublish, err)
+	d := deferred{seq: w.repo.seq, p: p, ref: w.ref, version: version, slot: w.announced, envs: envs}
+	w.announced = 0 // the slot goes with the batch
+	if outer, ok := ctx.Value(publishingKey{}).(*publishing); ok && outer.add(d) {
+		return nil
+	}
+	frame := &publishing{Context: ctx}
+	ctx = frame
+	pos := 0 // the first deferred batch not taken yet
+	defer func() {
+		if p := recover(); p != nil {
+			// A publisher panicked: the batches not published give their
+			// version slots back, or their aggregates' next publishes
+			// would wait for ever.
+			for i := pos; ; i++ {
+				later, ok := frame.next(i)
+				if !ok {
+					break
+				}
+				if later.slot > 0 {
+					later.seq.Done(later.ref.Tenant, later.ref.Type, later.ref.ID, later.slot)
+				}
+			}
+			panic(p)
+		}
+	}()
+	err := d.publish(ctx)
+	// Batches written by sync handlers meanwhile (and by theirs), in the
+	// order they were written.
+	for {
+		later, ok := frame.next(pos)
+		if !ok {
+			return err
+		}
+		pos++
+		if perr := later.publish(ctx); perr != nil {
+			err = errors.Join(err, perr)
+		}
+	}
+}
+
+// publish waits for the batch's turn, publishes it and gives its slot back.
+func (d *deferred) publish(ctx context.Context) (err error) {
+	if d.slot > 0 {
+		defer d.seq.Done(d.ref.Tenant, d.ref.Type, d.ref.ID, d.slot)
+	}
+	if d.seq != nil {
+		if err := d.seq.Wait(ctx, d.ref.Tenant, d.ref.Type, d.ref.ID, d.version); err != nil {
+			return fmt.Errorf("%s/%s version %d: %w: waiting for version %d to be published: %w", d.ref.Type, d.ref.ID, d.version, ErrPublish, d.version-1, err)
+		}
+	}
+	if err := d.p.Publish(ctx, d.envs); err != nil {
+		return fmt.Errorf("%s/%s version %d: %w: %w", d.ref.Type, d.ref.ID, d.version, ErrPublish, err)
 	}
 	return nil
 }

@@ -5,8 +5,10 @@
 // A repository set up with repository.WithSnapshots writes them and reads
 // them; it checks every snapshot before use (its schema version, that it
 // decodes, and that the batch it was taken at is still the one stored), and
-// rebuilds the state from the events when a check fails. A snapshot can
-// make a load faster, never wrong.
+// rebuilds the state from the events when a check fails. It keeps only
+// states that come back from a JSON round trip the same, field by field,
+// and only states built from events that come back from storage as they
+// were recorded. A snapshot can make a load faster, never wrong.
 //
 // A user-written store proves itself with package snapshot/snapshottest.
 package snapshot

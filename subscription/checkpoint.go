@@ -2,6 +2,7 @@ package subscription
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -17,11 +18,18 @@ type Checkpoints interface {
 // MemoryCheckpoints keeps checkpoints in memory, for tests and for
 // subscriptions that rebuild from scratch at every start.
 type MemoryCheckpoints struct {
-	mu  sync.Mutex
-	pos map[string]int64
+	mu    sync.Mutex
+	pos   map[string]int64
+	names names
 }
 
-var _ Checkpoints = (*MemoryCheckpoints)(nil)
+var (
+	_ Checkpoints = (*MemoryCheckpoints)(nil)
+	_ Claimer     = (*MemoryCheckpoints)(nil)
+)
+
+// Claim implements Claimer.
+func (m *MemoryCheckpoints) Claim(name string) (func(), error) { return m.names.claim(name) }
 
 // NewMemoryCheckpoints returns an empty checkpoint store.
 func NewMemoryCheckpoints() *MemoryCheckpoints {
@@ -42,4 +50,52 @@ func (m *MemoryCheckpoints) Save(_ context.Context, name string, seq int64) erro
 	defer m.mu.Unlock()
 	m.pos[name] = seq
 	return nil
+}
+
+// Claimer is implemented by a checkpoint store that lets one running
+// subscription at a time use a name (MemoryCheckpoints and
+// boltcheckpoint.Store do, within one process): Run claims its name for as
+// long as it runs, and refuses to start with ErrNameInUse when another
+// subscription holds it. Two subscriptions of one name would both handle
+// every entry.
+type Claimer interface {
+	// Claim takes name, or fails with an error wrapping ErrNameInUse;
+	// release gives it back.
+	Claim(name string) (release func(), err error)
+}
+
+// SelfCheckpointing is implemented by a checkpoint store that hands out
+// entry handlers that write the checkpoint themselves, in the transaction
+// of the read model they update (boltcheckpoint.Store.Apply).
+// TakeCheckpointWriters returns how many were made for a subscription's
+// name since it was last asked (Run asks once, as it starts); Run refuses
+// (ErrSetup) two of them, or one beside any other handler.
+type SelfCheckpointing interface {
+	TakeCheckpointWriters(name string) int
+}
+
+// names is a set of claimed subscription names, for a Claimer.
+type names struct {
+	mu    sync.Mutex
+	taken map[string]bool
+}
+
+func (n *names) claim(name string) (func(), error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.taken[name] {
+		return nil, fmt.Errorf("%w: %q runs already on this checkpoint store (in this process)", ErrNameInUse, name)
+	}
+	if n.taken == nil {
+		n.taken = map[string]bool{}
+	}
+	n.taken[name] = true
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			n.mu.Lock()
+			delete(n.taken, name)
+			n.mu.Unlock()
+		})
+	}, nil
 }

@@ -36,7 +36,10 @@
 // checkpoint: package subscription/boltcheckpoint writes the read model's
 // change and the checkpoint in one bbolt transaction, and skips an entry
 // whose sequence number the checkpoint has already passed. A crash then
-// either applies a batch and its checkpoint together, or neither.
+// either applies a batch and its checkpoint together, or neither. What
+// cannot stay exact is refused before anything is handled (ErrSetup): such
+// a handler beside other handlers, two of them, or a changed partition
+// count.
 //
 // # Lifecycle
 //
@@ -44,8 +47,15 @@
 // the feed, or from its head with FromHead), then follows the feed with
 // long-polling reads that wake when a batch commits. Close asks Run to
 // stop: the entry in hand is finished, the checkpoint saved, and Run
-// returns nil; canceling Run's context does the same. Lag reports how many
-// sequence numbers the subscription is behind the feed's head.
+// returns nil; canceling Run's context does the same. When Close's own
+// deadline passes first, the handlers' context is cancelled, and a handler
+// failing because of it has not failed: its entry is neither parked nor
+// passed, and comes again after a restart. Lag reports how many sequence
+// numbers the subscription is behind the feed's head, and Await waits for
+// a sequence number; a read that reaches the end of the feed (or of the
+// partition) counts as caught up to the head it saw. A panicking handler
+// is a failing handler (eventbus.ErrPanic). Two subscriptions of one name
+// cannot run on one checkpoint store at once (ErrNameInUse).
 //
 // Several consumers share a feed by partition (Partition(count, n)): each
 // aggregate's batches go to one partition, in order. RunAll runs several

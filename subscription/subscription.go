@@ -24,6 +24,15 @@ var (
 	ErrRunning = errors.New("subscription already running")
 	// ErrNoHandlers: Run was called before any handler was registered.
 	ErrNoHandlers = errors.New("subscription has no handlers")
+	// ErrSetup: Run refuses a set-up that cannot deliver exactly what it
+	// promises (an entry handler that writes the checkpoint beside other
+	// handlers, a changed partition count under an exactly-once
+	// checkpoint store, two upcasters for one aggregate type, ...). The
+	// error says what to change; it is not retried.
+	ErrSetup = errors.New("subscription set-up refused")
+	// ErrNameInUse: another subscription with the same name is running on
+	// the same checkpoint store in this process.
+	ErrNameInUse = errors.New("a subscription with this name is running")
 )
 
 // Parker takes an entry that a handler could not handle, so that a person
@@ -109,12 +118,38 @@ func WithLogger(l *zap.Logger) Option {
 // (default every 30 s; 0 turns it off). Every page logs it at Debug.
 func LagEvery(d time.Duration) Option { return func(s *Subscription) { s.lagEvery = d } }
 
+// Upcaster is what Upcast needs of an aggregate definition;
+// *aggregate.Definition[S] is one.
+type Upcaster interface {
+	// Type is the aggregate type whose events it upcasts.
+	Type() string
+	// Upcast returns the current event type and data of a stored event.
+	Upcast(eventType string, data []byte) (string, []byte, error)
+}
+
 // Upcast turns stored events of old names or shapes into current ones
-// before the handlers see them; pass an aggregate definition's Upcast
-// method (aggregate.Definition.Upcast), which a load uses too. An event
-// that fails to upcast is a handler failure: retried, then stop or park.
-func Upcast(up func(eventType string, data []byte) (string, []byte, error)) Option {
-	return func(s *Subscription) { s.upcast = up }
+// before any handler sees them (OnEntry handlers included): pass the
+// aggregate definitions of the feed's types, whose upcasters a load uses
+// too. Each definition upcasts the events of its own aggregate type only;
+// events of types with no definition pass unchanged. An entry whose
+// events fail to upcast is a handler failure: retried, then stop or park
+// (a parked entry reaches no handler). Two definitions of one aggregate
+// type are refused with ErrSetup.
+func Upcast(defs ...Upcaster) Option {
+	return func(s *Subscription) {
+		for _, d := range defs {
+			if d == nil {
+				continue
+			}
+			if s.upcast == nil {
+				s.upcast = map[string]Upcaster{}
+			}
+			if _, dup := s.upcast[d.Type()]; dup {
+				s.setupErr = errors.Join(s.setupErr, fmt.Errorf("%w: two upcasters for aggregate type %q", ErrSetup, d.Type()))
+			}
+			s.upcast[d.Type()] = d
+		}
+	}
 }
 
 // Subscription follows one feed with its handlers. Build it with New,
@@ -129,7 +164,8 @@ type Subscription struct {
 	failure  Failure
 	log      *zap.Logger
 	lagEvery time.Duration
-	upcast   func(eventType string, data []byte) (string, []byte, error)
+	upcast   map[string]Upcaster // by aggregate type
+	setupErr error
 
 	byType  map[string][]eventbus.Handler
 	all     []eventbus.Handler
@@ -137,6 +173,10 @@ type Subscription struct {
 
 	started  atomic.Bool
 	position atomic.Int64
+	// reached is the feed head at the last read that found nothing more
+	// (HasMore false) once its entries were handled: the subscription has
+	// handled everything of its partition up to there.
+	reached  atomic.Int64
 	moved    commitsignal.Signal // broadcast when position moves
 	mu       sync.Mutex
 	abort    context.CancelFunc // cancels the handlers' context, set by Run
@@ -174,6 +214,9 @@ func New(feed transport.Feeder, name string, checkpoints Checkpoints, opts ...Op
 	}
 	if err := transport.CheckFeed(s.query); err != nil {
 		return nil, fmt.Errorf("subscription %q: %w", name, err)
+	}
+	if s.setupErr != nil {
+		return nil, fmt.Errorf("subscription %q: %w", name, s.setupErr)
 	}
 	if p := s.query.Partition; p.Count > 1 {
 		s.name += "#" + strconv.Itoa(p.Number) + "/" + strconv.Itoa(p.Count)
@@ -236,22 +279,29 @@ func (s *Subscription) mustNotRun() {
 // Position returns the sequence number of the last entry handled.
 func (s *Subscription) Position() int64 { return s.position.Load() }
 
-// Await waits until the subscription has handled the entry with sequence
-// number seq (or any later one), or ctx ends. After a write, await the
-// feed's head to read your own write in the read model.
+// progress is how far the subscription has handled its feed: its position,
+// or the head of the last read that reached the end, whichever is later (a
+// partition's own entries may stop well below the feed's head).
+func (s *Subscription) progress() int64 { return max(s.position.Load(), s.reached.Load()) }
+
+// Await waits until the subscription has handled every entry of its feed
+// (of its partition) up to sequence number seq, or ctx ends. After a
+// write, await the feed's head to read your own write in the read model;
+// a partition that has read to the end of the feed counts as past the head
+// it saw then, even when none of its own entries is that high.
 func (s *Subscription) Await(ctx context.Context, seq int64) error {
 	for {
 		changed := s.moved.Changed()
-		if s.position.Load() >= seq {
+		if s.progress() >= seq {
 			return nil
 		}
 		select {
 		case <-changed:
 		case <-s.done:
-			if s.position.Load() >= seq {
+			if s.progress() >= seq {
 				return nil
 			}
-			return fmt.Errorf("subscription %q stopped at sequence number %d before reaching %d", s.name, s.position.Load(), seq)
+			return fmt.Errorf("subscription %q stopped at sequence number %d before reaching %d", s.name, s.progress(), seq)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -260,13 +310,14 @@ func (s *Subscription) Await(ctx context.Context, seq int64) error {
 
 // Lag returns how many sequence numbers the subscription is behind its
 // feed's head (sequence numbers, not entries: a type feed's numbers skip
-// the other types').
+// the other types'). A running subscription that has read to the end of
+// its feed (or partition) counts from the head it saw then.
 func (s *Subscription) Lag(ctx context.Context) (int64, error) {
 	head, err := s.feed.FeedHead(ctx, s.query.Feed)
 	if err != nil {
 		return 0, err
 	}
-	pos := s.position.Load()
+	pos := s.progress()
 	if !s.started.Load() {
 		if saved, ok, err := s.cps.Load(ctx, s.name); err != nil {
 			return 0, err
@@ -279,8 +330,10 @@ func (s *Subscription) Lag(ctx context.Context) (int64, error) {
 
 // Close asks Run to stop: the entry in hand is finished and the checkpoint
 // saved. It waits for Run to return until ctx ends; then it cancels the
-// handlers' context too and returns ctx's error (the entry in hand will be
-// delivered again after a restart).
+// handlers' context too and returns ctx's error. A handler that fails
+// because of that cancellation has not failed: its entry is neither parked
+// nor passed by the checkpoint, and will be delivered again after a
+// restart; Run returns nil.
 func (s *Subscription) Close(ctx context.Context) error {
 	s.stopOnce.Do(func() { close(s.stop) })
 	if !s.started.Load() {
@@ -299,11 +352,46 @@ func (s *Subscription) Close(ctx context.Context) error {
 	}
 }
 
+type nameKey struct{}
+
+// NameOf returns the name of the subscription whose handler got ctx (its
+// Name(), with the partition suffix), and false outside a handler.
+func NameOf(ctx context.Context) (string, bool) {
+	name, ok := ctx.Value(nameKey{}).(string)
+	return name, ok
+}
+
+// errAborted: a handler was stopped by Close's deadline; the entry is to
+// be delivered again.
+var errAborted = errors.New("handler stopped by Close")
+
+// checkSetup refuses what the checkpoint store says cannot be exact.
+func (s *Subscription) checkSetup() error {
+	sc, ok := s.cps.(SelfCheckpointing)
+	if !ok {
+		return nil
+	}
+	n := sc.TakeCheckpointWriters(s.name)
+	handlers := len(s.entries) + len(s.all)
+	for _, hs := range s.byType {
+		handlers += len(hs)
+	}
+	switch {
+	case n > 1:
+		return fmt.Errorf("subscription %q: %w: %d entry handlers write its checkpoint; a second one would never run (the first moves the checkpoint past every entry): use one, or one subscription each", s.name, ErrSetup, n)
+	case n == 1 && handlers > 1:
+		return fmt.Errorf("subscription %q: %w: an entry handler that writes the checkpoint (Apply) must be the subscription's only handler: when another one fails, the checkpoint has already passed the entry and a restart would skip it; give the other handlers a subscription of their own", s.name, ErrSetup)
+	}
+	return nil
+}
+
 // Run catches up from the checkpoint, then follows the feed until Close is
 // called or ctx ends (both return nil, after the entry in hand and its
 // checkpoint). It returns an error when a handler fails for good under the
 // Stop policy (an *eventbus.HandlerError), when parking fails, or when the
-// feed or the checkpoint store fails past the retries.
+// feed or the checkpoint store fails past the retries; ErrSetup when the
+// set-up cannot be exact, and ErrNameInUse when a subscription of the same
+// name runs on the same checkpoint store.
 func (s *Subscription) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("subscription %q: %w", s.name, ErrRunning)
@@ -311,6 +399,16 @@ func (s *Subscription) Run(ctx context.Context) error {
 	defer close(s.done)
 	if len(s.byType)+len(s.all)+len(s.entries) == 0 {
 		return fmt.Errorf("subscription %q: %w", s.name, ErrNoHandlers)
+	}
+	if err := s.checkSetup(); err != nil {
+		return err
+	}
+	if c, ok := s.cps.(Claimer); ok {
+		release, err := c.Claim(s.name)
+		if err != nil {
+			return fmt.Errorf("subscription %q: %w", s.name, err)
+		}
+		defer release()
 	}
 	// Reads end as soon as Close is called or ctx ends; handlers get a
 	// context that outlives both, so the entry in hand finishes.
@@ -323,11 +421,14 @@ func (s *Subscription) Run(ctx context.Context) error {
 		case <-readCtx.Done():
 		}
 	}()
-	handleCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
+	handleCtx, abort := context.WithCancel(context.WithValue(context.WithoutCancel(ctx), nameKey{}, s.name))
 	defer abort()
 	s.mu.Lock()
 	s.abort = abort
 	s.mu.Unlock()
+	// Checkpoints are saved even after Close's deadline cancelled the
+	// handlers' context.
+	saveCtx := context.WithoutCancel(ctx)
 
 	pos, err := s.start(readCtx)
 	if err != nil {
@@ -355,14 +456,20 @@ func (s *Subscription) Run(ctx context.Context) error {
 		})
 		if err != nil {
 			if readCtx.Err() != nil {
-				return s.finish(handleCtx, pos, saved)
+				return s.finish(saveCtx, pos, saved)
 			}
 			return fmt.Errorf("subscription %q: %w", s.name, err)
 		}
+		all := true
 		for i := range page.Entries {
 			e := &page.Entries[i]
 			if err := s.handle(handleCtx, e); err != nil {
-				if serr := s.save(handleCtx, pos, saved); serr != nil {
+				if errors.Is(err, errAborted) {
+					// Close's deadline: this entry is delivered again
+					// after a restart.
+					return s.finish(saveCtx, pos, saved)
+				}
+				if serr := s.save(saveCtx, pos, saved); serr != nil {
 					err = errors.Join(err, serr)
 				}
 				return err
@@ -371,19 +478,24 @@ func (s *Subscription) Run(ctx context.Context) error {
 			s.position.Store(pos)
 			s.moved.Broadcast()
 			if s.stopping(readCtx) {
+				all = i == len(page.Entries)-1
 				break
 			}
 		}
 		if pos != saved {
-			if err := s.save(handleCtx, pos, saved); err != nil {
+			if err := s.save(saveCtx, pos, saved); err != nil {
 				return err
 			}
 			saved = pos
 		}
-		if s.stopping(readCtx) {
-			return s.finish(handleCtx, pos, saved)
+		if all && !page.HasMore && page.Head > s.reached.Load() {
+			s.reached.Store(page.Head)
+			s.moved.Broadcast()
 		}
-		lag := max(page.Head-pos, 0)
+		if s.stopping(readCtx) {
+			return s.finish(saveCtx, pos, saved)
+		}
+		lag := max(page.Head-s.progress(), 0)
 		s.log.Debug("subscription page", zap.String("subscription", s.name), zap.Int("entries", len(page.Entries)),
 			zap.Int64("position", pos), zap.Int64("lag", lag))
 		if s.lagEvery > 0 && time.Since(lastLag) >= s.lagEvery {
@@ -452,11 +564,32 @@ func (s *Subscription) finish(ctx context.Context, pos, saved int64) error {
 }
 
 // handle runs every matching handler on one entry, each with retries; a
-// handler that fails for good is parked or stops the subscription.
+// handler that fails for good is parked or stops the subscription. With
+// Upcast, the entry's events are upcast first, once, for every handler.
 func (s *Subscription) handle(ctx context.Context, e *transport.FeedEntry) error {
+	if up := s.upcast[e.AggregateType]; up != nil && len(e.Events) > 0 {
+		cur := *e
+		cur.Events = make([]transport.Event, len(e.Events))
+		copy(cur.Events, e.Events)
+		parked, err := s.call(ctx, e, envelope(s.query.Feed.Tenant, e, nil), func() error {
+			for i := range cur.Events {
+				ev := &cur.Events[i]
+				typ, data, err := up.Upcast(e.Events[i].EventType, e.Events[i].Data)
+				if err != nil {
+					return fmt.Errorf("upcast %s (event %s): %w", e.Events[i].EventType, e.Events[i].EventID, err)
+				}
+				ev.EventType, ev.Data = typ, data
+			}
+			return nil
+		})
+		if err != nil || parked {
+			return err // a parked entry reaches no handler
+		}
+		e = &cur
+	}
 	for _, h := range s.entries {
 		env := envelope(s.query.Feed.Tenant, e, nil)
-		if err := s.call(ctx, e, env, func() error { return h(ctx, *e) }); err != nil {
+		if _, err := s.call(ctx, e, env, func() error { return h(ctx, *e) }); err != nil {
 			return err
 		}
 	}
@@ -466,26 +599,17 @@ func (s *Subscription) handle(ctx context.Context, e *transport.FeedEntry) error
 	for i := range e.Events {
 		ev := &e.Events[i]
 		env := envelope(s.query.Feed.Tenant, e, ev)
-		if s.upcast != nil {
-			var err error
-			if err := s.call(ctx, e, env, func() error {
-				env.EventType, env.Data, err = s.upcast(ev.EventType, ev.Data)
-				return err
-			}); err != nil {
-				return err
-			}
-		}
 		hs := s.byType[env.EventType]
 		if len(hs) == 0 && len(s.all) == 0 {
 			continue
 		}
 		for _, h := range hs {
-			if err := s.call(ctx, e, env, func() error { return h(ctx, env) }); err != nil {
+			if _, err := s.call(ctx, e, env, func() error { return h(ctx, env) }); err != nil {
 				return err
 			}
 		}
 		for _, h := range s.all {
-			if err := s.call(ctx, e, env, func() error { return h(ctx, env) }); err != nil {
+			if _, err := s.call(ctx, e, env, func() error { return h(ctx, env) }); err != nil {
 				return err
 			}
 		}
@@ -494,32 +618,56 @@ func (s *Subscription) handle(ctx context.Context, e *transport.FeedEntry) error
 }
 
 // call runs one handler with the retry policy, then applies the failure
-// policy.
-func (s *Subscription) call(ctx context.Context, e *transport.FeedEntry, env eventbus.Envelope, fn func() error) error {
+// policy: parked says the entry was parked. A panic is a failure like any
+// other. A failure while ctx is cancelled (Close's deadline passed) is not
+// the handler's: errAborted, and the entry is delivered again.
+func (s *Subscription) call(ctx context.Context, e *transport.FeedEntry, env eventbus.Envelope, fn func() error) (parked bool, _ error) {
 	attempts := 0
 	err := retry.Run(ctx, func() error {
 		attempts++
-		return fn()
+		err := recovered(fn)
+		if errors.Is(err, ErrSetup) {
+			return backoff.Permanent(err)
+		}
+		return err
 	}, s.retry, func(err error, wait time.Duration) {
 		s.log.Warn("subscription handler failed, retrying", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
 			zap.String("aggregate_type", e.AggregateType), zap.String("aggregate_id", e.AggregateID),
 			zap.String("event_type", env.EventType), zap.Int("attempt", attempts), zap.Duration("wait", wait), zap.Error(err))
 	})
 	if err == nil {
-		return nil
+		return false, nil
+	}
+	if ctx.Err() != nil {
+		s.log.Info("subscription handler stopped by Close; the entry will be delivered again", zap.String("subscription", s.name),
+			zap.Int64("sequence", e.Sequence), zap.Error(err))
+		return false, errAborted
 	}
 	herr := &eventbus.HandlerError{Subscription: s.name, Event: env, Err: err}
-	if s.failure.parker == nil {
+	if s.failure.parker == nil || errors.Is(err, ErrSetup) {
+		// A set-up that cannot be exact stops the subscription: parking
+		// would only park every entry.
 		s.log.Error("subscription handler failed, stopping", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
 			zap.Int("attempts", attempts), zap.Error(herr))
-		return herr
+		return false, herr
 	}
 	if perr := s.failure.parker.Park(ctx, s.name, *e, herr); perr != nil {
-		return fmt.Errorf("subscription %q: parking sequence number %d failed: %w (after: %w)", s.name, e.Sequence, perr, herr)
+		return false, fmt.Errorf("subscription %q: parking sequence number %d failed: %w (after: %w)", s.name, e.Sequence, perr, herr)
 	}
 	s.log.Error("subscription handler failed, entry parked", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
 		zap.Int("attempts", attempts), zap.Error(herr))
-	return nil
+	return true, nil
+}
+
+// recovered runs fn, turning a panic into an error wrapping
+// eventbus.ErrPanic.
+func recovered(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", eventbus.ErrPanic, p)
+		}
+	}()
+	return fn()
 }
 
 func envelope(tenant string, e *transport.FeedEntry, ev *transport.Event) eventbus.Envelope {
@@ -534,7 +682,13 @@ func envelope(tenant string, e *transport.FeedEntry, ev *transport.Event) eventb
 // withRetry retries a feed or checkpoint operation with the retry policy;
 // it gives up at once when ctx ends.
 func (s *Subscription) withRetry(ctx context.Context, what string, fn func() error) error {
-	return retry.Run(ctx, fn, s.retry, func(err error, wait time.Duration) {
+	return retry.Run(ctx, func() error {
+		err := fn()
+		if errors.Is(err, ErrSetup) || errors.Is(err, ErrNameInUse) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, s.retry, func(err error, wait time.Duration) {
 		s.log.Warn("subscription "+what+" failed, retrying", zap.String("subscription", s.name), zap.Duration("wait", wait), zap.Error(err))
 	})
 }

@@ -432,7 +432,7 @@ func TestUpcastBeforeHandlers(t *testing.T) {
 	put(t, tr, ref, "OrderPaid", OrderPaid{Amount: 8})
 	s := newSeen()
 	sub, err := subscription.New(tr, "upcast", subscription.NewMemoryCheckpoints(), subscription.Wait(time.Second),
-		subscription.Upcast(func(typ string, data []byte) (string, []byte, error) {
+		subscription.Upcast(upcaster{"order", func(typ string, data []byte) (string, []byte, error) {
 			if typ != "OrderSettled" {
 				return typ, data, nil
 			}
@@ -442,11 +442,22 @@ func TestUpcastBeforeHandlers(t *testing.T) {
 			}
 			b, err := json.Marshal(OrderPaid{Amount: old.Amt})
 			return "OrderPaid", b, err
-		}))
+		}}))
 	require.NoError(t, err)
 	typed(s, sub)
 	start(t, sub)
 	s.waitFor(t, 2)
 	_, vals := s.snapshot()
 	assert.Equal(t, []any{OrderPaid{7}, OrderPaid{8}}, vals, "the old event arrives in the current shape")
+}
+
+// upcaster is a subscription.Upcaster made of a function.
+type upcaster struct {
+	typ string
+	fn  func(typ string, data []byte) (string, []byte, error)
+}
+
+func (u upcaster) Type() string { return u.typ }
+func (u upcaster) Upcast(typ string, data []byte) (string, []byte, error) {
+	return u.fn(typ, data)
 }

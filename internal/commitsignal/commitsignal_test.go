@@ -2,6 +2,7 @@ package commitsignal_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -62,4 +63,64 @@ func TestReadFeedReadsOnAfterACommit(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, page.Entries, 1)
 	assert.Equal(t, []int64{3, 9}, sinces)
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Notify wakes the readers of the feeds a commit touched (its types and the
+// tenant's AllTypes), and no others.
+func TestNotifyWakesOnlyTouchedFeeds(t *testing.T) {
+	var s commitsignal.Signal
+	order := s.ChangedFeed(transport.Scope{Tenant: "a", Type: "order"})
+	all := s.ChangedFeed(transport.Scope{Tenant: "a", Type: transport.AllTypes})
+	payment := s.ChangedFeed(transport.Scope{Tenant: "a", Type: "payment"})
+	otherTenant := s.ChangedFeed(transport.Scope{Tenant: "b", Type: "order"})
+	otherAll := s.ChangedFeed(transport.Scope{Tenant: "b", Type: transport.AllTypes})
+	anything := s.Changed()
+
+	s.Notify("a", "order")
+	assert.True(t, closed(order))
+	assert.True(t, closed(all))
+	assert.True(t, closed(anything))
+	assert.False(t, closed(payment), "another type of the same tenant sleeps on")
+	assert.False(t, closed(otherTenant), "the same type of another tenant sleeps on")
+	assert.False(t, closed(otherAll), "another tenant's _all sleeps on")
+
+	s.Broadcast()
+	assert.True(t, closed(payment))
+	assert.True(t, closed(otherTenant))
+	assert.True(t, closed(otherAll))
+}
+
+// Close wakes waiting readers at once and makes ReadFeed return its reason.
+func TestCloseWakesReadersWithItsReason(t *testing.T) {
+	var s commitsignal.Signal
+	reason := errors.New("closed")
+	started := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		_, err := commitsignal.ReadFeed(context.Background(), &s, transport.FeedQuery{Feed: transport.Scope{Type: "order"}, Wait: time.Hour},
+			func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
+				select {
+				case <-started:
+				default:
+					close(started)
+				}
+				return transport.FeedPage{}, q.Since, nil
+			})
+		done <- err
+	}()
+	<-started
+	s.Close(reason)
+	assert.ErrorIs(t, <-done, reason)
+	assert.True(t, closed(s.Changed()), "a later waiter does not wait")
+	assert.True(t, closed(s.ChangedFeed(transport.Scope{Type: "x"})))
+	assert.ErrorIs(t, s.Err(), reason)
 }

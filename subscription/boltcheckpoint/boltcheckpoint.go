@@ -13,6 +13,16 @@
 //
 // Apply skips an entry whose sequence number the checkpoint has already
 // passed, so the redelivery that follows a crash changes nothing.
+//
+// What cannot be exact is refused with an error wrapping
+// subscription.ErrSetup, before anything is handled: an Apply handler
+// beside another handler on one subscription (when the other one failed,
+// the checkpoint would already be past the entry), two Apply handlers for
+// one subscription, and a subscription whose checkpoints were kept under
+// another partition count (changing the count would apply entries again,
+// or, with FromHead, skip those stored in between): Reset the old names to
+// rebuild instead. Two subscriptions of one name running on one Store are
+// refused with subscription.ErrNameInUse.
 package boltcheckpoint
 
 import (
@@ -21,6 +31,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -40,12 +53,46 @@ var (
 type Store struct {
 	db  *bbolt.DB
 	now func() time.Time
+
+	mu      sync.Mutex
+	writers map[string]int  // Apply handlers made, by subscription name
+	running map[string]bool // names claimed by running subscriptions
 }
 
 var (
-	_ subscription.Checkpoints = (*Store)(nil)
-	_ subscription.Parker      = (*Store)(nil)
+	_ subscription.Checkpoints       = (*Store)(nil)
+	_ subscription.Parker            = (*Store)(nil)
+	_ subscription.Claimer           = (*Store)(nil)
+	_ subscription.SelfCheckpointing = (*Store)(nil)
 )
+
+// Claim implements subscription.Claimer.
+func (s *Store) Claim(name string) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running[name] {
+		return nil, fmt.Errorf("%w: %q runs already on this checkpoint store", subscription.ErrNameInUse, name)
+	}
+	s.running[name] = true
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			delete(s.running, name)
+			s.mu.Unlock()
+		})
+	}, nil
+}
+
+// TakeCheckpointWriters implements subscription.SelfCheckpointing: the
+// number of Apply handlers made for name since the last call.
+func (s *Store) TakeCheckpointWriters(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.writers[name]
+	delete(s.writers, name)
+	return n
+}
 
 // New creates the buckets if they are missing.
 func New(db *bbolt.DB) (*Store, error) {
@@ -62,18 +109,64 @@ func New(db *bbolt.DB) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boltcheckpoint: %w", err)
 	}
-	return &Store{db: db, now: time.Now}, nil
+	return &Store{db: db, now: time.Now, writers: map[string]int{}, running: map[string]bool{}}, nil
 }
 
-// Load implements subscription.Checkpoints.
+// Load implements subscription.Checkpoints. It fails with an error
+// wrapping subscription.ErrSetup when checkpoints of the same subscription
+// are kept under another partition count.
 func (s *Store) Load(_ context.Context, name string) (int64, bool, error) {
 	var seq int64
 	var ok bool
 	err := s.db.View(func(tx *bbolt.Tx) error {
+		if err := samePartitions(tx, name); err != nil {
+			return err
+		}
 		seq, ok = Get(tx, name)
 		return nil
 	})
 	return seq, ok, err
+}
+
+// splitName returns a checkpoint name's subscription and partition count
+// (1 without the "#<number>/<count>" suffix).
+func splitName(name string) (base string, count int) {
+	i := strings.LastIndexByte(name, '#')
+	if i < 0 {
+		return name, 1
+	}
+	num, cnt, ok := strings.Cut(name[i+1:], "/")
+	if !ok {
+		return name, 1
+	}
+	if _, err := strconv.Atoi(num); err != nil {
+		return name, 1
+	}
+	c, err := strconv.Atoi(cnt)
+	if err != nil || c < 1 {
+		return name, 1
+	}
+	return name[:i], c
+}
+
+// samePartitions refuses name when checkpoints of its subscription exist
+// under another partition count.
+func samePartitions(tx *bbolt.Tx, name string) error {
+	b := tx.Bucket(bucketCheckpoints)
+	if b == nil {
+		return nil
+	}
+	base, count := splitName(name)
+	c := b.Cursor()
+	for k, _ := c.Seek([]byte(base)); k != nil && strings.HasPrefix(string(k), base); k, _ = c.Next() {
+		other, n := splitName(string(k))
+		if other != base || n == count {
+			continue
+		}
+		return fmt.Errorf("%w: checkpoint %q was kept with %d partition(s) and %q asks for %d: changing the count would apply entries again, or skip some; Reset the old checkpoints (and rebuild the read model) to change it",
+			subscription.ErrSetup, string(k), n, name, count)
+	}
+	return nil
 }
 
 // Save implements subscription.Checkpoints. It never moves a checkpoint
@@ -121,8 +214,19 @@ func Put(tx *bbolt.Tx, name string, seq int64) error {
 // Apply returns an entry handler that runs fn and writes the checkpoint of
 // the subscription called name in one transaction, and skips entries the
 // checkpoint has passed. name must be the subscription's Name().
+//
+// It must be the subscription's only handler, and the only Apply for name:
+// Run refuses other set-ups with subscription.ErrSetup; and name must be
+// the name of the subscription that runs it (with the partition suffix),
+// or the subscription stops with ErrSetup at its first entry.
 func (s *Store) Apply(name string, fn func(ctx context.Context, tx *bbolt.Tx, entry transport.FeedEntry) error) func(context.Context, transport.FeedEntry) error {
+	s.mu.Lock()
+	s.writers[name]++
+	s.mu.Unlock()
 	return func(ctx context.Context, e transport.FeedEntry) error {
+		if running, ok := subscription.NameOf(ctx); ok && running != name {
+			return fmt.Errorf("%w: Apply(%q) runs on subscription %q: its checkpoint would not be the subscription's; pass sub.Name()", subscription.ErrSetup, name, running)
+		}
 		return s.db.Update(func(tx *bbolt.Tx) error {
 			if cur, ok := Get(tx, name); ok && cur >= e.Sequence {
 				return nil // applied before a crash or a restart

@@ -3,12 +3,15 @@ package bolt
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	bbolt "go.etcd.io/bbolt"
 	bbolterrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/zap"
@@ -18,14 +21,24 @@ import (
 	"github.com/sourced-go/sourced/transport/deletetoken"
 )
 
-// Format is the file format this package writes and reads.
-const Format = "2"
+// Format is the file format this package writes and reads. Files of
+// formats "1" and "2" are upgraded once when opened.
+const Format = "3"
 
 var (
-	// ErrLocked: another process holds the file.
-	ErrLocked = errors.New("event file is locked by another process")
+	// ErrLocked: the file is held by another process (after the bounded
+	// wait of WithOpenTimeout), or is already open in this process.
+	ErrLocked = errors.New("event file is locked")
 	// ErrUnknownFormat: the file is not an event file of a known format.
 	ErrUnknownFormat = errors.New("not an event file of a known format")
+	// ErrDamaged: the file, or a record in it, is damaged: a file cut short
+	// or empty, an aggregate record, a batch or a feed entry that does not
+	// decode, a bucket that is missing. Errors of a damaged record are also
+	// transport.ErrUnavailable and name the aggregate or the feed entry.
+	ErrDamaged = errors.New("event file is damaged")
+	// ErrClosed: the transport was closed. Calls after Close, and feed reads
+	// waiting when it closes, fail with it (and transport.ErrUnavailable).
+	ErrClosed = errors.New("event file is closed")
 )
 
 var (
@@ -57,12 +70,11 @@ func WithLogger(l *zap.Logger) Option {
 }
 
 // WithOpenTimeout bounds the wait for a file another process holds
-// (default 2 s).
+// (default 2 s). It must be positive: Open refuses 0 or less with
+// transport.ErrInvalid (bbolt would wait forever).
 func WithOpenTimeout(d time.Duration) Option {
 	return func(t *Transport) {
-		if d > 0 {
-			t.openTimeout = d
-		}
+		t.openTimeout = d
 	}
 }
 
@@ -74,9 +86,10 @@ type Transport struct {
 	now         func() time.Time
 	log         *zap.Logger
 	openTimeout time.Duration
+	release     func() // forgets the file in this process's registry
 
 	tokens *deletetoken.Registry
-	signal commitsignal.Signal // broadcast after every commit
+	signal commitsignal.Signal // notified after every commit
 }
 
 var (
@@ -85,74 +98,228 @@ var (
 	_ transport.Feeder    = (*Transport)(nil)
 )
 
-// Open opens or creates the event file at path.
+// openFiles are the event files open in this process, by absolute path.
+// bbolt locks a file per open file description, so a second Open of the same
+// file in one process would wait for itself and then blame "another
+// process"; this registry lets Open say what happened. It is process state
+// by nature, like the file locks themselves.
+var openFiles = struct {
+	sync.Mutex
+	paths map[string]bool
+}{paths: map[string]bool{}}
+
+func claim(path string) (release func(), ok bool) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = filepath.Clean(path)
+	}
+	openFiles.Lock()
+	defer openFiles.Unlock()
+	if openFiles.paths[abs] {
+		return nil, false
+	}
+	openFiles.paths[abs] = true
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			openFiles.Lock()
+			delete(openFiles.paths, abs)
+			openFiles.Unlock()
+		})
+	}, true
+}
+
+// Open opens or creates the event file at path. Before bbolt maps an
+// existing file, Open checks it against its meta pages: an empty file or one
+// shorter than they say fails with ErrDamaged, a file that is no bbolt file
+// with ErrUnknownFormat. A file another process holds fails with ErrLocked
+// after WithOpenTimeout, one already open in this process at once. Errors
+// name the path once.
 func Open(path string, opts ...Option) (*Transport, error) {
+	t, err := open(path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return t, nil
+}
+
+func open(path string, opts []Option) (*Transport, error) {
 	t := &Transport{path: path, now: time.Now, log: zap.NewNop(), openTimeout: 2 * time.Second}
 	for _, o := range opts {
 		o(t)
 	}
+	if t.openTimeout <= 0 {
+		return nil, fmt.Errorf("%w: WithOpenTimeout needs a positive duration, got %s", transport.ErrInvalid, t.openTimeout)
+	}
 	t.tokens = deletetoken.New(t.now)
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: t.openTimeout})
-	switch {
-	case errors.Is(err, bbolterrors.ErrTimeout):
-		return nil, fmt.Errorf("open %s: %w (waited %s)", path, ErrLocked, t.openTimeout)
-	case errors.Is(err, bbolterrors.ErrInvalid), errors.Is(err, bbolterrors.ErrVersionMismatch), errors.Is(err, bbolterrors.ErrChecksum):
-		return nil, fmt.Errorf("open %s: %w: %v", path, ErrUnknownFormat, err)
-	case err != nil:
-		return nil, fmt.Errorf("open %s: %w", path, err)
+	release, ok := claim(path)
+	if !ok {
+		return nil, fmt.Errorf("%w: it is already open in this process; share that *bolt.Transport, or Close it first", ErrLocked)
 	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			// A new file has no bucket at all; any other bbolt file is not ours.
-			if err := tx.ForEach(func([]byte, *bbolt.Bucket) error { return ErrUnknownFormat }); err != nil {
-				return fmt.Errorf("%w: a bbolt file without the format marker", ErrUnknownFormat)
-			}
-			var err error
-			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
-				return err
-			}
-			if err := meta.Put(keyFormat, []byte(Format)); err != nil {
-				return err
-			}
-			if _, err = tx.CreateBucketIfNotExists(bucketFeeds); err != nil {
-				return err
-			}
-			_, err = tx.CreateBucketIfNotExists(bucketScopes)
-			return err
-		}
-		f := string(meta.Get(keyFormat))
-		if f != Format && f != "1" {
-			return fmt.Errorf("%w: format %q, this build reads %q (and upgrades \"1\")", ErrUnknownFormat, f, Format)
-		}
-		if tx.Bucket(bucketScopes) == nil {
-			return fmt.Errorf("%w: no scopes bucket", ErrUnknownFormat)
-		}
-		if f == "1" {
-			// Format 1 had no feed: build it, once.
-			if err := migrateFeeds(tx); err != nil {
-				return err
-			}
-			return meta.Put(keyFormat, []byte(Format))
-		}
-		if tx.Bucket(bucketFeeds) == nil {
-			return fmt.Errorf("%w: no feeds bucket", ErrUnknownFormat)
-		}
-		return nil
-	})
+	db, err := openDB(path, t.openTimeout)
 	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		release()
+		return nil, err
 	}
-	t.db = db
+	if err := db.Update(prepare); err != nil {
+		_ = db.Close()
+		release()
+		return nil, err
+	}
+	t.db, t.release = db, release
 	return t, nil
 }
 
-// Close closes the file.
-func (t *Transport) Close() error { return t.db.Close() }
+// openDB checks the file, then lets bbolt open it.
+func openDB(path string, timeout time.Duration) (*bbolt.DB, error) {
+	exists, err := checkFile(path)
+	if err != nil {
+		return nil, pathless(err)
+	}
+	if !exists {
+		if err := create(path); err != nil {
+			return nil, pathless(err)
+		}
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, bbolterrors.ErrTimeout):
+		return nil, fmt.Errorf("%w by another process (waited %s)", ErrLocked, timeout)
+	case errors.Is(err, bbolterrors.ErrChecksum):
+		return nil, fmt.Errorf("%w: %v", ErrDamaged, err)
+	case errors.Is(err, bbolterrors.ErrInvalid), errors.Is(err, bbolterrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("%w: %v", ErrUnknownFormat, err)
+	}
+	return nil, pathless(err)
+}
+
+// create makes a new event file whole or not at all: it is written under
+// a temporary name beside path and linked into place once complete, so a
+// crash while creating leaves no file at path (perhaps a stray temporary
+// one), never an empty or half-made one, which Open would refuse. When
+// another process created the file first, its file stands.
+func create(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	_ = tmp.Close()
+	defer os.Remove(name)
+	db, err := bbolt.Open(name, 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(prepare)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Link(name, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // another process was first
+		}
+		// A file system without hard links: rename, which would replace a
+		// file created meanwhile, so look once more first.
+		if _, serr := os.Stat(path); serr == nil {
+			return nil
+		}
+		if err := os.Rename(name, path); err != nil {
+			return err
+		}
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a new name in dir durable (Windows cannot sync a
+// directory, and needs not).
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
+}
+
+// pathless drops the path from an *fs.PathError: Open names it already.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
+}
+
+// prepare makes a new file an event file, checks an existing one and
+// upgrades an older format.
+func prepare(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		// A new file has no bucket at all; any other bbolt file is not ours.
+		if err := tx.ForEach(func([]byte, *bbolt.Bucket) error { return ErrUnknownFormat }); err != nil {
+			return fmt.Errorf("%w: a bbolt file without the format marker", ErrUnknownFormat)
+		}
+		var err error
+		if meta, err = tx.CreateBucket(bucketMeta); err != nil {
+			return err
+		}
+		if err := meta.Put(keyFormat, []byte(Format)); err != nil {
+			return err
+		}
+		if _, err = tx.CreateBucketIfNotExists(bucketFeeds); err != nil {
+			return err
+		}
+		_, err = tx.CreateBucketIfNotExists(bucketScopes)
+		return err
+	}
+	f := string(meta.Get(keyFormat))
+	if f != Format && f != "1" && f != "2" {
+		return fmt.Errorf("%w: format %q, this build reads %q (and upgrades \"1\" and \"2\")", ErrUnknownFormat, f, Format)
+	}
+	if tx.Bucket(bucketScopes) == nil {
+		return fmt.Errorf("%w: no scopes bucket", ErrUnknownFormat)
+	}
+	if f != "1" && tx.Bucket(bucketFeeds) == nil {
+		return fmt.Errorf("%w: no feeds bucket", ErrUnknownFormat)
+	}
+	if f == Format {
+		return nil
+	}
+	if err := upgrade(tx, f); err != nil {
+		return err
+	}
+	return meta.Put(keyFormat, []byte(Format))
+}
+
+// Close closes the file. Feed reads waiting for a commit return at once
+// with ErrClosed; later calls fail with it.
+func (t *Transport) Close() error {
+	t.signal.Close(ErrClosed)
+	err := t.db.Close()
+	t.release()
+	return err
+}
 
 // Path returns the file's path.
 func (t *Transport) Path() string { return t.path }
+
+// DB returns the transport's bbolt database, for a read model kept in the
+// same file (its checkpoint written in the same transaction as its rows).
+// Use your own buckets: "meta", "scopes" and "feeds" are the transport's,
+// never write to them. Do not Close the DB (Close the Transport), and keep
+// write transactions short: the transport's Store waits for them.
+func (t *Transport) DB() *bbolt.DB { return t.db }
 
 func scopeKey(s transport.Scope) []byte { return []byte(s.Tenant + "\x00" + s.Type) }
 
@@ -167,37 +334,52 @@ type aggMeta struct {
 	updated time.Time
 }
 
-func readMeta(b *bbolt.Bucket) aggMeta {
+// readMeta reads an aggregate's record: a record that does not decode is
+// damage, never an aggregate at version 0.
+func readMeta(b *bbolt.Bucket, typ string, id []byte) (aggMeta, error) {
 	m := b.Get(keyAggMeta)
 	if len(m) != 16 {
-		return aggMeta{}
+		return aggMeta{}, fmt.Errorf("%w: the record of aggregate %s/%s is %d bytes, not 16", ErrDamaged, typ, id, len(m))
 	}
-	return aggMeta{version: int64(binary.BigEndian.Uint64(m[:8])), updated: time.Unix(0, int64(binary.BigEndian.Uint64(m[8:])))}
+	return aggMeta{version: int64(binary.BigEndian.Uint64(m[:8])), updated: fromUnixNano(int64(binary.BigEndian.Uint64(m[8:])))}, nil
 }
 
 func writeMeta(b *bbolt.Bucket, m aggMeta) error {
 	v := make([]byte, 16)
 	binary.BigEndian.PutUint64(v[:8], uint64(m.version))
-	binary.BigEndian.PutUint64(v[8:], uint64(m.updated.UnixNano()))
+	binary.BigEndian.PutUint64(v[8:], uint64(unixNano(m.updated)))
 	return b.Put(keyAggMeta, v)
 }
 
-func aggregateBucket(tx *bbolt.Tx, ref transport.Ref) *bbolt.Bucket {
-	scope := tx.Bucket(bucketScopes).Bucket(scopeKey(ref.Scope()))
-	if scope == nil {
-		return nil
+// rootBucket returns one of the file's root buckets; one that is missing is
+// damage (somebody wrote to the file through DB), never a panic.
+func rootBucket(tx *bbolt.Tx, name []byte) (*bbolt.Bucket, error) {
+	b := tx.Bucket(name)
+	if b == nil {
+		return nil, fmt.Errorf("%w: the %q bucket is missing", ErrDamaged, name)
 	}
-	return scope.Bucket([]byte(ref.ID))
+	return b, nil
 }
 
-func invalid(op string, ref transport.Ref, err error) error {
-	return transport.Wrap(err, op, ref, transport.ErrInvalid)
+func aggregateBucket(tx *bbolt.Tx, ref transport.Ref) (*bbolt.Bucket, error) {
+	scopes, err := rootBucket(tx, bucketScopes)
+	if err != nil {
+		return nil, err
+	}
+	scope := scopes.Bucket(scopeKey(ref.Scope()))
+	if scope == nil {
+		return nil, nil
+	}
+	return scope.Bucket([]byte(ref.ID)), nil
 }
 
 func storeFailed(op string, ref transport.Ref, err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) {
-		return te
+		return te.WithRef(op, ref)
+	}
+	if errors.Is(err, bbolterrors.ErrDatabaseNotOpen) {
+		err = ErrClosed
 	}
 	return transport.Wrap(err, op, ref, transport.ErrUnavailable)
 }
@@ -209,7 +391,8 @@ func canceled(ctx context.Context, op string, ref transport.Ref) error {
 	return nil
 }
 
-// Load implements transport.Transport.
+// Load implements transport.Transport. A page stops before its events pass
+// transport.MaxPageBytes (a first batch larger than that comes alone).
 func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
 	const op = "load"
 	if err := transport.CheckLoad(ref, since, limit); err != nil {
@@ -221,30 +404,44 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	limit = transport.PageLimit(limit)
 	var page transport.Page
 	err := t.db.View(func(tx *bbolt.Tx) error {
-		b := aggregateBucket(tx, ref)
+		b, err := aggregateBucket(tx, ref)
+		if err != nil {
+			return err
+		}
 		if b == nil {
 			return transport.NewError(op, ref, transport.ErrNotFound)
 		}
-		v := readMeta(b).version
+		m, err := readMeta(b, ref.Type, []byte(ref.ID))
+		if err != nil {
+			return err
+		}
+		v := m.version
 		page.Events = []transport.Event{}
 		if since >= v {
 			page.Version = since
 			return nil
 		}
 		to := min(since+int64(limit), v)
+		var dec batchDecoder
+		last, size := since, 0
 		c := b.Cursor()
-		for k, val := c.Seek(versionKey(since + 1)); k != nil && len(k) == 8; k, val = c.Next() {
-			if int64(binary.BigEndian.Uint64(k)) > to {
+		for k, val := c.Seek(versionKey(since + 1)); last < to; k, val = c.Next() {
+			if len(k) != 8 || int64(binary.BigEndian.Uint64(k)) != last+1 {
+				return fmt.Errorf("%w: batch %d of aggregate %s/%s is missing", ErrDamaged, last+1, ref.Type, ref.ID)
+			}
+			n := len(page.Events)
+			var bytes int
+			if page.Events, bytes, err = dec.decode(page.Events, val); err != nil {
+				return fmt.Errorf("%w: batch %d of aggregate %s/%s: %v", ErrDamaged, last+1, ref.Type, ref.ID, err)
+			}
+			if last > since && size+bytes > transport.MaxPageBytes {
+				page.Events = page.Events[:n]
 				break
 			}
-			// json.Unmarshal copies out of the memory map.
-			var batch []transport.Event
-			if err := json.Unmarshal(val, &batch); err != nil {
-				return fmt.Errorf("batch %d is corrupt: %w", binary.BigEndian.Uint64(k), err)
-			}
-			page.Events = append(page.Events, batch...)
+			size += bytes
+			last++
 		}
-		page.Version, page.HasMore = to, to < v
+		page.Version, page.HasMore = last, last < v
 		return nil
 	})
 	if err != nil {
@@ -253,30 +450,26 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	return page, nil
 }
 
-// encodeBatch assigns missing event ids and encodes the batch.
-func encodeBatch(events []transport.Event) ([]byte, error) {
-	out := make([]transport.Event, len(events))
-	for i, e := range events {
-		if e.EventID == "" {
-			e.EventID = uuid.NewString()
-		}
-		out[i] = e
-	}
-	return json.Marshal(out)
-}
-
-// appendBatch writes one batch in tx, checking the expected version.
+// appendBatch writes one batch in tx, checking the expected version. The
+// store time is taken here, inside the transaction, and never goes back
+// for an aggregate even if the clock does.
 func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data []byte, events int, expected transport.ExpectedVersion, now time.Time) error {
-	scope, err := tx.Bucket(bucketScopes).CreateBucketIfNotExists(scopeKey(ref.Scope()))
+	scopes, err := rootBucket(tx, bucketScopes)
+	if err != nil {
+		return err
+	}
+	scope, err := scopes.CreateBucketIfNotExists(scopeKey(ref.Scope()))
 	if err != nil {
 		return err
 	}
 	b := scope.Bucket([]byte(ref.ID))
-	current := int64(0)
+	var m aggMeta
 	if b != nil {
-		current = readMeta(b).version
+		if m, err = readMeta(b, ref.Type, []byte(ref.ID)); err != nil {
+			return err
+		}
 	}
-	if !expected.Check(current) {
+	if !expected.Check(m.version) {
 		e := transport.NewError(op, ref, transport.ErrConflict)
 		e.Expected = expected
 		return e
@@ -286,16 +479,21 @@ func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data
 			return err
 		}
 	}
-	if err := b.Put(versionKey(current+1), data); err != nil {
+	if now.Before(m.updated) {
+		now = m.updated
+	}
+	seq, err := recordFeed(tx, ref, m.version+1, now)
+	if err != nil {
+		return err
+	}
+	putHeader(data, seq, now)
+	if err := b.Put(versionKey(m.version+1), data); err != nil {
 		return err
 	}
 	if err := addEvents(b, events); err != nil {
 		return err
 	}
-	if err := recordFeed(tx, ref, current+1, now); err != nil {
-		return err
-	}
-	return writeMeta(b, aggMeta{version: current + 1, updated: now})
+	return writeMeta(b, aggMeta{version: m.version + 1, updated: now})
 }
 
 // Store implements transport.Transport: one fsynced transaction per batch.
@@ -307,16 +505,14 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 	if err := canceled(ctx, op, ref); err != nil {
 		return err
 	}
-	data, err := encodeBatch(events)
-	if err != nil {
-		return invalid(op, ref, err)
-	}
-	now := t.now()
-	err = t.db.Update(func(tx *bbolt.Tx) error { return t.appendBatch(tx, op, ref, data, len(events), expected, now) })
+	data := encodeBatch(events)
+	err := t.db.Update(func(tx *bbolt.Tx) error {
+		return t.appendBatch(tx, op, ref, data, len(events), expected, t.now())
+	})
 	if err != nil {
 		return storeFailed(op, ref, err)
 	}
-	t.signal.Broadcast()
+	t.signal.Notify(ref.Tenant, ref.Type)
 	return nil
 }
 
@@ -329,16 +525,13 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 	}
 	data := make([][]byte, len(batches))
 	for i, b := range batches {
-		var err error
-		if data[i], err = encodeBatch(b.Events); err != nil {
-			return invalid(op, sref, err)
-		}
+		data[i] = encodeBatch(b.Events)
 	}
 	if err := canceled(ctx, op, sref); err != nil {
 		return err
 	}
-	now := t.now()
 	err := t.db.Update(func(tx *bbolt.Tx) error {
+		now := t.now()
 		for i, b := range batches {
 			ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
 			if err := t.appendBatch(tx, op, ref, data[i], len(b.Events), b.Expected, now); err != nil {
@@ -350,7 +543,7 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 	if err != nil {
 		return storeFailed(op, sref, err)
 	}
-	t.signal.Broadcast()
+	t.signal.Notify(scope.Tenant, scope.Type)
 	return nil
 }
 
@@ -365,8 +558,9 @@ func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error)
 	}
 	ok := false
 	err := t.db.View(func(tx *bbolt.Tx) error {
-		ok = aggregateBucket(tx, ref) != nil
-		return nil
+		b, err := aggregateBucket(tx, ref)
+		ok = b != nil
+		return err
 	})
 	return ok, storeFailedOrNil(op, ref, err)
 }
@@ -391,7 +585,10 @@ func (t *Transport) RequestDelete(ctx context.Context, target transport.DeleteTa
 	return t.tokens.Issue(target), nil
 }
 
-// ConfirmDelete implements transport.Transport.
+// ConfirmDelete implements transport.Transport. The token is taken before
+// the delete's transaction and put back when the delete fails (the
+// transaction, its commit or its fsync): a failed confirm leaves the token
+// usable.
 func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
 	const op = "confirm delete"
 	ref := target.Ref()
@@ -401,28 +598,34 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	if err := canceled(ctx, op, ref); err != nil {
 		return err
 	}
-	if !t.tokens.Redeem(target, token) {
+	undo, ok := t.tokens.Take(target, token)
+	if !ok {
 		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
 	}
 	err := t.db.Update(func(tx *bbolt.Tx) error {
-		scopes := tx.Bucket(bucketScopes)
+		scopes, err := rootBucket(tx, bucketScopes)
+		if err != nil {
+			return err
+		}
 		key := scopeKey(transport.Scope{Tenant: target.Tenant, Type: target.Type})
 		if err := forgetFeed(tx, target); err != nil {
 			return err
 		}
-		if target.AllOfType {
-			if scopes.Bucket(key) == nil {
-				return nil
-			}
-			return scopes.DeleteBucket(key)
-		}
 		scope := scopes.Bucket(key)
-		if scope == nil || scope.Bucket([]byte(target.ID)) == nil {
-			return nil
+		switch {
+		case scope == nil:
+		case target.AllOfType:
+			err = scopes.DeleteBucket(key)
+		case scope.Bucket([]byte(target.ID)) != nil:
+			err = scope.DeleteBucket([]byte(target.ID))
 		}
-		return scope.DeleteBucket([]byte(target.ID))
+		if err != nil {
+			return err
+		}
+		return nil
 	})
 	if err != nil {
+		undo()
 		return storeFailed(op, ref, err)
 	}
 	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))
@@ -442,7 +645,11 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 	limit = transport.PageLimit(limit)
 	page := transport.ListPage{Aggregates: []transport.AggregateInfo{}}
 	err := t.db.View(func(tx *bbolt.Tx) error {
-		sb := tx.Bucket(bucketScopes).Bucket(scopeKey(scope))
+		scopes, err := rootBucket(tx, bucketScopes)
+		if err != nil {
+			return err
+		}
+		sb := scopes.Bucket(scopeKey(scope))
 		if sb == nil {
 			return nil
 		}
@@ -460,7 +667,10 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 				page.HasMore = true
 				return nil
 			}
-			m := readMeta(sb.Bucket(k))
+			m, err := readMeta(sb.Bucket(k), scope.Type, k)
+			if err != nil {
+				return err
+			}
 			page.Aggregates = append(page.Aggregates, transport.AggregateInfo{
 				AggregateID: string(k), AggregateType: scope.Type, AggregateVersion: m.version, LastUpdatedAt: m.updated,
 			})

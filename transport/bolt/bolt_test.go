@@ -194,7 +194,10 @@ func TestCrashKeepsEveryAcknowledgedBatch(t *testing.T) {
 				}
 			}
 		}()
-		deadline := time.After(time.Duration(150+rng.IntN(200)) * time.Millisecond)
+		// The kill comes at a random moment once the child appends (a
+		// loaded machine may take long to start it).
+		var deadline <-chan time.Time
+		giveUp := time.After(30 * time.Second)
 	read:
 		for {
 			select {
@@ -203,7 +206,12 @@ func TestCrashKeepsEveryAcknowledgedBatch(t *testing.T) {
 					break read
 				}
 				acked = v
+				if deadline == nil {
+					deadline = time.After(time.Duration(150+rng.IntN(200)) * time.Millisecond)
+				}
 			case <-deadline:
+				break read
+			case <-giveUp:
 				break read
 			}
 		}

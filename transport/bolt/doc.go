@@ -9,25 +9,39 @@
 //
 // The local server keeps its data in such a file with -data path.
 //
-// # File layout (format 2)
+// # File layout (format 3)
 //
 // Root buckets:
 //
-//	meta                  key "format" = "2"
+//	meta                  key "format" = "3"
 //	scopes                one nested bucket per tenant and aggregate type
 //	  <tenant>"\x00"<type>  (tenant empty for the default tenant)
 //	    <aggregate id>      one nested bucket per aggregate (ids sort for List)
 //	      "meta"            16 bytes: version (uint64 big-endian), last
 //	                        update (int64 Unix nanoseconds, big-endian)
 //	      <version>         8 bytes, uint64 big-endian (so a cursor pages
-//	                        in version order): the batch, a JSON array of
-//	                        transport.Event
+//	                        in version order): the batch record
 //	      "events"          8 bytes: the aggregate's event count
 //	feeds                 one nested bucket per tenant, "t:"<tenant>
 //	  (bucket sequence)     the tenant's last feed sequence number
 //	  entries               <sequence> (8 bytes, big-endian) -> version,
 //	                        store time, aggregate type and id of the batch
 //	  heads                 <type> -> the type's newest sequence number
+//	  types                 <type> 0x00 <sequence> -> nothing: each type's
+//	                        entries, so a type's feed is read without
+//	                        looking at other types' entries
+//
+// A batch record is binary, so payloads come back byte for byte: the tag
+// byte 0xB3, the batch's feed sequence number and store time (8 bytes each,
+// big-endian; a store time of 0 means unknown), the number of events
+// (uvarint), then per event four fields, each a uvarint length and the
+// bytes: event id, event type, data, encrypted data. Files of format 2 (and
+// 1) kept batches as JSON arrays re-encoded on the way in; they are
+// upgraded when opened, in one transaction: their batches as those arrays
+// hold them, each with its feed number and store time (format 1 had no
+// feed: it is built, each aggregate's batches in version order, and only an
+// aggregate's newest batch knows its store time, the aggregate's last
+// update; older ones get an unknown, zero, store time).
 //
 // # Feeds
 //
@@ -37,16 +51,27 @@
 // commit order and a reader never sees a number before a lower one. Numbers
 // survive restarts and are never reused, not even after a delete. A feed
 // read that waits (FeedQuery.Wait) wakes when a batch of this process
-// commits. Files of format 1 are upgraded when opened: their feed is built
-// from the stored batches, each aggregate's in version order.
+// commits to its feed (its type, or any type for transport.AllTypes), and at
+// once with ErrClosed when the transport closes.
 //
 // One Store is one bbolt read-write transaction: it checks the expected
-// version, writes the batch under version+1 and the new meta, and commits
-// with fsync. StoreBulk writes every batch in one transaction. Delete
-// tokens live in memory only: they expire after ten minutes anyway, and a
-// restart simply forgets them.
+// version, takes the store time (never earlier than the aggregate's last),
+// writes the batch under version+1 and the new meta, and commits with
+// fsync. StoreBulk writes every batch in one transaction. Delete tokens
+// live in memory only: they expire after ten minutes anyway, and a restart
+// simply forgets them.
 //
-// Opening a file of another format, or a file that is not a bbolt file,
-// fails with ErrUnknownFormat. Opening a file another process holds fails
-// with ErrLocked after a bounded wait (WithOpenTimeout, 2 s by default).
+// # Opening, damage, sharing the file
+//
+// Before bbolt maps an existing file, Open checks its size against what
+// its meta pages record: an empty file, or one shorter than they say (a
+// copy cut short), fails with ErrDamaged instead of crashing the process;
+// a file that is not a bbolt file, or not ours, fails with
+// ErrUnknownFormat. A file another process holds fails with ErrLocked after
+// a bounded wait (WithOpenTimeout, 2 s by default); a file already open in
+// this process fails with ErrLocked at once, saying so. A record that does
+// not decode (an aggregate's, a batch, a feed entry) fails the call with
+// ErrDamaged naming it; SkipDamagedFeedEntry lets readers of a feed past a
+// damaged entry. A read model may keep its buckets in the same file through
+// DB (never two bbolt.Open of one file).
 package bolt

@@ -93,6 +93,14 @@ func TestUpgradesFormat1(t *testing.T) {
 		versions[e.AggregateID] = append(versions[e.AggregateID], e.Version)
 	}
 	assert.Equal(t, map[string][]int64{a: {1, 2}, b: {1}}, versions)
+	updated := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, e := range entries {
+		if e.AggregateID == a && e.Version == 1 {
+			assert.True(t, e.Stored.IsZero(), "format 1 never knew when an older batch was stored: %s", e.Stored)
+		} else {
+			assert.True(t, e.Stored.Equal(updated), "an aggregate's newest batch was stored at its last update")
+		}
+	}
 	infos, err := tr.FeedOverview(context.Background(), "")
 	require.NoError(t, err)
 	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 2, Batches: 3, Events: 4}}, infos)

@@ -44,6 +44,12 @@ const (
 	// ResetBody sends the request and breaks the response body part way
 	// through (RoundTripper only).
 	ResetBody
+	// Later returns the fault's error at once and makes the call later,
+	// just before the Calls-th next call passes (or when Land is called):
+	// a request that hangs and lands after the client gave up. Its own
+	// result is dropped. A RoundTripper answers with a timeout after the
+	// request was sent.
+	Later
 )
 
 // Fault is one injected misbehaviour.
@@ -56,6 +62,9 @@ type Fault struct {
 	// Code is the status of a Status fault; Header is added to it.
 	Code   int
 	Header map[string]string
+	// Calls is how many later calls a Later fault's call waits for: it
+	// is made just before the Calls-th of them (at least 1).
+	Calls int
 }
 
 // NoFault lets the call through.
@@ -67,6 +76,15 @@ func Fail(err error) Fault { return Fault{Kind: Before, Err: err} }
 // FailAfter makes the call and then returns err, the way a timeout after the
 // request went out looks to a client.
 func FailAfter(err error) Fault { return Fault{Kind: After, Err: err} }
+
+// LandLater answers err at once and makes the call just before the
+// calls-th next call to the transport (any operation) passes, or when
+// Transport.Land is called, whichever comes first. The caller cannot know
+// whether, or when, its request lands: the ambiguous store that lands
+// after the client retried, checked, or gave up.
+func LandLater(err error, calls int) Fault {
+	return Fault{Kind: Later, Err: err, Calls: max(calls, 1)}
+}
 
 // Sleep delays the call by d.
 func Sleep(d time.Duration) Fault { return Fault{Kind: Delay, Wait: d} }
@@ -86,6 +104,8 @@ func (f Fault) String() string {
 		return fmt.Sprintf("status %d", f.Code)
 	case ResetBody:
 		return "reset mid-body"
+	case Later:
+		return fmt.Sprintf("land %d calls later: %v", f.Calls, f.Err)
 	}
 	return fmt.Sprintf("kind %d", f.Kind)
 }
@@ -137,15 +157,19 @@ func Only(p Policy, ops ...Op) Policy {
 }
 
 // Stats counts calls and injected faults by kind.
+// Later counts the calls held back by a Later fault, Landed those of
+// them made since.
 type Stats struct {
-	Calls, Before, After, Delayed, Status, Reset int64
+	Calls, Before, After, Delayed, Status, Reset, Later, Landed int64
 }
 
 // Injected is the number of calls that got a fault.
-func (s Stats) Injected() int64 { return s.Before + s.After + s.Delayed + s.Status + s.Reset }
+func (s Stats) Injected() int64 {
+	return s.Before + s.After + s.Delayed + s.Status + s.Reset + s.Later
+}
 
 type counters struct {
-	calls, before, after, delayed, status, reset atomic.Int64
+	calls, before, after, delayed, status, reset, later, landed atomic.Int64
 }
 
 func (c *counters) count(f Fault) {
@@ -161,12 +185,15 @@ func (c *counters) count(f Fault) {
 		c.status.Add(1)
 	case ResetBody:
 		c.reset.Add(1)
+	case Later:
+		c.later.Add(1)
 	}
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{Calls: c.calls.Load(), Before: c.before.Load(), After: c.after.Load(),
-		Delayed: c.delayed.Load(), Status: c.status.Load(), Reset: c.reset.Load()}
+		Delayed: c.delayed.Load(), Status: c.status.Load(), Reset: c.reset.Load(),
+		Later: c.later.Load(), Landed: c.landed.Load()}
 }
 
 // Transport is a transport.Transport that injects faults into the calls it
@@ -175,6 +202,28 @@ type Transport struct {
 	next   transport.Transport
 	policy Policy
 	stats  counters
+	holder
+}
+
+// holder keeps the calls of Later faults not made yet; landing serialises
+// making them, so each is made once and in the order it is due.
+type holder struct {
+	heldMu  sync.Mutex
+	held    []*heldCall
+	landing sync.Mutex
+}
+
+// heldCall is a call a Later fault holds back.
+type heldCall struct {
+	calls int // later calls still to pass before it is made
+	call  func()
+}
+
+// hold keeps call until calls later calls have come.
+func (h *holder) hold(calls int, call func()) {
+	h.heldMu.Lock()
+	h.held = append(h.held, &heldCall{calls: max(calls, 1), call: call})
+	h.heldMu.Unlock()
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -191,19 +240,26 @@ func Wrap(next transport.Transport, policy Policy) *Transport {
 func (t *Transport) Stats() Stats { return t.stats.snapshot() }
 
 // do runs call under the fault the policy picks for op.
-func (t *Transport) do(ctx context.Context, op Op, ref transport.Ref, call func() error) error {
+func (t *Transport) do(ctx context.Context, op Op, ref transport.Ref, call func(ctx context.Context) error) error {
 	if t == nil || t.next == nil {
 		e := transport.NewError(string(op), ref, transport.ErrInvalid)
 		e.Messages = []string{"faultinject: no transport to wrap"}
 		return e
 	}
+	t.landDue(false, &t.stats)
 	f := t.policy(op)
 	t.stats.count(f)
 	switch f.Kind {
+	case Later:
+		// The call outlives the caller's context, as a request in flight
+		// does.
+		bg := context.WithoutCancel(ctx)
+		t.hold(f.Calls, func() { _ = call(bg) })
+		return t.wrap(f.Err, op, ref)
 	case Before:
 		return t.wrap(f.Err, op, ref)
 	case After:
-		if err := call(); err != nil {
+		if err := call(ctx); err != nil {
 			return err
 		}
 		return t.wrap(f.Err, op, ref)
@@ -216,8 +272,48 @@ func (t *Transport) do(ctx context.Context, op Op, ref transport.Ref, call func(
 		case <-timer.C:
 		}
 	}
-	return call()
+	return call(ctx)
 }
+
+// landDue makes the held calls that are due: all of them with all, else
+// those whose count of later calls has run out with this one.
+func (h *holder) landDue(all bool, c *counters) {
+	h.heldMu.Lock()
+	if len(h.held) == 0 {
+		h.heldMu.Unlock()
+		return
+	}
+	var due []*heldCall
+	keep := h.held[:0]
+	for _, hc := range h.held {
+		if hc.calls--; all || hc.calls <= 0 {
+			due = append(due, hc)
+		} else {
+			keep = append(keep, hc)
+		}
+	}
+	clear(h.held[len(keep):])
+	h.held = keep
+	// Take the landing lock before letting go of the list, so that calls
+	// due later are made after these.
+	h.landing.Lock()
+	h.heldMu.Unlock()
+	defer h.landing.Unlock()
+	for _, hc := range due {
+		hc.call()
+		c.landed.Add(1)
+	}
+}
+
+// Held returns how many calls Later faults hold back.
+func (h *holder) Held() int {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	return len(h.held)
+}
+
+// Land makes every call still held back by a Later fault now.
+func (t *Transport) Land() { t.landDue(true, &t.stats) }
 
 func (t *Transport) wrap(err error, op Op, ref transport.Ref) error {
 	if err == nil {
@@ -231,7 +327,7 @@ func (t *Transport) wrap(err error, op Op, ref transport.Ref) error {
 // Load passes on to the wrapped transport, unless a fault strikes.
 func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
 	var page transport.Page
-	err := t.do(ctx, OpLoad, ref, func() (err error) {
+	err := t.do(ctx, OpLoad, ref, func(ctx context.Context) (err error) {
 		page, err = t.next.Load(ctx, ref, since, limit)
 		return err
 	})
@@ -243,19 +339,19 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 
 // Store passes on to the wrapped transport, unless a fault strikes.
 func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
-	return t.do(ctx, OpStore, ref, func() error { return t.next.Store(ctx, ref, events, expected) })
+	return t.do(ctx, OpStore, ref, func(ctx context.Context) error { return t.next.Store(ctx, ref, events, expected) })
 }
 
 // StoreBulk passes on to the wrapped transport, unless a fault strikes.
 func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batches []transport.Batch) error {
 	ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
-	return t.do(ctx, OpStoreBulk, ref, func() error { return t.next.StoreBulk(ctx, scope, batches) })
+	return t.do(ctx, OpStoreBulk, ref, func(ctx context.Context) error { return t.next.StoreBulk(ctx, scope, batches) })
 }
 
 // Exists passes on to the wrapped transport, unless a fault strikes.
 func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error) {
 	var ok bool
-	err := t.do(ctx, OpExists, ref, func() (err error) {
+	err := t.do(ctx, OpExists, ref, func(ctx context.Context) (err error) {
 		ok, err = t.next.Exists(ctx, ref)
 		return err
 	})
@@ -266,7 +362,7 @@ func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error)
 func (t *Transport) RequestDelete(ctx context.Context, target transport.DeleteTarget) (string, error) {
 	var token string
 	ref := transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
-	err := t.do(ctx, OpRequestDelete, ref, func() (err error) {
+	err := t.do(ctx, OpRequestDelete, ref, func(ctx context.Context) (err error) {
 		token, err = t.next.RequestDelete(ctx, target)
 		return err
 	})
@@ -279,5 +375,5 @@ func (t *Transport) RequestDelete(ctx context.Context, target transport.DeleteTa
 // ConfirmDelete passes on to the wrapped transport, unless a fault strikes.
 func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
 	ref := transport.Ref{Tenant: target.Tenant, Type: target.Type, ID: target.ID}
-	return t.do(ctx, OpConfirmDelete, ref, func() error { return t.next.ConfirmDelete(ctx, target, token) })
+	return t.do(ctx, OpConfirmDelete, ref, func(ctx context.Context) error { return t.next.ConfirmDelete(ctx, target, token) })
 }

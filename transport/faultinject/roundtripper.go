@@ -2,9 +2,11 @@ package faultinject
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"syscall"
 	"time"
@@ -27,11 +29,17 @@ var ErrInjected = errors.New("injected fault")
 //     canned response with that status and a JSON body.
 //   - ResetMidBody(n): the request is sent; the response body breaks after n
 //     bytes with a connection reset.
+//   - LandLater(err, n): the client sees a timeout at once; the request is
+//     sent just before the n-th next request (or at Land).
 type RoundTripper struct {
 	next   http.RoundTripper
 	policy Policy
 	stats  counters
+	holder
 }
+
+// Land sends every request still held back by a Later fault now.
+func (rt *RoundTripper) Land() { rt.landDue(true, &rt.stats) }
 
 // NewRoundTripper wraps next (http.DefaultTransport when nil) with policy.
 // The Op a policy sees is the request's method (GET, POST, HEAD, DELETE).
@@ -69,9 +77,32 @@ func (rt *RoundTripper) Stats() Stats { return rt.stats.snapshot() }
 
 // RoundTrip implements http.RoundTripper.
 func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	rt.landDue(false, &rt.stats)
 	f := rt.policy(Op(req.Method))
 	rt.stats.count(f)
 	switch f.Kind {
+	case Later:
+		held := req.Clone(context.WithoutCancel(req.Context()))
+		if req.Body != nil {
+			body, err := io.ReadAll(req.Body)
+			closeBody(req)
+			if err != nil {
+				return nil, err
+			}
+			held.Body = io.NopCloser(bytes.NewReader(body))
+			held.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		}
+		rt.hold(f.Calls, func() {
+			if resp, err := rt.next.RoundTrip(held); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		})
+		// To the client, the request was written: it is on its way.
+		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.WroteRequest != nil {
+			trace.WroteRequest(httptrace.WroteRequestInfo{})
+		}
+		return nil, &injectedError{msg: "timeout after the request was sent (injected; it lands later)", errs: []error{ErrInjected, f.Err}, timeout: true}
 	case Before:
 		closeBody(req)
 		return nil, &injectedError{msg: "connection refused (injected)", errs: []error{ErrInjected, syscall.ECONNREFUSED, f.Err}}

@@ -141,3 +141,23 @@ func TestOnlyFiltersOperations(t *testing.T) {
 	assert.Equal(t, faultinject.Before, p(faultinject.OpStore).Kind)
 	assert.Equal(t, faultinject.None, p(faultinject.OpLoad).Kind)
 }
+
+func TestRoundTripperLandLaterReachesServerLater(t *testing.T) {
+	srv, hits := newCountingServer(t, "ok")
+	rt := faultinject.NewRoundTripper(nil, faultinject.Sequence(faultinject.LandLater(nil, 2)))
+
+	_, err := do(t, rt, http.MethodPost, srv.URL)
+	require.Error(t, err)
+	var netErr net.Error
+	require.ErrorAs(t, err, &netErr)
+	assert.True(t, netErr.Timeout(), "looks like a timeout to the client")
+	assert.Equal(t, int64(0), hits.Load(), "not there yet")
+	assert.Equal(t, 1, rt.Held())
+	_, err = do(t, rt, http.MethodGet, srv.URL)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), hits.Load())
+	_, err = do(t, rt, http.MethodGet, srv.URL)
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), hits.Load(), "the held request landed just before this one")
+	assert.Equal(t, int64(1), rt.Stats().Landed)
+}

@@ -2,66 +2,155 @@ package memory
 
 import (
 	"context"
+	"iter"
 	"sort"
 
 	"github.com/sourced-go/sourced/internal/commitsignal"
 	"github.com/sourced-go/sourced/transport"
 )
 
+// feedBlockSize is how many entries one block of a feed holds. The feed
+// grows a block at a time and never moves what it holds: growing copies
+// only the list of blocks (a pointer per 4096 entries).
+const feedBlockSize = 4096
+
+// slot is one feed entry as kept: the entry (Events nil once its aggregate
+// is deleted) and what its events count towards MaxPageBytes.
+type slot struct {
+	entry transport.FeedEntry
+	bytes int
+}
+
+type feedBlock struct {
+	slots [feedBlockSize]slot
+	live  int // entries not deleted
+}
+
 // feedLog is one tenant's feed: every stored batch in commit order. Entries
 // are appended under the transport's write lock, so sequence order is commit
-// order and a reader can never see a number before a lower one.
+// order and a reader can never see a number before a lower one. The entry
+// numbered seq sits at index seq-1 (numbers are dense: deleted entries stay
+// as empty slots, and a block whose entries are all deleted is freed).
 type feedLog struct {
-	entries []transport.FeedEntry
-	last    int64            // the last sequence number given out
-	heads   map[string]int64 // per aggregate type
+	blocks []*feedBlock
+	last   int64                // the last sequence number given out
+	heads  map[string]int64     // per aggregate type
+	types  map[string]*seqIndex // per aggregate type: its entries' numbers
+}
+
+// seqIndex lists the sequence numbers of one aggregate type's entries, in
+// order, in fixed-size blocks: a type's feed is read from it without
+// looking at other types' entries.
+type seqIndex struct {
+	blocks [][]int64
+	n      int
+}
+
+func (x *seqIndex) add(seq int64) {
+	if x.n%feedBlockSize == 0 {
+		x.blocks = append(x.blocks, make([]int64, 0, feedBlockSize))
+	}
+	b := &x.blocks[len(x.blocks)-1]
+	*b = append(*b, seq)
+	x.n++
+}
+
+func (x *seqIndex) at(i int) int64 { return x.blocks[i/feedBlockSize][i%feedBlockSize] }
+
+// after returns the index of the first number above since.
+func (x *seqIndex) after(since int64) int {
+	return sort.Search(x.n, func(i int) bool { return x.at(i) > since })
 }
 
 func (t *Transport) feedLocked(tenant string) *feedLog {
 	f := t.feeds[tenant]
 	if f == nil {
-		f = &feedLog{heads: make(map[string]int64)}
+		f = &feedLog{heads: make(map[string]int64), types: make(map[string]*seqIndex)}
 		t.feeds[tenant] = f
 	}
 	return f
 }
 
-// recordLocked adds the batch just appended to s to its tenant's feed.
-func (t *Transport) recordLocked(ref transport.Ref, s *stream) {
+func (f *feedLog) slot(seq int64) *slot {
+	b := f.blocks[(seq-1)/feedBlockSize]
+	if b == nil {
+		return nil
+	}
+	return &b.slots[(seq-1)%feedBlockSize]
+}
+
+// recordLocked adds the batch just appended to s to its tenant's feed and
+// returns its sequence number.
+func (t *Transport) recordLocked(ref transport.Ref, s *stream) int64 {
 	f := t.feedLocked(ref.Tenant)
 	f.last++
+	seq := f.last
+	i := (seq - 1) % feedBlockSize
+	if i == 0 {
+		f.blocks = append(f.blocks, &feedBlock{})
+	}
+	b := f.blocks[len(f.blocks)-1]
 	v := s.version()
 	from := 0
 	if v > 1 {
-		from = s.ends[v-2]
+		from = s.batches[v-2].end
 	}
-	end := s.ends[v-1]
-	f.entries = append(f.entries, transport.FeedEntry{
-		Sequence: f.last, AggregateType: ref.Type, AggregateID: ref.ID, Version: v,
-		Stored: s.updated, Events: s.events[from:end:end],
-	})
-	f.heads[ref.Type] = f.last
+	end := s.batches[v-1].end
+	events := s.events[from:end:end]
+	size := 0
+	for j := range events {
+		size += transport.EventBytes(&events[j])
+	}
+	b.slots[i] = slot{entry: transport.FeedEntry{
+		Sequence: seq, AggregateType: ref.Type, AggregateID: ref.ID, Version: v,
+		Stored: s.updated, Events: events,
+	}, bytes: size}
+	b.live++
+	f.heads[ref.Type] = seq
+	x := f.types[ref.Type]
+	if x == nil {
+		x = &seqIndex{}
+		f.types[ref.Type] = x
+	}
+	x.add(seq)
+	return seq
 }
 
-// forgetLocked drops the deleted aggregates' entries from the feed.
-func (t *Transport) forgetLocked(target transport.DeleteTarget) {
-	f := t.feeds[target.Tenant]
+// forgetLocked drops the entries numbered seqs (a deleted aggregate's):
+// their slots are emptied, and a full block left without entries is freed.
+func (f *feedLog) forgetLocked(seqs iter.Seq[int64]) {
 	if f == nil {
 		return
 	}
-	kept := f.entries[:0]
-	for _, e := range f.entries {
-		if e.AggregateType == target.Type && (target.AllOfType || e.AggregateID == target.ID) {
+	for seq := range seqs {
+		bi := (seq - 1) / feedBlockSize
+		b := f.blocks[bi]
+		if b == nil {
 			continue
 		}
-		kept = append(kept, e)
+		sl := &b.slots[(seq-1)%feedBlockSize]
+		if sl.entry.Events == nil {
+			continue
+		}
+		*sl = slot{}
+		b.live--
+		if b.live == 0 && int(bi) < len(f.blocks)-1 {
+			f.blocks[bi] = nil
+		}
 	}
-	clear(f.entries[len(kept):])
-	f.entries = kept
+}
+
+// forgetType drops the type's index once all its aggregates are deleted.
+func (f *feedLog) forgetType(typ string) {
+	if f != nil {
+		delete(f.types, typ)
+	}
 }
 
 // ReadFeed implements transport.Feeder. An empty read with q.Wait waits for
-// the next commit without polling.
+// the next commit to the feed without polling. A page stops before its
+// events pass transport.MaxPageBytes (a first entry larger than that comes
+// alone).
 func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transport.FeedPage, error) {
 	const op = "read feed"
 	ref := transport.Ref{Tenant: q.Feed.Tenant, Type: q.Feed.Type}
@@ -88,21 +177,52 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 		return page, q.Since
 	}
 	page.Head = f.head(q.Feed.Type)
-	all := f.entries
-	i := sort.Search(len(all), func(i int) bool { return all[i].Sequence > q.Since })
 	scanned := q.Since
-	for ; i < len(all); i++ {
-		e := &all[i]
-		if !q.Matches(e) {
-			scanned = e.Sequence
-			continue
+	var picked []*slot
+	size, events := 0, 0
+	// visit looks at the entry numbered seq; false stops the read.
+	visit := func(seq int64) bool {
+		sl := f.slot(seq)
+		if sl == nil || sl.entry.Events == nil || !q.Matches(&sl.entry) {
+			scanned = seq
+			return true
 		}
-		if len(page.Entries) == limit {
+		if len(picked) == limit || (len(picked) > 0 && size+sl.bytes > transport.MaxPageBytes) {
 			page.HasMore = true
-			break
+			return false
 		}
-		page.Entries = append(page.Entries, *e)
-		scanned = e.Sequence
+		picked = append(picked, sl)
+		size += sl.bytes
+		events += len(sl.entry.Events)
+		scanned = seq
+		return true
+	}
+	if q.Feed.Type == transport.AllTypes {
+		for seq := q.Since + 1; seq <= f.last; seq++ {
+			if b := f.blocks[(seq-1)/feedBlockSize]; b == nil {
+				scanned = min(f.last, (seq-1)/feedBlockSize*feedBlockSize+feedBlockSize)
+				seq = scanned // a freed block: skip it whole
+				continue
+			}
+			if !visit(seq) {
+				break
+			}
+		}
+	} else if x := f.types[q.Feed.Type]; x != nil {
+		for i := x.after(q.Since); i < x.n; i++ {
+			if !visit(x.at(i)) {
+				break
+			}
+		}
+	}
+	// Copies: the caller may change the page without changing the store.
+	page.Entries = make([]transport.FeedEntry, len(picked))
+	all := make([]transport.Event, 0, events)
+	for i, sl := range picked {
+		start := len(all)
+		all = append(all, sl.entry.Events...)
+		page.Entries[i] = sl.entry
+		page.Entries[i].Events = all[start:len(all):len(all)]
 	}
 	return page, scanned
 }
@@ -128,30 +248,4 @@ func (t *Transport) FeedHead(ctx context.Context, feed transport.Scope) (int64, 
 		return f.head(feed.Type), nil
 	}
 	return 0, nil
-}
-
-// FeedOverview implements transport.Feeder.
-func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transport.FeedInfo, error) {
-	if err := transport.CheckFeedOverview(tenant); err != nil {
-		return nil, err
-	}
-	if err := canceled(ctx, "feed overview", transport.Ref{Tenant: tenant}); err != nil {
-		return nil, err
-	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	infos := []transport.FeedInfo{}
-	for scope, streams := range t.scopes {
-		if scope.Tenant != tenant || len(streams) == 0 {
-			continue
-		}
-		info := transport.FeedInfo{AggregateType: scope.Type, Aggregates: int64(len(streams))}
-		for _, s := range streams {
-			info.Batches += s.version()
-			info.Events += int64(len(s.events))
-		}
-		infos = append(infos, info)
-	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].AggregateType < infos[j].AggregateType })
-	return infos, nil
 }

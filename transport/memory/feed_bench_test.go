@@ -39,3 +39,33 @@ func BenchmarkFeedCatchUp(b *testing.B) {
 	}
 	b.ReportMetric(float64(batches*b.N)/b.Elapsed().Seconds(), "entries/s")
 }
+
+// BenchmarkTypeFeedPastOtherTypes reads the feed of one aggregate type whose
+// only entry sits after 1,000,000 entries of another type (issue 28: a type
+// read must not look at other types' entries).
+func BenchmarkTypeFeedPastOtherTypes(b *testing.B) {
+	tr := memory.New()
+	ctx := context.Background()
+	other := transport.Scope{Type: "noise"}
+	for i := 0; i < 1000; i++ {
+		batches := make([]transport.Batch, 1000)
+		for j := range batches {
+			batches[j] = transport.Batch{AggregateID: uuid.NewString(), Events: []transport.Event{{EventType: "Noise"}}}
+		}
+		if err := tr.StoreBulk(ctx, other, batches); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	if err := tr.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced"}}, transport.MustNotExist); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: ref.Scope()})
+		if err != nil || len(p.Entries) != 1 {
+			b.Fatal(err, len(p.Entries))
+		}
+	}
+}

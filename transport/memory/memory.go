@@ -5,11 +5,15 @@
 // on it runs unchanged on the HTTP transport: the version rises by one per
 // stored batch, Load pages by batches with an exclusive since and a default
 // and maximum limit of 1000, delete tokens expire after ten minutes and are
-// single-use, and StoreBulk is atomic across aggregates.
+// single-use, and StoreBulk is atomic across aggregates. It validates what
+// it stores with the transport package's Check functions, like every
+// transport, so what it accepts the others accept.
 //
-// Storage is append-only per aggregate: Load returns slices of the stored
-// events without copying them, so hydration allocates almost nothing here.
-// The Data of returned events must be treated as read-only.
+// Storage is append-only per aggregate and the feed grows in fixed-size
+// blocks, so a store never copies what is already stored. Pages that Load
+// and ReadFeed return are the caller's (their Event and FeedEntry values are
+// copies); the Data of returned events is shared with the store and must be
+// treated as read-only.
 package memory
 
 import (
@@ -52,12 +56,11 @@ type Transport struct {
 	now func() time.Time
 	log *zap.Logger
 
-	mu      sync.RWMutex
-	scopes  map[transport.Scope]map[string]*stream
-	tokens  *deletetoken.Registry
-	counter uint64
-	feeds   map[string]*feedLog // by tenant
-	signal  commitsignal.Signal // broadcast after every commit
+	mu     sync.RWMutex
+	scopes map[transport.Scope]*scopeState
+	tokens *deletetoken.Registry
+	feeds  map[string]*feedLog // by tenant
+	signal commitsignal.Signal // notified after every commit
 }
 
 var (
@@ -66,22 +69,44 @@ var (
 	_ transport.Feeder    = (*Transport)(nil)
 )
 
+// scopeState is one tenant's aggregates of one type.
+type scopeState struct {
+	streams map[string]*stream
+	ids     sortedIDs // for List
+}
+
 // stream is one aggregate's history. events only grows (until a delete
-// replaces the whole stream), so slices handed out by Load stay valid.
+// drops the whole stream).
 type stream struct {
 	events  []transport.Event
-	ends    []int // ends[v-1] is the end offset in events of the batch of version v
+	batches []batchRef // batches[v-1] is the batch of version v
 	updated time.Time
 }
 
-func (s *stream) version() int64 { return int64(len(s.ends)) }
+// batchRef locates one batch: where its events end in the stream, and its
+// feed sequence number.
+type batchRef struct {
+	end int
+	seq int64
+}
+
+func (s *stream) version() int64 { return int64(len(s.batches)) }
+
+// seqs returns the feed sequence numbers of the stream's batches.
+func (s *stream) seqs(yield func(int64) bool) {
+	for _, b := range s.batches {
+		if !yield(b.seq) {
+			return
+		}
+	}
+}
 
 // New returns an empty in-memory transport.
 func New(opts ...Option) *Transport {
 	t := &Transport{
 		now:    time.Now,
 		log:    zap.NewNop(),
-		scopes: make(map[transport.Scope]map[string]*stream),
+		scopes: make(map[transport.Scope]*scopeState),
 		feeds:  make(map[string]*feedLog),
 	}
 	for _, o := range opts {
@@ -98,7 +123,15 @@ func canceled(ctx context.Context, op string, ref transport.Ref) error {
 	return nil
 }
 
-// Load implements transport.Transport.
+func (t *Transport) stream(ref transport.Ref) *stream {
+	if sc := t.scopes[ref.Scope()]; sc != nil {
+		return sc.streams[ref.ID]
+	}
+	return nil
+}
+
+// Load implements transport.Transport. A page stops before its events pass
+// transport.MaxPageBytes (a first batch larger than that comes alone).
 func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, limit int) (transport.Page, error) {
 	const op = "load"
 	if err := transport.CheckLoad(ref, since, limit); err != nil {
@@ -110,7 +143,7 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	limit = transport.PageLimit(limit)
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	s := t.scopes[ref.Scope()][ref.ID]
+	s := t.stream(ref)
 	if s == nil {
 		return transport.Page{}, transport.NewError(op, ref, transport.ErrNotFound)
 	}
@@ -118,17 +151,30 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	if since >= v {
 		return transport.Page{Events: []transport.Event{}, Version: since}, nil
 	}
-	to := since + int64(limit)
-	if to > v {
-		to = v
-	}
+	to := min(since+int64(limit), v)
 	from := 0
 	if since > 0 {
-		from = s.ends[since-1]
+		from = s.batches[since-1].end
 	}
-	end := s.ends[to-1]
-	// A capped slice: appending to it can never write into the store.
-	return transport.Page{Events: s.events[from:end:end], Version: to, HasMore: to < v}, nil
+	// Cut the page where its bytes would pass MaxPageBytes.
+	last, size, start := since, 0, from
+	for last < to {
+		end := s.batches[last].end
+		n := 0
+		for i := start; i < end; i++ {
+			n += transport.EventBytes(&s.events[i])
+		}
+		if last > since && size+n > transport.MaxPageBytes {
+			break
+		}
+		size += n
+		last++
+		start = end
+	}
+	// A copy: the caller may change the page without changing the store.
+	events := make([]transport.Event, start-from)
+	copy(events, s.events[from:start])
+	return transport.Page{Events: events, Version: last, HasMore: last < v}, nil
 }
 
 // copyEvents makes the stored form of a batch: the caller keeps its slices,
@@ -162,11 +208,21 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 	if err := canceled(ctx, op, ref); err != nil {
 		return err
 	}
+	if err := t.store(op, ref, events, expected); err != nil {
+		return err
+	}
+	t.signal.Notify(ref.Tenant, ref.Type)
+	return nil
+}
+
+func (t *Transport) store(op string, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
 	t.mu.Lock()
-	defer t.signal.Broadcast()
 	defer t.mu.Unlock()
-	streams := t.scopes[ref.Scope()]
-	s := streams[ref.ID]
+	sc := t.scopes[ref.Scope()]
+	var s *stream
+	if sc != nil {
+		s = sc.streams[ref.ID]
+	}
 	current := int64(0)
 	if s != nil {
 		current = s.version()
@@ -176,23 +232,28 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 		e.Expected = expected
 		return e
 	}
-	if streams == nil {
-		streams = make(map[string]*stream)
-		t.scopes[ref.Scope()] = streams
+	if sc == nil {
+		sc = &scopeState{streams: make(map[string]*stream)}
+		t.scopes[ref.Scope()] = sc
 	}
 	if s == nil {
 		s = &stream{}
-		streams[ref.ID] = s
+		sc.streams[ref.ID] = s
+		sc.ids.insert(ref.ID)
 	}
-	t.appendLocked(ref, s, events)
+	t.appendLocked(ref, s, events, t.now())
 	return nil
 }
 
-func (t *Transport) appendLocked(ref transport.Ref, s *stream, events []transport.Event) {
+// appendLocked stores a batch; its time never goes back for an aggregate,
+// even if the clock does.
+func (t *Transport) appendLocked(ref transport.Ref, s *stream, events []transport.Event, now time.Time) {
 	s.events = copyEvents(s.events, events)
-	s.ends = append(s.ends, len(s.events))
-	s.updated = t.now()
-	t.recordLocked(ref, s)
+	s.batches = append(s.batches, batchRef{end: len(s.events)})
+	if now.After(s.updated) {
+		s.updated = now
+	}
+	s.batches[len(s.batches)-1].seq = t.recordLocked(ref, s)
 }
 
 // StoreBulk implements transport.Transport.
@@ -205,14 +266,23 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 	if err := canceled(ctx, op, sref); err != nil {
 		return err
 	}
+	if err := t.storeBulk(op, scope, batches); err != nil {
+		return err
+	}
+	t.signal.Notify(scope.Tenant, scope.Type)
+	return nil
+}
+
+func (t *Transport) storeBulk(op string, scope transport.Scope, batches []transport.Batch) error {
 	t.mu.Lock()
-	defer t.signal.Broadcast()
 	defer t.mu.Unlock()
-	streams := t.scopes[scope]
+	sc := t.scopes[scope]
 	for _, b := range batches {
 		current := int64(0)
-		if s := streams[b.AggregateID]; s != nil {
-			current = s.version()
+		if sc != nil {
+			if s := sc.streams[b.AggregateID]; s != nil {
+				current = s.version()
+			}
 		}
 		if !b.Expected.Check(current) {
 			e := transport.NewError(op, transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}, transport.ErrConflict)
@@ -220,17 +290,19 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 			return e
 		}
 	}
-	if streams == nil {
-		streams = make(map[string]*stream)
-		t.scopes[scope] = streams
+	if sc == nil {
+		sc = &scopeState{streams: make(map[string]*stream)}
+		t.scopes[scope] = sc
 	}
+	now := t.now()
 	for _, b := range batches {
-		s := streams[b.AggregateID]
+		s := sc.streams[b.AggregateID]
 		if s == nil {
 			s = &stream{}
-			streams[b.AggregateID] = s
+			sc.streams[b.AggregateID] = s
+			sc.ids.insert(b.AggregateID)
 		}
-		t.appendLocked(transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}, s, b.Events)
+		t.appendLocked(transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}, s, b.Events, now)
 	}
 	return nil
 }
@@ -246,7 +318,7 @@ func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error)
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return t.scopes[ref.Scope()][ref.ID] != nil, nil
+	return t.stream(ref) != nil, nil
 }
 
 // RequestDelete implements transport.Transport. Like the API, it answers
@@ -263,7 +335,9 @@ func (t *Transport) RequestDelete(ctx context.Context, target transport.DeleteTa
 	return t.tokens.Issue(target), nil
 }
 
-// ConfirmDelete implements transport.Transport.
+// ConfirmDelete implements transport.Transport. The token is redeemed only
+// when the delete goes ahead: a confirm that fails before (an ended
+// context, an invalid target) leaves it usable.
 func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTarget, token string) error {
 	const op = "confirm delete"
 	ref := target.Ref()
@@ -273,23 +347,35 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	if err := canceled(ctx, op, ref); err != nil {
 		return err
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if !t.tokens.Redeem(target, token) {
 		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	scope := transport.Scope{Tenant: target.Tenant, Type: target.Type}
-	if target.AllOfType {
+	sc := t.scopes[scope]
+	f := t.feeds[target.Tenant]
+	switch {
+	case sc == nil:
+	case target.AllOfType:
+		for _, s := range sc.streams {
+			f.forgetLocked(s.seqs)
+		}
+		f.forgetType(target.Type)
 		delete(t.scopes, scope)
-	} else {
-		delete(t.scopes[scope], target.ID)
+	default:
+		if s := sc.streams[target.ID]; s != nil {
+			f.forgetLocked(s.seqs)
+			delete(sc.streams, target.ID)
+			sc.ids.remove(target.ID)
+		}
 	}
-	t.forgetLocked(target)
 	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))
 	return nil
 }
 
-// List implements transport.Lister: aggregates ordered by id.
+// List implements transport.Lister: aggregates ordered by id, from an index
+// kept sorted as aggregates come and go.
 func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit int) (transport.ListPage, error) {
 	const op = "list"
 	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
@@ -301,23 +387,65 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 	}
 	limit = transport.PageLimit(limit)
 	t.mu.RLock()
-	streams := t.scopes[scope]
-	ids := make([]string, 0, len(streams))
-	for id := range streams {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	page := transport.ListPage{Aggregates: []transport.AggregateInfo{}}
-	if skip < len(ids) {
-		end := min(skip+limit, len(ids))
-		for _, id := range ids[skip:end] {
-			s := streams[id]
-			page.Aggregates = append(page.Aggregates, transport.AggregateInfo{
-				AggregateID: id, AggregateType: scope.Type, AggregateVersion: s.version(), LastUpdatedAt: s.updated,
-			})
+	sc := t.scopes[scope]
+	if sc != nil && !sc.ids.ready() {
+		// New ids since the last List: merge them in, once, under the
+		// write lock.
+		t.mu.RUnlock()
+		t.mu.Lock()
+		if sc = t.scopes[scope]; sc != nil {
+			sc.ids.merge()
 		}
-		page.HasMore = end < len(ids)
+		t.mu.Unlock()
+		t.mu.RLock()
+		sc = t.scopes[scope]
 	}
-	t.mu.RUnlock()
+	defer t.mu.RUnlock()
+	page := transport.ListPage{Aggregates: []transport.AggregateInfo{}}
+	if sc == nil {
+		return page, nil
+	}
+	var ids []string
+	var more bool
+	if sc.ids.ready() {
+		ids, more = sc.ids.page(skip, limit)
+	} else {
+		// More arrived between the merge and the read lock: page from a
+		// merged copy of the pending ids and a plain list of the rest.
+		ids, more = sc.ids.snapshotPage(skip, limit)
+	}
+	for _, id := range ids {
+		s := sc.streams[id]
+		page.Aggregates = append(page.Aggregates, transport.AggregateInfo{
+			AggregateID: id, AggregateType: scope.Type, AggregateVersion: s.version(), LastUpdatedAt: s.updated,
+		})
+	}
+	page.HasMore = more
 	return page, nil
+}
+
+// FeedOverview implements transport.Feeder.
+func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transport.FeedInfo, error) {
+	if err := transport.CheckFeedOverview(tenant); err != nil {
+		return nil, err
+	}
+	if err := canceled(ctx, "feed overview", transport.Ref{Tenant: tenant}); err != nil {
+		return nil, err
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	infos := []transport.FeedInfo{}
+	for scope, sc := range t.scopes {
+		if scope.Tenant != tenant || len(sc.streams) == 0 {
+			continue
+		}
+		info := transport.FeedInfo{AggregateType: scope.Type, Aggregates: int64(len(sc.streams))}
+		for _, s := range sc.streams {
+			info.Batches += s.version()
+			info.Events += int64(len(s.events))
+		}
+		infos = append(infos, info)
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].AggregateType < infos[j].AggregateType })
+	return infos, nil
 }

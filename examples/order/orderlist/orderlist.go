@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -71,8 +72,10 @@ func Open(path string) (*List, error) {
 func (l *List) Close() error { return l.db.Close() }
 
 // CatchUp applies every order batch stored after the list's checkpoint,
-// up to the feed's head when it starts, and returns the checkpoint it
-// started from and how many batches it applied. When the feed entry at the
+// up to the end of the feed (the first read that says there is no more),
+// and returns the checkpoint it started from and how many batches it
+// applied. It does not wait for the feed's head: after the newest batches
+// are deleted the head stays above every entry still readable. When the feed entry at the
 // checkpoint is not the one the list applied last, the store is not the one
 // the list was built from (a local server restarted on memory, say), and
 // the list is rebuilt from scratch.
@@ -100,7 +103,8 @@ func (l *List) CatchUp(ctx context.Context, feed transport.Feeder) (from int64, 
 	if from >= head {
 		return from, 0, nil
 	}
-	sub, err := subscription.New(feed, Name, l.cps, subscription.Feed("order"), subscription.Wait(time.Second))
+	ends := &untilEnd{Feeder: feed}
+	sub, err := subscription.New(ends, Name, l.cps, subscription.Feed("order"))
 	if err != nil {
 		return from, 0, err
 	}
@@ -108,16 +112,42 @@ func (l *List) CatchUp(ctx context.Context, feed transport.Feeder) (from int64, 
 		applied++
 		return applyEntry(tx, e)
 	})
+	stop := func() { go func() { _ = sub.Close(context.WithoutCancel(ctx)) }() }
+	ends.stop = stop
 	sub.OnEntry(func(ctx context.Context, e transport.FeedEntry) error {
 		if err := apply(ctx, e); err != nil {
 			return err
 		}
-		if e.Sequence >= head {
-			go func() { _ = sub.Close(context.WithoutCancel(ctx)) }()
+		if end := ends.end.Load(); end > 0 && e.Sequence >= end {
+			stop()
 		}
 		return nil
 	})
 	return from, applied, sub.Run(ctx)
+}
+
+// untilEnd is the feed as CatchUp's subscription reads it: reads do not
+// wait, and the first page that says there is no more marks the end (its
+// last entry), or stops the subscription at once when it is empty.
+type untilEnd struct {
+	transport.Feeder
+	end  atomic.Int64
+	stop func()
+}
+
+// ReadFeed reads without waiting and notes where the feed ends.
+func (u *untilEnd) ReadFeed(ctx context.Context, q transport.FeedQuery) (transport.FeedPage, error) {
+	q.Wait = 0
+	p, err := u.Feeder.ReadFeed(ctx, q)
+	if err != nil || p.HasMore {
+		return p, err
+	}
+	if len(p.Entries) == 0 {
+		u.stop()
+	} else {
+		u.end.Store(p.Entries[len(p.Entries)-1].Sequence)
+	}
+	return p, nil
 }
 
 // sameStore reports whether the feed's entry at the checkpoint is the one

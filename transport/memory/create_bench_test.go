@@ -1,0 +1,81 @@
+//go:build unix
+
+package memory_test
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sourced-go/sourced/aggregate"
+	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/transport/memory"
+)
+
+type account struct{ Balance int64 }
+
+// Opened is the event each created account records.
+type Opened struct {
+	Owner   string `json:"owner"`
+	Deposit int64  `json:"deposit"`
+}
+
+var accounts = aggregate.MustNew[account]("account", aggregate.On(func(s *account, e Opened) { s.Balance = e.Deposit }))
+
+// BenchmarkCreateMillion creates 1,000,000 aggregates of one event each
+// through repository.Create on one memory transport, and reports the cost
+// per Create of the first and of the last 100,000: the store must not get
+// slower as it grows (issue 20: last/first within 1.2). It reports wall
+// time and the process's CPU time (every thread, the garbage collector's
+// included): on a shared machine the CPU time is the steadier figure. Run
+// it with -benchtime 1x; one run takes a few seconds.
+func BenchmarkCreateMillion(b *testing.B) {
+	const total, chunk = 1_000_000, 100_000
+	ids := make([]string, total)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	var first, last, firstCPU, lastCPU time.Duration
+	for b.Loop() {
+		repo := repository.New(memory.New(), accounts)
+		began, beganCPU := time.Now(), cpuTime()
+		for i, id := range ids {
+			if _, err := repo.Create(ctx, id, func(r *aggregate.Root[account]) error {
+				return r.Record(Opened{Owner: "someone", Deposit: 100})
+			}); err != nil {
+				b.Fatal(err)
+			}
+			switch i + 1 {
+			case chunk:
+				first += time.Since(began)
+				firstCPU += cpuTime() - beganCPU
+			case total - chunk:
+				began, beganCPU = time.Now(), cpuTime()
+			case total:
+				last += time.Since(began)
+				lastCPU += cpuTime() - beganCPU
+			}
+		}
+	}
+	n := float64(b.N * chunk)
+	b.ReportMetric(float64(first.Nanoseconds())/n, "first100k-ns/create")
+	b.ReportMetric(float64(last.Nanoseconds())/n, "last100k-ns/create")
+	b.ReportMetric(float64(last)/float64(first), "last/first")
+	b.ReportMetric(float64(firstCPU.Nanoseconds())/n, "first100k-cpu-ns/create")
+	b.ReportMetric(float64(lastCPU.Nanoseconds())/n, "last100k-cpu-ns/create")
+	b.ReportMetric(float64(lastCPU)/float64(firstCPU), "cpu-last/first")
+}
+
+// cpuTime is the CPU time the process has used, all threads.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
