@@ -50,6 +50,9 @@ const Prefix = "/console/"
 // CookieName is the name of the session cookie.
 const CookieName = "sourced_console"
 
+// signInFormTimeout bounds the reading of the sign-in form.
+const signInFormTimeout = 5 * time.Second
+
 // SessionTTL is how long a sign-in lasts.
 const SessionTTL = 12 * time.Hour
 
@@ -130,6 +133,7 @@ type Console struct {
 
 	keyed          bool
 	access, secret []byte
+	formTimeout    time.Duration // to read the sign-in form
 	secureCookie   bool
 	anyHost        bool
 	proxies        httpguard.Proxies
@@ -149,7 +153,7 @@ func New(tr transport.Transport, opts ...Option) (*Console, error) {
 		return nil, errors.New("console: nil transport")
 	}
 	c := &Console{tr: tr, log: zap.NewNop(), now: time.Now, liveWait: 20 * time.Second, sessions: map[string]time.Time{},
-		throttle: newThrottle()}
+		throttle: newThrottle(), formTimeout: signInFormTimeout}
 	for _, o := range opts {
 		if o != nil {
 			o(c)
@@ -180,6 +184,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	if !c.keyed && !c.anyHost {
 		if status, msg := httpguard.CheckLoopback(r); status != 0 {
+			httpguard.DropBody(w, r)
 			http.Error(w, msg, status)
 			return
 		}
@@ -204,6 +209,7 @@ func sameOrigin(w http.ResponseWriter, r *http.Request) bool {
 	if httpguard.SameOrigin(r) {
 		return true
 	}
+	httpguard.DropBody(w, r)
 	http.Error(w, "cross-origin request refused", http.StatusForbidden)
 	return false
 }
@@ -282,12 +288,18 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	client, _ := c.proxies.Client(r)
 	remote := zap.String("remote", httpguard.Truncate(client))
-	if wait := c.throttle.locked(client, c.now()); wait > 0 {
+	wait, n, lock := c.throttle.attempt(client, c.now())
+	if wait > 0 {
 		c.log.Warn("console sign-in refused: locked out", remote, zap.Duration("wait", wait))
+		httpguard.DropBody(w, r)
 		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 		c.render(w, r, http.StatusTooManyRequests, "login", pageData{Title: "Sign in", Error: "Too many failed sign-ins from your address: try again later."})
 		return
 	}
+	// The form is two keys: it comes at once or not at all. A client that
+	// sends it a byte at a time gets formTimeout, not the server's whole
+	// read timeout, to hold its connection.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(c.formTimeout))
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		c.render(w, r, http.StatusBadRequest, "login", pageData{Title: "Sign in", Error: "The form could not be read."})
@@ -296,7 +308,6 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	okA := subtle.ConstantTimeCompare(digest(r.PostForm.Get("access_key")), c.access)
 	okS := subtle.ConstantTimeCompare(digest(r.PostForm.Get("secret_key")), c.secret)
 	if okA&okS != 1 {
-		n, lock := c.throttle.fail(client, c.now())
 		c.log.Warn("console sign-in refused", remote, zap.Int("failures", n), zap.Duration("locked_for", lock))
 		c.render(w, r, http.StatusUnauthorized, "login", pageData{Title: "Sign in", Error: "Those keys are not the server's keys."})
 		return

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"container/list"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -179,18 +181,52 @@ func (c *captured) Write(b []byte) (int, error) {
 }
 
 // connLimiter caps the connections a server holds: at the cap, Accept
-// waits until one closes (new connections wait in the kernel's backlog, and
-// the process never runs out of file descriptors), and from nine tenths of
-// the cap on, idle keep-alive connections are closed at once instead of
-// after the idle timeout.
+// waits until one closes (it holds one more connection, the others wait in
+// the kernel's backlog, and the process never runs out of file
+// descriptors), and from nine tenths of the cap on, idle keep-alive
+// connections are closed at once instead of after the idle timeout.
+//
+// At the cap, when one more connection comes, a connection that has not
+// yet served a request (a TLS handshake or headers under way, or nothing
+// sent at all) is closed to make room for it, oldest first: otherwise
+// connections that trickle their headers (slowloris) or send nothing would
+// hold every slot for the whole header timeout, again and again, and keep
+// keyed clients out.
 type connLimiter struct {
 	slots chan struct{}
 	high  int64
 	open  atomic.Int64
 	gauge func(n int64) // reports open connections; may be nil
 
-	mu   sync.Mutex
-	idle map[net.Conn]struct{}
+	now func() time.Time
+
+	mu    sync.Mutex
+	conns map[net.Conn]*connInfo // the connections the hook has seen open
+	idle  map[net.Conn]struct{}  // connections that served a request and wait for the next
+	order *list.List             // connections that have served no request, oldest first
+}
+
+// connInfo is what the limiter knows of one connection.
+type connInfo struct {
+	fresh   *list.Element // in order while the connection has served no request
+	actives int           // times it turned active
+	h2      bool
+	idle    time.Time // when an HTTP/2 connection last turned idle
+}
+
+// h2IdleGrace is how long an HTTP/2 connection must have been idle before
+// the limiter closes it: it turns idle when its last stream ends, which may
+// be before that stream's last frames are written out.
+const h2IdleGrace = time.Second
+
+// served reports whether the connection has served a request. An HTTP/2
+// connection turns active, then idle, as it starts, before any request:
+// it has served one when it turns active a second time.
+func (ci *connInfo) served() bool {
+	if ci.h2 {
+		return ci.actives >= 2
+	}
+	return ci.actives >= 1
 }
 
 func newConnLimiter(max int, gauge func(int64)) *connLimiter {
@@ -198,7 +234,8 @@ func newConnLimiter(max int, gauge func(int64)) *connLimiter {
 	if high < 1 {
 		high = 1
 	}
-	return &connLimiter{slots: make(chan struct{}, max), high: high, gauge: gauge, idle: map[net.Conn]struct{}{}}
+	return &connLimiter{slots: make(chan struct{}, max), high: high, gauge: gauge, now: time.Now,
+		conns: map[net.Conn]*connInfo{}, idle: map[net.Conn]struct{}{}, order: list.New()}
 }
 
 // under reports whether the server is near its cap.
@@ -209,37 +246,108 @@ func (c *connLimiter) wrap(l net.Listener) net.Listener {
 	return &limitedListener{Listener: l, c: c, done: make(chan struct{})}
 }
 
-// track is the http.Server's ConnState hook: it keeps the idle
-// connections, and closes a connection that turns idle near the cap.
+// track is the http.Server's ConnState hook: it keeps the connections that
+// have served no request yet, oldest first, and the idle ones, and closes
+// an HTTP/1 connection that turns idle near the cap. An HTTP/2 connection
+// is idle as it starts, before any request, and turns idle before the last
+// frames of its last answer are out: it is kept in the idle set, and
+// closed from there once it has been idle for h2IdleGrace. (Closing it at
+// once failed every HTTP/2 client near the cap.)
 func (c *connLimiter) track(conn net.Conn, state http.ConnState) {
+	c.mu.Lock()
+	ci := c.conns[conn]
 	switch state {
+	case http.StateNew:
+		c.conns[conn] = &connInfo{fresh: c.order.PushBack(conn)}
+	case http.StateActive:
+		if ci == nil {
+			ci = &connInfo{}
+			c.conns[conn] = ci
+		}
+		delete(c.idle, conn)
+		if ci.actives == 0 {
+			tc, ok := conn.(*tls.Conn)
+			ci.h2 = ok && tc.ConnectionState().NegotiatedProtocol == "h2"
+		}
+		ci.actives++
+		if ci.fresh != nil && ci.served() {
+			c.order.Remove(ci.fresh)
+			ci.fresh = nil
+		}
 	case http.StateIdle:
+		if ci != nil && ci.fresh != nil {
+			break // an HTTP/2 connection starting: it has served nothing yet
+		}
+		if ci != nil && ci.h2 {
+			ci.idle = c.now()
+			c.idle[conn] = struct{}{}
+			break
+		}
 		if !c.under() {
+			c.mu.Unlock()
 			_ = conn.Close()
 			return
 		}
-		c.mu.Lock()
 		c.idle[conn] = struct{}{}
-		c.mu.Unlock()
-	case http.StateActive, http.StateClosed, http.StateHijacked:
-		c.mu.Lock()
+	case http.StateClosed, http.StateHijacked:
+		if ci != nil && ci.fresh != nil {
+			c.order.Remove(ci.fresh)
+		}
+		delete(c.conns, conn)
 		delete(c.idle, conn)
-		c.mu.Unlock()
 	}
+	c.mu.Unlock()
 }
 
-// closeIdle closes every idle connection.
-func (c *connLimiter) closeIdle() {
+// makeRoom closes the idle connections, or else the oldest connection that
+// has served no request yet; each frees its slot as it closes.
+func (c *connLimiter) makeRoom() {
+	if c.closeIdle() > 0 {
+		return
+	}
 	c.mu.Lock()
+	var conn net.Conn
+	if e := c.order.Front(); e != nil {
+		conn = c.order.Remove(e).(net.Conn)
+		if ci := c.conns[conn]; ci != nil {
+			ci.fresh = nil
+		}
+	}
+	c.mu.Unlock()
+	if conn == nil {
+		return // every connection is serving a request: wait for one to end
+	}
+	closeRaw(conn)
+}
+
+// closeRaw closes a connection, under TLS the one beneath it: a TLS close
+// first sends an alert, which waits up to 5 s for a peer that does not
+// read, and Accept must not wait on a peer.
+func closeRaw(conn net.Conn) {
+	if nc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = nc.NetConn()
+	}
+	_ = conn.Close()
+}
+
+// closeIdle closes the idle connections (HTTP/2 ones once idle for
+// h2IdleGrace) and returns how many it closed.
+func (c *connLimiter) closeIdle() int {
+	c.mu.Lock()
+	now := c.now()
 	idle := make([]net.Conn, 0, len(c.idle))
 	for conn := range c.idle {
+		if ci := c.conns[conn]; ci != nil && ci.h2 && now.Sub(ci.idle) < h2IdleGrace {
+			continue
+		}
 		idle = append(idle, conn)
+		delete(c.idle, conn)
 	}
-	clear(c.idle)
 	c.mu.Unlock()
 	for _, conn := range idle {
-		_ = conn.Close()
+		closeRaw(conn)
 	}
+	return len(idle)
 }
 
 func (c *connLimiter) opened() {
@@ -267,12 +375,26 @@ type limitedListener struct {
 	closeOnce sync.Once
 }
 
-// Accept waits for a free slot, then accepts.
+// Accept takes a free slot, then accepts. At the cap it accepts the next
+// connection first, then makes room for it and waits for a slot: room is
+// made only for a connection that is there.
 func (l *limitedListener) Accept() (net.Conn, error) {
 	select {
 	case l.c.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+	default:
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.c.makeRoom()
+		select {
+		case l.c.slots <- struct{}{}:
+		case <-l.done:
+			_ = conn.Close()
+			return nil, net.ErrClosed
+		}
+		l.c.opened()
+		return &limitedConn{Conn: conn, c: l.c}, nil
 	}
 	conn, err := l.Listener.Accept()
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -75,6 +76,10 @@ func methodLabel(m string) string {
 	return "other"
 }
 
+// codeAborted is the code label of a response cut off after its status
+// was sent.
+const codeAborted = "aborted"
+
 // codeLabel returns the status codes the server answers with as they are,
 // and any other as its class ("5xx"), so the label's values form a closed
 // set.
@@ -135,25 +140,52 @@ func (r *recorder) Write(b []byte) (int, error) {
 // Unwrap gives http.ResponseController the connection's writer.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// countingBody counts the bytes read from a request body.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
 // wrap counts every API request the handler serves.
 func (m *metrics) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt, method := route(r.Method, r.URL.Path), methodLabel(r.Method)
-		waits := rt == "/feeds/{feed}" && r.Method == http.MethodGet && r.URL.Query().Get("waitTime") != "" && r.URL.Query().Get("waitTime") != "0"
-		if waits {
-			m.waiting.Inc()
-			defer m.waiting.Dec()
+		if rt == "/feeds/{feed}" && r.Method == http.MethodGet {
+			if wt := r.URL.Query().Get("waitTime"); wt != "" && wt != "0" {
+				m.waiting.Inc()
+				defer m.waiting.Dec()
+			}
 		}
 		began := time.Now()
 		rec := &recorder{ResponseWriter: w}
+		var body *countingBody
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			body = &countingBody{ReadCloser: r.Body}
+			r.Body = body
+		}
+		defer func() {
+			// A response cut off mid-way (http.ErrAbortHandler: the store
+			// or the encoding failed after the status went out) is
+			// counted as "aborted", then the panic goes on to net/http.
+			if p := recover(); p != nil {
+				m.requests.WithLabelValues(rt, method, codeAborted).Inc()
+				panic(p)
+			}
+		}()
 		h.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
 		m.requests.WithLabelValues(rt, method, codeLabel(rec.status)).Inc()
 		m.duration.WithLabelValues(rt, method).Observe(time.Since(began).Seconds())
-		if r.ContentLength > 0 {
-			m.bytesIn.WithLabelValues(rt).Add(float64(r.ContentLength))
+		if body != nil && body.n > 0 { // the bytes read, not the length a client claims
+			m.bytesIn.WithLabelValues(rt).Add(float64(body.n))
 		}
 		m.bytesOut.WithLabelValues(rt).Add(float64(rec.bytes))
 		switch {

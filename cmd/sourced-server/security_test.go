@@ -2,7 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -196,4 +202,157 @@ func TestSecurityFlagsAreChecked(t *testing.T) {
 		err := run(context.Background(), append([]string{"-addr", "127.0.0.1:0"}, args...), env(nil), io.Discard, nil)
 		assert.Error(t, err, args)
 	}
+}
+
+// Connections that send half a request (slowloris), or nothing, must not
+// hold every slot: at the cap the oldest of them is closed to make room, and
+// a client with a whole request gets in. The server here has no header
+// timeout, so without that the request would wait for ever.
+func TestSlowClientsDoNotHoldTheCap(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	lim := newConnLimiter(2, nil)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		ConnState: lim.track}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(lim.wrap(raw)) }()
+	defer func() { _ = srv.Close(); <-done }()
+
+	var slow []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		_, err = io.WriteString(c, "GET /feeds HTTP/1.1\r\nHost: x\r\n") // and never the end of the headers
+		require.NoError(t, err)
+		slow = append(slow, c)
+	}
+	require.Eventually(t, func() bool { return lim.open.Load() == 2 }, 5*time.Second, time.Millisecond, "both slow connections hold a slot")
+
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	resp, err := cl.Get("http://" + raw.Addr().String() + "/")
+	require.NoError(t, err, "a whole request gets in past connections that never finish theirs")
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, "ok", string(body))
+
+	// The oldest slow connection was the one closed.
+	_ = slow[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = slow[0].Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+	cl.CloseIdleConnections()
+}
+
+// Near the cap, idle connections are closed, but an HTTP/2 connection is
+// idle as it starts, before its first request: closing it then failed
+// every HTTP/2 client (every TLS client of Go, browsers) near the cap.
+func TestHTTP2ClientsGetInNearTheCap(t *testing.T) {
+	lim := newConnLimiter(10, nil) // near the cap from 9 connections on
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	ts.Listener = lim.wrap(ts.Listener)
+	ts.Config.ConnState = lim.track
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the empty connections' handshake errors
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+
+	for i := 0; i < 8; i++ { // connections that send nothing yet
+		c, err := net.Dial("tcp", ts.Listener.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	require.Eventually(t, func() bool { return lim.open.Load() == 8 }, 5*time.Second, time.Millisecond)
+
+	cl := ts.Client()
+	cl.Timeout = 10 * time.Second
+	for i := 0; i < 3; i++ {
+		resp, err := cl.Get(ts.URL + "/")
+		require.NoError(t, err, "an HTTP/2 client near the cap")
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		assert.Equal(t, 2, resp.ProtoMajor)
+		assert.Equal(t, "ok", string(body))
+	}
+	// The idle HTTP/2 connection is closed to make room once it has been
+	// idle a while, not before: its last frames may not be out yet.
+	assert.Zero(t, lim.closeIdle())
+	lim.mu.Lock()
+	later := time.Now().Add(2 * h2IdleGrace)
+	lim.now = func() time.Time { return later }
+	lim.mu.Unlock()
+	assert.Equal(t, 1, lim.closeIdle())
+}
+
+// The request-bytes counter counts what was read, not the Content-Length a
+// client claims: a refused request that says it carries a terabyte must not
+// add a terabyte (and set off alerts).
+func TestRequestBytesCountWhatWasRead(t *testing.T) {
+	m := newMetrics()
+	refuse := m.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusUnauthorized) }))
+	req := httptest.NewRequest("POST", "/aggregates/order/events", strings.NewReader(`{}`))
+	req.ContentLength = 1 << 40
+	refuse.ServeHTTP(httptest.NewRecorder(), req)
+	read := m.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+	read.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/aggregates/order/events", strings.NewReader(`{"batches":[]}`)))
+	assert.Contains(t, scrape(t, m), `sourced_http_request_bytes_total{route="/aggregates/{type}/events"} 14`+"\n")
+}
+
+// A response cut off mid-stream (its status 200 already sent) is counted,
+// as "aborted", and the abort still reaches net/http, which cuts the
+// connection.
+func TestCutOffResponsesAreCounted(t *testing.T) {
+	m := newMetrics()
+	h := m.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"entries":[`)
+		panic(http.ErrAbortHandler)
+	}))
+	assert.PanicsWithValue(t, http.ErrAbortHandler, func() {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/feeds/order", nil))
+	})
+	assert.Contains(t, scrape(t, m), `sourced_http_requests_total{code="aborted",method="GET",route="/feeds/{feed}"} 1`)
+}
+
+// Closing idle connections runs on the accepting goroutine (near and at
+// the cap): it must not wait on a peer. A TLS close first sends an alert,
+// which waits up to 5 s for a peer that does not read; the limiter closes
+// the connection beneath instead. (net.Pipe has no buffer: any write waits
+// for the peer.)
+func TestClosingIdleConnectionsDoesNotWaitOnThePeer(t *testing.T) {
+	pair, err := throwawayCert()
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	defer b.Close()
+	server := tls.Server(a, &tls.Config{Certificates: []tls.Certificate{pair}})
+	client := tls.Client(b, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a test's own certificate
+	done := make(chan error, 1)
+	go func() { done <- client.Handshake() }()
+	require.NoError(t, server.Handshake())
+	require.NoError(t, <-done)
+	// The client reads no more from here on.
+
+	lim := newConnLimiter(100, nil)
+	lim.track(server, http.StateIdle)
+	closed := make(chan int, 1)
+	go func() { closed <- lim.closeIdle() }()
+	select {
+	case n := <-closed:
+		assert.Equal(t, 1, n)
+	case <-time.After(3 * time.Second):
+		t.Fatal("closing an idle connection waited on a peer that does not read")
+	}
+}
+
+// throwawayCert makes a certificate for 127.0.0.1.
+func throwawayCert() (tls.Certificate, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, nil
 }

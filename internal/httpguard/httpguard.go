@@ -81,12 +81,25 @@ func withPort(host, scheme string) string {
 	return net.JoinHostPort(strings.Trim(host, "[]"), "80")
 }
 
+// DropBody makes a refusal that leaves the request body unread close the
+// connection (HTTP/1.x): otherwise the server reads the rest of the body
+// before it answers, so a client that promises a body and sends it a byte
+// at a time holds the connection, and its answer, for the whole read
+// timeout. Call it before the answer is written. (HTTP/2 resets the stream
+// instead; nothing to do.)
+func DropBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 // LoopbackOnly wraps next for a server without keys: requests whose Host is
 // not a loopback name get 421 Misdirected Request, and requests whose
 // Origin is another site's get 403, before next sees them.
 func LoopbackOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if status, msg := CheckLoopback(r); status != 0 {
+			DropBody(w, r)
 			http.Error(w, msg, status)
 			return
 		}
@@ -95,15 +108,28 @@ func LoopbackOnly(next http.Handler) http.Handler {
 }
 
 // CheckLoopback returns 0 when r may reach a server without keys, else the
-// status and message to refuse it with.
+// status and message to refuse it with. A browser's top-level navigation
+// (a GET or HEAD of a document: a person followed a link from another site)
+// passes the origin test: it changes nothing, the page it opens is not the
+// other site's to read, and no frame may hold it (the console sends
+// frame-ancestors 'none'). A cross-site form post is a navigation too, but
+// not a GET: it is still refused.
 func CheckLoopback(r *http.Request) (int, string) {
 	if !LoopbackHost(r.Host) {
 		return http.StatusMisdirectedRequest, "this server has no keys and answers loopback host names only (localhost, 127.0.0.1, [::1])"
 	}
-	if !SameOrigin(r) {
+	if !SameOrigin(r) && !topLevelNavigation(r) {
 		return http.StatusForbidden, "cross-origin request refused"
 	}
 	return 0, ""
+}
+
+// topLevelNavigation reports whether r is a browser opening a document in a
+// tab or window by GET or HEAD, as its Fetch metadata headers (which a page
+// cannot set) say.
+func topLevelNavigation(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document"
 }
 
 // Proxies is a set of trusted proxy addresses. The zero value trusts none.
@@ -178,11 +204,17 @@ func parseIP(addr string) (netip.Addr, bool) {
 // Client returns the address of the client behind r: the connection's peer
 // address, or, when that peer is a trusted proxy, the right-most address in
 // X-Forwarded-For that is not itself a trusted proxy. forwarded reports
-// whether the address came from the header.
+// whether the address came from the header. The address is given in one
+// form only (no port, no zone, IPv4 not mapped into IPv6), so a client
+// cannot pass for many by changing them (some proxies add the client's
+// port).
 func (p Proxies) Client(r *http.Request) (addr string, forwarded bool) {
 	peer := r.RemoteAddr
 	if host, _, err := net.SplitHostPort(peer); err == nil {
 		peer = host
+	}
+	if a, ok := parseIP(peer); ok {
+		peer = a.WithZone("").String()
 	}
 	if !p.Trusted(peer) {
 		return peer, false
@@ -193,11 +225,12 @@ func (p Proxies) Client(r *http.Request) (addr string, forwarded bool) {
 		if h == "" {
 			continue
 		}
-		if _, ok := parseIP(h); !ok {
+		a, ok := parseIP(h)
+		if !ok {
 			return peer, false // a malformed hop: trust nothing beyond the proxy
 		}
 		if !p.Trusted(h) {
-			return h, true
+			return a.WithZone("").String(), true
 		}
 	}
 	return peer, false

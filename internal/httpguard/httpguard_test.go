@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -81,4 +82,65 @@ func TestClientBehindTrustedProxies(t *testing.T) {
 	assert.Equal(t, "192.0.2.1", a, "the zero value trusts nobody")
 	_, err = ParsePrefixes("10.0.0.0/99")
 	assert.Error(t, err)
+}
+
+// A forwarded address comes back in one form: with a port (which some
+// proxies add), a zone or an IPv4-mapped form it would be a new client
+// each time, for the sign-in throttle, and a long zone would fill the logs.
+func TestClientIsOneFormPerAddress(t *testing.T) {
+	p := NewProxies(mustPrefixes(t, "10.0.0.1")...)
+	for _, hop := range []string{"198.51.100.7", "198.51.100.7:1234", "198.51.100.7:4321", "[::ffff:198.51.100.7]:80", "::ffff:198.51.100.7"} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = "10.0.0.1:5000"
+		req.Header.Set("X-Forwarded-For", hop)
+		addr, fwd := p.Client(req)
+		assert.Equal(t, "198.51.100.7", addr, hop)
+		assert.True(t, fwd)
+	}
+	req := httptest.NewRequest("GET", "/", nil)
+	req.RemoteAddr = "10.0.0.1:5000"
+	req.Header.Set("X-Forwarded-For", "fe80::1%"+strings.Repeat("z", 10_000))
+	addr, _ := p.Client(req)
+	assert.Equal(t, "fe80::1", addr)
+	req.RemoteAddr = "[::ffff:192.0.2.9]:5000"
+	addr, _ = p.Client(req)
+	assert.Equal(t, "192.0.2.9", addr)
+}
+
+func mustPrefixes(t *testing.T, list string) []netip.Prefix {
+	t.Helper()
+	p, err := ParsePrefixes(list)
+	require.NoError(t, err)
+	return p
+}
+
+// A link from another site (or from a local docs server on another port)
+// to a keyless console opens it: a top-level GET navigation reads nothing
+// for that site and changes nothing. A cross-site form post, a frame or a
+// script fetch are still refused.
+func TestCheckLoopbackLetsLinksFromOtherSitesOpen(t *testing.T) {
+	req := func(method, site, mode, dest string) int {
+		r := httptest.NewRequest(method, "/console/", nil)
+		r.Host = "localhost:8080"
+		r.Header.Set("Origin", "https://docs.example")
+		r.Header.Set("Sec-Fetch-Site", site)
+		r.Header.Set("Sec-Fetch-Mode", mode)
+		r.Header.Set("Sec-Fetch-Dest", dest)
+		status, _ := CheckLoopback(r)
+		return status
+	}
+	assert.Zero(t, req("GET", "cross-site", "navigate", "document"))
+	assert.Zero(t, req("GET", "same-site", "navigate", "document"))
+	assert.Zero(t, req("HEAD", "cross-site", "navigate", "document"))
+	assert.Equal(t, 403, req("POST", "cross-site", "navigate", "document"), "a cross-site form post")
+	assert.Equal(t, 403, req("GET", "cross-site", "navigate", "iframe"), "a frame")
+	assert.Equal(t, 403, req("GET", "cross-site", "no-cors", "image"))
+	assert.Equal(t, 403, req("GET", "cross-site", "cors", "empty"), "a script's fetch")
+
+	r := httptest.NewRequest("GET", "/console/", nil)
+	r.Host = "evil.example:8080" // DNS rebinding: the host check comes first
+	r.Header.Set("Sec-Fetch-Mode", "navigate")
+	r.Header.Set("Sec-Fetch-Dest", "document")
+	status, _ := CheckLoopback(r)
+	assert.Equal(t, 421, status)
 }

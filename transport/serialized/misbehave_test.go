@@ -309,7 +309,11 @@ func TestServerErrorAfterStoreIsAmbiguous(t *testing.T) {
 		root, err := repo.Load(ctx, id)
 		require.NoError(t, err)
 		assert.Equal(t, 2, root.State().N, "one Create and one Update(+1): 2, not more")
-		assert.Equal(t, int64(2), posts.Load(), "each store went out once")
+		// The repository resends an ambiguous batch (same event ids, same
+		// expected version) once to learn its outcome: the resend conflicts
+		// with the batch that landed, which the repository recognises as its
+		// own. So each store goes out at most twice, and lands once.
+		assert.LessOrEqual(t, posts.Load(), int64(4), "each store went out at most twice")
 	})
 }
 

@@ -277,6 +277,7 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}()
 	if !h.keyed && !h.anyHost {
 		if status, msg := httpguard.CheckLoopback(r); status != 0 {
+			httpguard.DropBody(w, r)
 			writeError(w, status, msg)
 			return
 		}
@@ -284,6 +285,7 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if h.keyed && !h.authorized(r) {
 		// No rate-limit headers: they would tell a caller without keys
 		// how much the keyed clients ask.
+		httpguard.DropBody(w, r)
 		if _, _, ok := h.anon.take(h.now()); !ok {
 			writeJSON(w, http.StatusTooManyRequests, wire.ErrorResponse{Code: http.StatusTooManyRequests, Message: "rate limit exceeded"})
 			return
@@ -292,6 +294,7 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.rate(w) {
+		httpguard.DropBody(w, r)
 		writeJSON(w, http.StatusTooManyRequests, wire.ErrorResponse{Code: http.StatusTooManyRequests, Message: "rate limit exceeded"})
 		return
 	}
@@ -546,11 +549,15 @@ func jsonKind(k reflect.Kind) string {
 }
 
 // jsonBody reports whether a request's Content-Type is application/json
-// (with parameters such as charset or not). Writes must say so: a browser
-// sends text/plain across sites without asking first, never
+// (with parameters such as charset or not), said once. Writes must say so:
+// a browser sends text/plain across sites without asking first, never
 // application/json.
 func jsonBody(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
+	v := r.Header["Content-Type"]
+	if len(v) != 1 { // none, or two that may disagree: which would be the truth?
+		return false
+	}
+	ct := v[0]
 	if ct == "application/json" {
 		return true
 	}
@@ -564,6 +571,7 @@ func needJSON(w http.ResponseWriter, r *http.Request) bool {
 	if jsonBody(r) {
 		return true
 	}
+	httpguard.DropBody(w, r)
 	writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	return false
 }

@@ -1,11 +1,14 @@
 package localserver_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -311,4 +314,57 @@ func TestLoadPagesAreBoundedInBytes(t *testing.T) {
 	assert.Equal(t, 3, len(got.Events))
 	assert.Equal(t, int64(6), got.AggregateVersion)
 	assert.False(t, got.HasMore)
+}
+
+// A refusal must not wait for a body it will never read: a client without
+// keys (or with a body the server refuses) that promises a large body and
+// sends it a byte at a time would otherwise hold its connection, and get
+// no answer, for the whole read timeout. httptest's server has no read
+// timeout, so without the fix these answers never come.
+func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
+	keyed := httptest.NewServer(localserver.NewHandler(memory.New(), localserver.WithKeys("a", "b")))
+	defer keyed.Close()
+	keyless := httptest.NewServer(localserver.NewHandler(memory.New()))
+	defer keyless.Close()
+	path := "/aggregates/order/" + uuid.NewString() + "/events"
+	for _, c := range []struct {
+		name, addr, host, ctype, want string
+	}{
+		{"no keys", keyed.Listener.Addr().String(), "127.0.0.1", "application/json", "401"},
+		{"other host", keyless.Listener.Addr().String(), "evil.example", "application/json", "421"},
+		{"not JSON", keyless.Listener.Addr().String(), "127.0.0.1", "text/plain", "415"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", c.addr)
+			require.NoError(t, err)
+			defer conn.Close()
+			_, err = io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: "+c.host+"\r\nContent-Type: "+c.ctype+
+				"\r\nContent-Length: 100000\r\n\r\n{") // and the rest never
+			require.NoError(t, err)
+			require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			require.NoError(t, err, "the refusal comes at once")
+			assert.Equal(t, c.want, strconv.Itoa(resp.StatusCode))
+			assert.True(t, resp.Close, "and the connection closes")
+		})
+	}
+}
+
+// A write says application/json once: two Content-Type headers that may
+// disagree (the first JSON, the second not) are refused, whatever order.
+func TestWritesSayJSONOnce(t *testing.T) {
+	h := localserver.NewHandler(memory.New())
+	body := `{"events":` + events("OrderPlaced") + `}`
+	for _, types := range [][]string{{"application/json", "text/plain"}, {"text/plain", "application/json"}, {"application/json", "application/json"}} {
+		req := httptest.NewRequest("POST", "/aggregates/order/"+uuid.NewString()+"/events", strings.NewReader(body))
+		req.Host, req.RemoteAddr = "127.0.0.1:8080", "127.0.0.1:50000"
+		for _, ct := range types {
+			req.Header.Add("Content-Type", ct)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		assert.Equal(t, http.StatusUnsupportedMediaType, rec.Code, types)
+	}
+	rec := serve(h, "POST", "/aggregates/order/"+uuid.NewString()+"/events", "127.0.0.1:8080", body, "Content-Type", "application/JSON; charset=UTF-8")
+	assert.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
 }
