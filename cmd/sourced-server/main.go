@@ -48,6 +48,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/sourced-go/sourced/console"
+	"github.com/sourced-go/sourced/internal/httpguard"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/memory"
 	"github.com/sourced-go/sourced/transport/serialized/localserver"
@@ -283,7 +284,14 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	if err != nil {
 		return err
 	}
-	srv, err := listen(c.addr, mux, c.tlsCert, c.tlsKey, newConnLimiter(c.sec.maxConns, metrics.connections), errLog, life.base)
+	// Without keys, the routes outside the API (health, readiness, metrics)
+	// answer loopback host names and their own origin only, like the API:
+	// a DNS-rebinding page must not read the metrics either.
+	var root http.Handler = mux
+	if access == "" && !anyHost {
+		root = httpguard.LoopbackOnly(mux)
+	}
+	srv, err := listen(c.addr, root, c.tlsCert, c.tlsKey, newConnLimiter(c.sec.maxConns, metrics.connections), errLog, life.base)
 	if err != nil {
 		return err
 	}
@@ -291,7 +299,11 @@ func runWith(ctx context.Context, h hooks, args []string, getenv func(string) st
 	if c.metricsAddr != "" {
 		m := http.NewServeMux()
 		m.Handle("GET /metrics", metrics.handler())
-		ms, err := listen(c.metricsAddr, m, "", "", nil, errLog, life.base)
+		var mroot http.Handler = m
+		if access == "" && !anyHost {
+			mroot = httpguard.LoopbackOnly(m)
+		}
+		ms, err := listen(c.metricsAddr, mroot, "", "", newConnLimiter(metricsMaxConns, nil), errLog, life.base)
 		if err != nil {
 			srv.close()
 			return err
@@ -487,7 +499,7 @@ type server struct {
 // when limit is not nil. Its own errors (a failed TLS
 // handshake) go to errLog; every request's context derives from base.
 func listen(addr string, h http.Handler, cert, key string, limit *connLimiter, errLog *stdlog.Logger, base context.Context) (*server, error) {
-	srv := &http.Server{Handler: h, MaxHeaderBytes: 64 << 10, ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: h, MaxHeaderBytes: 16 << 10, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 60 * time.Second, WriteTimeout: transport.MaxFeedWait + 30*time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: errLog, BaseContext: func(net.Listener) context.Context { return base }}
 	if cert != "" {
