@@ -109,10 +109,7 @@ var openFiles = struct {
 }{paths: map[string]bool{}}
 
 func claim(path string) (release func(), ok bool) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		abs = filepath.Clean(path)
-	}
+	abs := canonical(path)
 	openFiles.Lock()
 	defer openFiles.Unlock()
 	if openFiles.paths[abs] {
@@ -127,6 +124,23 @@ func claim(path string) (release func(), ok bool) {
 			openFiles.Unlock()
 		})
 	}, true
+}
+
+// canonical names the file at path as the registry knows it: absolute,
+// with symbolic links resolved (in the directory too, when the file does
+// not exist yet), so that another name of an open file is still the file.
+func canonical(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = filepath.Clean(path)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		return filepath.Join(dir, filepath.Base(abs))
+	}
+	return abs
 }
 
 // Open opens or creates the event file at path. Before bbolt maps an

@@ -1,0 +1,157 @@
+package bolt_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/bolt"
+)
+
+// A byte flipped on disk inside a stored batch (bit rot, a bad copy) is
+// damage that names the aggregate, in Load and in ReadFeed: never events
+// that were not stored. The flip here keeps the payload valid JSON of the
+// same length, so only a checksum can tell.
+func TestFlippedByteInABatchIsDamage(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	tr, err := bolt.Open(path)
+	require.NoError(t, err)
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	require.NoError(t, tr.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced", Data: []byte(`{"note":"QQQQQQQQQQQQ"}`)}}, transport.MustNotExist))
+	require.NoError(t, tr.Close())
+
+	for _, what := range []string{"data", "type"} {
+		t.Run(what, func(t *testing.T) {
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			marker := []byte("QQQQQQQQQQQQ")
+			with := []byte("QQQQQRQQQQQQ")
+			if what == "type" {
+				marker, with = []byte("OrderPlaced"), []byte("OrderPlacex")
+			}
+			i := bytes.Index(b, marker)
+			require.GreaterOrEqual(t, i, 0)
+			require.Equal(t, -1, bytes.Index(b[i+1:], marker), "one copy on disk")
+			copy(b[i:], with)
+			flipped := filepath.Join(t.TempDir(), "flipped.db")
+			require.NoError(t, os.WriteFile(flipped, b, 0o600))
+
+			tr := open(t, flipped)
+			page, err := tr.Load(ctx, ref, 0, 0)
+			require.ErrorIs(t, err, bolt.ErrDamaged, "Load gave %+v", page.Events)
+			assert.Contains(t, err.Error(), ref.ID)
+			fp, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}})
+			require.ErrorIs(t, err, bolt.ErrDamaged, "ReadFeed gave %+v", fp.Entries)
+			assert.Contains(t, err.Error(), ref.ID)
+		})
+	}
+}
+
+// A file cut at any page boundary, or at a random offset, is refused with
+// ErrDamaged, or opens and reads back whole: never a panic, never a fault.
+func TestFileCutAnywhere(t *testing.T) {
+	whole := bigFile(t)
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var sizes []int
+	for s := 4096; s < len(whole); s += 4096 {
+		sizes = append(sizes, s)
+	}
+	for range 50 {
+		sizes = append(sizes, rng.IntN(len(whole)))
+	}
+	opened := 0
+	for _, size := range sizes {
+		path := filepath.Join(dir, fmt.Sprintf("cut-%d.db", size))
+		require.NoError(t, os.WriteFile(path, whole[:size], 0o600))
+		tr, err := bolt.Open(path)
+		if err != nil {
+			require.True(t, errors.Is(err, bolt.ErrDamaged) || errors.Is(err, bolt.ErrUnknownFormat), "size %d: %v", size, err)
+			continue
+		}
+		opened++
+		ov, err := tr.FeedOverview(context.Background(), "")
+		require.NoError(t, err)
+		require.Len(t, ov, 1)
+		assert.Equal(t, int64(100), ov[0].Batches, "size %d", size)
+		require.NoError(t, tr.Close())
+		require.NoError(t, os.Remove(path))
+	}
+	t.Logf("%d cuts, %d opened", len(sizes), opened)
+}
+
+// Bytes at the edges of what validation allows come back byte for byte:
+// 64 events, no data, every byte value encryptedData may hold, a first
+// batch larger than a page.
+func TestExactBytesAtTheEdges(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	tr, err := bolt.Open(path)
+	require.NoError(t, err)
+	var enc []byte
+	for b := 1; b < 0x80; b++ {
+		enc = append(enc, byte(b))
+	}
+	enc = append(enc, "\u0080\u07ff\u0800\uffff\U00010000\U0010ffff\u2028"...)
+	huge := append(append([]byte(`"`), bytes.Repeat([]byte("z"), transport.MaxPageBytes+10)...), '"')
+	events := make([]transport.Event, transport.MaxBatchEvents)
+	for i := range events {
+		events[i] = transport.Event{EventID: uuid.NewString(), EventType: "Edge"}
+		switch i % 3 {
+		case 1:
+			events[i].Data = []byte(fmt.Sprintf(`{"i": %d}`, i))
+		case 2:
+			events[i].EncryptedData = string(enc)
+		}
+	}
+	events[0].Data = huge
+	ref := transport.Ref{Type: "edge", ID: uuid.NewString()}
+	require.NoError(t, tr.Store(ctx, ref, events, transport.MustNotExist))
+	require.NoError(t, tr.Store(ctx, ref, events[1:2], transport.Exactly(1)))
+	require.NoError(t, tr.Close())
+	tr = open(t, path)
+	p, err := tr.Load(ctx, ref, 0, 0)
+	require.NoError(t, err)
+	assert.True(t, p.HasMore, "the huge batch comes alone")
+	require.Equal(t, int64(1), p.Version)
+	require.Len(t, p.Events, len(events))
+	for i := range events {
+		assert.Equal(t, events[i].EventID, p.Events[i].EventID)
+		assert.True(t, bytes.Equal(events[i].Data, p.Events[i].Data), "event %d", i)
+		assert.Equal(t, events[i].EncryptedData, p.Events[i].EncryptedData, "event %d", i)
+	}
+	p, err = tr.Load(ctx, ref, 1, 0)
+	require.NoError(t, err)
+	require.Len(t, p.Events, 1)
+	assert.Equal(t, events[1], p.Events[0])
+}
+
+// A second Open of an open file through another name of it (a symlink, a
+// relative path) fails at once as already open in this process, not after
+// the lock's wait blaming another process.
+func TestSecondOpenThroughAnotherName(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.db")
+	open(t, path)
+	link := filepath.Join(dir, "link.db")
+	require.NoError(t, os.Symlink(path, link))
+	linkedDir := filepath.Join(t.TempDir(), "dir")
+	require.NoError(t, os.Symlink(dir, linkedDir))
+	for _, other := range []string{link, filepath.Join(linkedDir, "events.db"), filepath.Join(dir, ".", "x", "..", "events.db")} {
+		_, err := bolt.Open(other, bolt.WithOpenTimeout(30*time.Second))
+		require.ErrorIs(t, err, bolt.ErrLocked, other)
+		assert.Contains(t, err.Error(), "already open in this process", other)
+	}
+}
