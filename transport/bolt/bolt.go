@@ -358,6 +358,17 @@ func readMeta(b *bbolt.Bucket, typ string, id []byte) (aggMeta, error) {
 	return aggMeta{version: int64(binary.BigEndian.Uint64(m[:8])), updated: fromUnixNano(int64(binary.BigEndian.Uint64(m[8:])))}, nil
 }
 
+// checkVersion refuses an aggregate record that says less than the
+// batches kept: the batch after its version must not exist (a record whose
+// version went down on disk would end Load early and let Store write over
+// a batch).
+func checkVersion(b *bbolt.Bucket, typ string, id []byte, m aggMeta) error {
+	if b.Get(versionKey(m.version+1)) != nil {
+		return fmt.Errorf("%w: the record of aggregate %s/%s says version %d, but batch %d is there", ErrDamaged, typ, id, m.version, m.version+1)
+	}
+	return nil
+}
+
 func writeMeta(b *bbolt.Bucket, m aggMeta) error {
 	v := make([]byte, 16)
 	binary.BigEndian.PutUint64(v[:8], uint64(m.version))
@@ -429,6 +440,9 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 		if err != nil {
 			return err
 		}
+		if err := checkVersion(b, ref.Type, []byte(ref.ID), m); err != nil {
+			return err
+		}
 		v := m.version
 		page.Events = []transport.Event{}
 		if since >= v {
@@ -480,6 +494,9 @@ func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data
 	var m aggMeta
 	if b != nil {
 		if m, err = readMeta(b, ref.Type, []byte(ref.ID)); err != nil {
+			return err
+		}
+		if err := checkVersion(b, ref.Type, []byte(ref.ID), m); err != nil {
 			return err
 		}
 	}

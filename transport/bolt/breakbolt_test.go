@@ -3,17 +3,21 @@ package bolt_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	bbolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/bolt"
@@ -154,4 +158,138 @@ func TestSecondOpenThroughAnotherName(t *testing.T) {
 		require.ErrorIs(t, err, bolt.ErrLocked, other)
 		assert.Contains(t, err.Error(), "already open in this process", other)
 	}
+}
+
+// Close while stores, bulk stores, loads and waiting feed readers run: each
+// call ends with success or ErrClosed, nothing hangs, no goroutine is left.
+func TestCloseWhileEverythingRuns(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	tr, err := bolt.Open(filepath.Join(t.TempDir(), "events.db"))
+	require.NoError(t, err)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	started := make(chan struct{}, 16)
+	run := func(f func(i int) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				if i == 0 {
+					started <- struct{}{}
+				}
+				if err := f(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	ev := []transport.Event{{EventType: "Tick", Data: []byte(`{}`)}}
+	for range 2 {
+		run(func(int) error {
+			return tr.Store(ctx, transport.Ref{Type: "clock", ID: uuid.NewString()}, ev, transport.MustNotExist)
+		})
+		run(func(int) error {
+			return tr.StoreBulk(ctx, transport.Scope{Type: "clock"}, []transport.Batch{{AggregateID: uuid.NewString(), Events: ev, Expected: transport.MustNotExist}})
+		})
+		run(func(int) error {
+			_, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "elsewhere"}, Wait: transport.MaxFeedWait})
+			return err
+		})
+		run(func(int) error {
+			_, err := tr.List(ctx, transport.Scope{Type: "clock"}, 0, 10)
+			return err
+		})
+	}
+	for range 8 {
+		<-started
+	}
+	require.NoError(t, tr.Close())
+	wg.Wait()
+	close(errs)
+	n := 0
+	for err := range errs {
+		n++
+		require.ErrorIs(t, err, bolt.ErrClosed)
+	}
+	assert.Equal(t, 8, n)
+}
+
+func feedEntries(tx *bbolt.Tx, tenant string) *bbolt.Bucket {
+	return tx.Bucket([]byte("feeds")).Bucket([]byte("t:" + tenant)).Bucket([]byte("entries"))
+}
+
+// A feed entry that disagrees with the batch it points at (its version, its
+// store time or its number changed on disk) is damage naming the entry,
+// never another batch's events under its number.
+func TestFeedEntryThatDisagreesWithItsBatch(t *testing.T) {
+	ctx := context.Background()
+	for _, what := range []string{"version", "stored", "number"} {
+		t.Run(what, func(t *testing.T) {
+			tr := open(t, filepath.Join(t.TempDir(), "events.db"))
+			ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+			for v := int64(0); v < 2; v++ {
+				require.NoError(t, tr.Store(ctx, ref, []transport.Event{{EventType: "OrderNoted", Data: []byte(fmt.Sprintf(`{"v":%d}`, v+1))}}, transport.Exactly(v)))
+			}
+			rewrite(t, tr, func(tx *bbolt.Tx) error {
+				b := feedEntries(tx, "")
+				one := []byte{0, 0, 0, 0, 0, 0, 0, 1}
+				v := bytes.Clone(b.Get(one))
+				switch what {
+				case "version":
+					binary.BigEndian.PutUint64(v[:8], 2)
+				case "stored":
+					v[15] ^= 1
+				case "number":
+					if err := b.Delete(one); err != nil {
+						return err
+					}
+					v = bytes.Clone(b.Get([]byte{0, 0, 0, 0, 0, 0, 0, 2}))
+					one[7] = 3 // entry 3 says what entry 2 says
+				}
+				return b.Put(one, v)
+			})
+			p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}})
+			require.ErrorIs(t, err, bolt.ErrDamaged, "ReadFeed gave %+v", p.Entries)
+			bad := int64(1)
+			if what == "number" {
+				bad = 3
+			}
+			assert.Contains(t, err.Error(), fmt.Sprintf("feed entry %d ", bad))
+			require.NoError(t, tr.SkipDamagedFeedEntry(ctx, "", bad), "the entry ReadFeed calls damaged can be skipped")
+			p, err = tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}})
+			require.NoError(t, err)
+			assert.Len(t, p.Entries, 1)
+		})
+	}
+}
+
+// An aggregate record whose version went down on disk is damage: Load does
+// not end early, and Store does not write over a batch that is there.
+func TestLoweredAggregateVersionIsDamage(t *testing.T) {
+	ctx := context.Background()
+	tr := open(t, filepath.Join(t.TempDir(), "events.db"))
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	for v := int64(0); v < 2; v++ {
+		require.NoError(t, tr.Store(ctx, ref, []transport.Event{{EventType: "OrderNoted", Data: []byte(fmt.Sprintf(`{"v":%d}`, v+1))}}, transport.Exactly(v)))
+	}
+	rewrite(t, tr, func(tx *bbolt.Tx) error {
+		b := aggBucket(tx, ref)
+		m := bytes.Clone(b.Get([]byte("meta")))
+		binary.BigEndian.PutUint64(m[:8], 1)
+		return b.Put([]byte("meta"), m)
+	})
+	p, err := tr.Load(ctx, ref, 0, 0)
+	require.ErrorIs(t, err, bolt.ErrDamaged, "Load gave version %d", p.Version)
+	assert.Contains(t, err.Error(), ref.ID)
+	_, err = tr.Load(ctx, ref, 1, 0)
+	require.ErrorIs(t, err, bolt.ErrDamaged)
+	err = tr.Store(ctx, ref, []transport.Event{{EventType: "OrderNoted", Data: []byte(`{"v":"over"}`)}}, transport.Exactly(1))
+	require.ErrorIs(t, err, bolt.ErrDamaged)
+	assert.Contains(t, err.Error(), ref.ID)
+	rewrite(t, tr, func(tx *bbolt.Tx) error {
+		assert.NotContains(t, string(aggBucket(tx, ref).Get([]byte{0, 0, 0, 0, 0, 0, 0, 2})), "over", "batch 2 is untouched")
+		return nil
+	})
 }
