@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -292,4 +293,100 @@ func TestLoweredAggregateVersionIsDamage(t *testing.T) {
 		assert.NotContains(t, string(aggBucket(tx, ref).Get([]byte{0, 0, 0, 0, 0, 0, 0, 2})), "over", "batch 2 is untouched")
 		return nil
 	})
+}
+
+// openAndSay says "opening", opens the file (upgrading it) and says
+// "opened"; the upgrade crash test kills it somewhere in between.
+func openAndSay(path string) {
+	fmt.Println("opening")
+	tr, err := bolt.Open(path)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	_ = tr.Close()
+	fmt.Println("opened")
+}
+
+// writeFormat1 writes a format 1 file of n aggregates of two batches each.
+func writeFormat1(t *testing.T, path string, n int) []string {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	ids := make([]string, n)
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
+		meta, _ := tx.CreateBucket([]byte("meta"))
+		require.NoError(t, meta.Put([]byte("format"), []byte("1")))
+		scopes, _ := tx.CreateBucket([]byte("scopes"))
+		scope, _ := scopes.CreateBucket([]byte("\x00order"))
+		for i := range ids {
+			ids[i] = uuid.NewString()
+			agg, _ := scope.CreateBucket([]byte(ids[i]))
+			for v := 1; v <= 2; v++ {
+				k := make([]byte, 8)
+				binary.BigEndian.PutUint64(k, uint64(v))
+				require.NoError(t, agg.Put(k, []byte(fmt.Sprintf(`[{"eventType":"OrderNoted","data":{"i":%d,"v":%d}}]`, i, v))))
+			}
+			m := make([]byte, 16)
+			binary.BigEndian.PutUint64(m[:8], 2)
+			binary.BigEndian.PutUint64(m[8:], uint64(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano()))
+			require.NoError(t, agg.Put([]byte("meta"), m))
+		}
+		return nil
+	}))
+	require.NoError(t, db.Close())
+	return ids
+}
+
+// A process killed (SIGKILL) while it upgrades a format 1 file leaves a
+// file that opens, upgraded or not, with every batch there.
+func TestCrashDuringUpgrade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	dir := t.TempDir()
+	orig := filepath.Join(dir, "v1.db")
+	ids := writeFormat1(t, orig, 3000)
+	whole, err := os.ReadFile(orig)
+	require.NoError(t, err)
+	// How long an upgrade takes here, to aim the kills inside it.
+	timed := filepath.Join(dir, "timed.db")
+	require.NoError(t, os.WriteFile(timed, whole, 0o600))
+	began := time.Now()
+	tr, err := bolt.Open(timed)
+	require.NoError(t, err)
+	took := time.Since(began)
+	require.NoError(t, tr.Close())
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	upgraded := 0
+	for round := range 6 {
+		path := filepath.Join(dir, fmt.Sprintf("round-%d.db", round))
+		require.NoError(t, os.WriteFile(path, whole, 0o600))
+		cmd, out := child(t, "open", path)
+		require.True(t, out.Scan())
+		require.Equal(t, "opening", out.Text())
+		time.Sleep(time.Duration(rng.Int64N(int64(took) * 3 / 2)))
+		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+		finished := out.Scan() && out.Text() == "opened"
+		_ = cmd.Wait()
+
+		tr, err := bolt.Open(path)
+		require.NoError(t, err, "round %d: the file opens after the kill", round)
+		ctx := context.Background()
+		for i, id := range ids {
+			p, err := tr.Load(ctx, transport.Ref{Type: "order", ID: id}, 0, 0)
+			require.NoError(t, err)
+			require.Len(t, p.Events, 2)
+			require.JSONEq(t, fmt.Sprintf(`{"i":%d,"v":2}`, i), string(p.Events[1].Data))
+		}
+		head, err := tr.FeedHead(ctx, transport.Scope{Type: transport.AllTypes})
+		require.NoError(t, err)
+		assert.Equal(t, int64(2*len(ids)), head)
+		require.NoError(t, tr.Close())
+		if finished {
+			upgraded++
+		}
+		t.Logf("round %d: child finished: %v", round, finished)
+	}
+	t.Logf("upgrade took %s; %d of 6 children finished before the kill", took, upgraded)
 }
