@@ -390,3 +390,60 @@ func TestCrashDuringUpgrade(t *testing.T) {
 	}
 	t.Logf("upgrade took %s; %d of 6 children finished before the kill", took, upgraded)
 }
+
+// Bytes changed on disk in bbolt's own pages (page headers: number, flags,
+// count) are ErrDamaged from Open or from the call that meets them: never a
+// panic or a fault that kills the process. Without the guard, bbolt panics
+// ("Page expected to be: ..., but self identifies as ...") out of Load,
+// ReadFeed, FeedOverview or Store.
+func TestFlippedPageBytesAreDamageNotAPanic(t *testing.T) {
+	whole := bigFile(t)
+	dir := t.TempDir()
+	seed := uint64(28)
+	if testing.Short() {
+		seed = 1
+	}
+	rng := rand.New(rand.NewPCG(seed, 9))
+	ctx := context.Background()
+	damaged := 0
+	ok := func(err error) {
+		if err != nil {
+			require.ErrorIs(t, err, bolt.ErrDamaged)
+			damaged++
+		}
+	}
+	for trial := range 80 {
+		b := bytes.Clone(whole)
+		for range 1 + rng.IntN(3) {
+			off := (2+rng.IntN(len(b)/4096-2))*4096 + rng.IntN(16)
+			b[off] ^= byte(1 + rng.IntN(255))
+		}
+		path := filepath.Join(dir, fmt.Sprintf("flip-%d.db", trial))
+		require.NoError(t, os.WriteFile(path, b, 0o600))
+		tr, err := bolt.Open(path)
+		if err != nil {
+			require.ErrorIs(t, err, bolt.ErrDamaged)
+			continue
+		}
+		_, err = tr.FeedOverview(ctx, "")
+		ok(err)
+		l, err := tr.List(ctx, transport.Scope{Type: "blob"}, 0, 100)
+		ok(err)
+		for _, a := range l.Aggregates {
+			_, err := tr.Load(ctx, transport.Ref{Type: "blob", ID: a.AggregateID}, 0, 0)
+			ok(err)
+		}
+		for since := int64(0); ; {
+			p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since})
+			ok(err)
+			if err != nil || !p.HasMore {
+				break
+			}
+			since = p.Entries[len(p.Entries)-1].Sequence
+		}
+		ok(tr.Store(ctx, transport.Ref{Type: "blob", ID: uuid.NewString()}, []transport.Event{{EventType: "Big", Data: []byte(`1`)}}, transport.MustNotExist))
+		require.NoError(t, tr.Close())
+		require.NoError(t, os.Remove(path))
+	}
+	t.Logf("%d calls met damage", damaged)
+}

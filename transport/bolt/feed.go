@@ -244,7 +244,7 @@ func errFeedEntryDamaged(tenant string, seq int64, format string, args ...any) e
 func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPage, int64, error) {
 	page := transport.FeedPage{Entries: []transport.FeedEntry{}}
 	scanned := q.Since
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		f, err := feedBucket(tx, q.Feed.Tenant, false)
 		if err != nil || f.fb == nil {
 			return err
@@ -346,7 +346,7 @@ func (t *Transport) FeedHead(ctx context.Context, feed transport.Scope) (int64, 
 		return 0, err
 	}
 	var head int64
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		f, err := feedBucket(tx, feed.Tenant, false)
 		if f.fb != nil {
 			head = feedHead(f, feed.Type)
@@ -368,7 +368,7 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 	}
 	infos := []transport.FeedInfo{}
 	prefix := []byte(tenant + "\x00")
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		scopes, err := rootBucket(tx, bucketScopes)
 		if err != nil {
 			return err
@@ -431,7 +431,7 @@ func (t *Transport) SkipDamagedFeedEntry(ctx context.Context, tenant string, seq
 		return err
 	}
 	var why string
-	err := t.db.Update(func(tx *bbolt.Tx) error {
+	err := t.update(func(tx *bbolt.Tx) error {
 		f, err := feedBucket(tx, tenant, false)
 		if err != nil {
 			return err
