@@ -159,6 +159,10 @@ func TestSecondOpenThroughAnotherName(t *testing.T) {
 		require.ErrorIs(t, err, bolt.ErrLocked, other)
 		assert.Contains(t, err.Error(), "already open in this process", other)
 	}
+	t.Chdir(linkedDir)
+	_, err := bolt.Open("events.db", bolt.WithOpenTimeout(30*time.Second))
+	require.ErrorIs(t, err, bolt.ErrLocked)
+	assert.Contains(t, err.Error(), "already open in this process", "relative, in a linked directory")
 }
 
 // Close while stores, bulk stores, loads and waiting feed readers run: each
