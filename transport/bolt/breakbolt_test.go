@@ -451,3 +451,100 @@ func TestFlippedPageBytesAreDamageNotAPanic(t *testing.T) {
 	}
 	t.Logf("%d calls met damage", damaged)
 }
+
+// Deletes of single aggregates and of a whole type race stores, bulk stores
+// and feed readers: no reader ever meets a damaged or dangling entry, and
+// afterwards the feed holds exactly the batches of the aggregates left.
+func TestDeletesRaceStoresAndReaders(t *testing.T) {
+	ctx := context.Background()
+	tr := open(t, filepath.Join(t.TempDir(), "events.db"))
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	ev := []transport.Event{{EventType: "Noted", Data: []byte(`{}`)}}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 60; i++ {
+				id := ids[(i+w)%len(ids)]
+				if i%3 == 0 {
+					_ = tr.StoreBulk(ctx, transport.Scope{Type: "order"}, []transport.Batch{{AggregateID: id, Events: ev, Expected: transport.Any}, {AggregateID: ids[(i+w+1)%len(ids)], Events: ev, Expected: transport.Any}})
+				} else {
+					assert.NoError(t, tr.Store(ctx, transport.Ref{Type: "order", ID: id}, ev, transport.Any))
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 30; i++ {
+			target := transport.DeleteAggregate(transport.Ref{Type: "order", ID: ids[i%len(ids)]})
+			if i%10 == 9 {
+				target = transport.DeleteTarget{Type: "order", AllOfType: true}
+			}
+			tok, err := tr.RequestDelete(ctx, target)
+			assert.NoError(t, err)
+			assert.NoError(t, tr.ConfirmDelete(ctx, target, tok))
+		}
+	}()
+	readers := sync.WaitGroup{}
+	for _, feed := range []string{transport.AllTypes, "order"} {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for since := int64(0); ; {
+					p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: feed}, Since: since, Limit: 7})
+					if !assert.NoError(t, err) || !p.HasMore {
+						break
+					}
+					since = p.Entries[len(p.Entries)-1].Sequence
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	var entries int64
+	for since := int64(0); ; {
+		p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}, Since: since})
+		require.NoError(t, err)
+		entries += int64(len(p.Entries))
+		if !p.HasMore {
+			break
+		}
+		since = p.Entries[len(p.Entries)-1].Sequence
+	}
+	ov, err := tr.FeedOverview(ctx, "")
+	require.NoError(t, err)
+	var batches int64
+	if len(ov) == 1 {
+		batches = ov[0].Batches
+	}
+	assert.Equal(t, batches, entries, "the feed holds exactly the batches left")
+}
+
+// Close twice is harmless, and the file can be opened again after it.
+func TestCloseTwice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	tr, err := bolt.Open(path)
+	require.NoError(t, err)
+	require.NoError(t, tr.Close())
+	require.NoError(t, tr.Close())
+	_, err = tr.FeedHead(context.Background(), transport.Scope{Type: transport.AllTypes})
+	require.ErrorIs(t, err, bolt.ErrClosed)
+	tr = open(t, path)
+	_, err = tr.FeedHead(context.Background(), transport.Scope{Type: transport.AllTypes})
+	require.NoError(t, err)
+}
