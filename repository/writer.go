@@ -45,6 +45,11 @@ type writer[S any] struct {
 	// none): from before its store until its publish ends or it is known
 	// not to have stored.
 	announced int64
+	// sentBefore: the batch may have been sent by an earlier call (Save
+	// of a root whose last Save returned ErrAmbiguous: same event ids,
+	// same expected version). A conflict then looks at version N+1 before
+	// it is believed.
+	sentBefore bool
 }
 
 // run stores what prepare returns. With rerun, conflicts are retried by
@@ -101,6 +106,14 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 			pending = true
 			return err
 		case errors.Is(err, transport.ErrConflict):
+			if !pending && w.sentBefore {
+				// An earlier call's request may be the one that took N+1.
+				if landed, known, lerr := w.landed(ctx, base, events[0].EventID); lerr == nil && known && landed {
+					log.Info("a store of an earlier call had landed", w.fields(zap.Int64("version", base+1))...)
+					success(events)
+					return nil
+				}
+			}
 			if pending {
 				landed, known, lerr := w.landed(ctx, base, events[0].EventID)
 				switch {

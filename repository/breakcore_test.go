@@ -1,0 +1,100 @@
+package repository_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/aggregate"
+	"github.com/sourced-go/sourced/repository"
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/faultinject"
+	"github.com/sourced-go/sourced/transport/memory"
+)
+
+// Save answered ErrAmbiguous (the budget ran out) while its first request
+// was still in flight; that request lands, and the caller saves the same
+// root again, as the doc invites (same event ids, same expected version).
+// The second Save finds its batch at N+1 and succeeds: it used to report a
+// conflict, and a caller who then reloads and records again stores the
+// change twice.
+func TestSaveAgainAfterAmbiguousFindsItsBatch(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	id := uuid.NewString()
+	_, err := newRepo(t, mem).Create(ctx, id, create)
+	require.NoError(t, err)
+	always := faultinject.Wrap(mem, faultinject.Only(func(faultinject.Op) faultinject.Fault {
+		return faultinject.LandLater(transport.ErrAmbiguous, 1)
+	}, faultinject.OpStore))
+	repo := newRepo(t, always, zeroWait(0))
+	root, err := repo.Load(ctx, id)
+	require.NoError(t, err)
+	require.NoError(t, root.Record(Incremented{By: 5}))
+	_, err = repo.Save(ctx, root)
+	require.ErrorIs(t, err, transport.ErrAmbiguous)
+	always.Land()
+	pub := &recordingPublisher{}
+	res, err := newRepo(t, mem, repository.WithPublisher(pub)).Save(ctx, root)
+	require.NoError(t, err, "the batch saved again is the one stored")
+	assert.Equal(t, repository.Result{Version: 2, Events: 1}, res)
+	assert.Equal(t, int64(2), root.Version())
+	assert.Empty(t, root.Uncommitted())
+	require.Len(t, pub.got, 1, "published once, by the call that learnt it landed")
+	loaded, err := newRepo(t, mem).Load(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, 5, loaded.State().Count, "stored once")
+
+	// A root whose batch did not go out still conflicts.
+	stale := counters.New(id)
+	require.NoError(t, stale.Record(Incremented{By: 1}))
+	stale.Commit(0)
+	require.NoError(t, stale.Record(Incremented{By: 1}))
+	_, err = newRepo(t, mem).Save(ctx, stale)
+	assert.ErrorIs(t, err, transport.ErrConflict)
+}
+
+// Probe: ambiguous, then the aggregate is deleted.
+func TestProbeAmbiguousThenDeleted(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	id := uuid.NewString()
+	other := newRepo(t, mem)
+	_, err := other.Create(ctx, id, create)
+	require.NoError(t, err)
+	faulty := faultinject.Wrap(mem, faultinject.Only(faultinject.Sequence(faultinject.Fail(transport.ErrAmbiguous)), faultinject.OpStore))
+	repo := newRepo(t, faulty, zeroWait(5))
+	_, err = repo.Update(ctx, id, func(r *aggregate.Root[counter]) error {
+		if r.Version() == 1 {
+			tok, err := other.RequestDelete(ctx, id)
+			require.NoError(t, err)
+			require.NoError(t, other.ConfirmDelete(ctx, id, tok))
+		}
+		return increment(r)
+	})
+	t.Logf("update: %v; stats %+v", err, faulty.Stats())
+}
+
+// Probe: ctx cancelled during the resend loop.
+func TestProbeCancelDuringResend(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	mem := memory.New()
+	id := uuid.NewString()
+	_, err := newRepo(t, mem).Create(ctx, id, create)
+	require.NoError(t, err)
+	n := 0
+	faulty := faultinject.Wrap(mem, faultinject.Only(func(faultinject.Op) faultinject.Fault {
+		n++
+		if n == 2 {
+			cancel()
+		}
+		return faultinject.Fail(transport.ErrAmbiguous)
+	}, faultinject.OpStore))
+	_, err = newRepo(t, faulty).Update(ctx, id, increment)
+	t.Logf("update: %v; ambiguous %v canceled %v", err, errors.Is(err, transport.ErrAmbiguous), errors.Is(err, context.Canceled))
+	assert.ErrorIs(t, err, transport.ErrAmbiguous)
+}
