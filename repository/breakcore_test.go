@@ -2,7 +2,6 @@ package repository_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 
 	"github.com/google/uuid"
@@ -58,8 +57,10 @@ func TestSaveAgainAfterAmbiguousFindsItsBatch(t *testing.T) {
 	assert.ErrorIs(t, err, transport.ErrConflict)
 }
 
-// Probe: ambiguous, then the aggregate is deleted.
-func TestProbeAmbiguousThenDeleted(t *testing.T) {
+// An ambiguous store whose aggregate is deleted meanwhile: the resends
+// conflict and version N+1 is not there, so the outcome stays unknown
+// until the budget runs out; the command ran once and nothing is stored.
+func TestAmbiguousThenDeletedStaysAmbiguous(t *testing.T) {
 	ctx := context.Background()
 	mem := memory.New()
 	id := uuid.NewString()
@@ -68,7 +69,9 @@ func TestProbeAmbiguousThenDeleted(t *testing.T) {
 	require.NoError(t, err)
 	faulty := faultinject.Wrap(mem, faultinject.Only(faultinject.Sequence(faultinject.Fail(transport.ErrAmbiguous)), faultinject.OpStore))
 	repo := newRepo(t, faulty, zeroWait(5))
+	runs := 0
 	_, err = repo.Update(ctx, id, func(r *aggregate.Root[counter]) error {
+		runs++
 		if r.Version() == 1 {
 			tok, err := other.RequestDelete(ctx, id)
 			require.NoError(t, err)
@@ -76,11 +79,16 @@ func TestProbeAmbiguousThenDeleted(t *testing.T) {
 		}
 		return increment(r)
 	})
-	t.Logf("update: %v; stats %+v", err, faulty.Stats())
+	assert.ErrorIs(t, err, transport.ErrAmbiguous)
+	assert.Equal(t, 1, runs)
+	ok, err := other.Exists(ctx, id)
+	require.NoError(t, err)
+	assert.False(t, ok)
 }
 
-// Probe: ctx cancelled during the resend loop.
-func TestProbeCancelDuringResend(t *testing.T) {
+// ctx cancelled during the resend loop: the outcome is unknown, and the
+// error says both.
+func TestCancelDuringResendIsAmbiguous(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	mem := memory.New()
 	id := uuid.NewString()
@@ -95,6 +103,36 @@ func TestProbeCancelDuringResend(t *testing.T) {
 		return faultinject.Fail(transport.ErrAmbiguous)
 	}, faultinject.OpStore))
 	_, err = newRepo(t, faulty).Update(ctx, id, increment)
-	t.Logf("update: %v; ambiguous %v canceled %v", err, errors.Is(err, transport.ErrAmbiguous), errors.Is(err, context.Canceled))
 	assert.ErrorIs(t, err, transport.ErrAmbiguous)
+	assert.ErrorIs(t, err, context.Canceled)
+}
+
+// Save answered ErrAmbiguous, its request landed later, and the caller
+// recorded one more event on the root before saving it again: version N+1
+// holds only part of the batch. That Save is not a success (the last event
+// is not stored); it conflicts, and the root is left as it was.
+func TestSaveAgainWithMoreEventsIsNotTakenForLanded(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	id := uuid.NewString()
+	_, err := newRepo(t, mem).Create(ctx, id, create)
+	require.NoError(t, err)
+	always := faultinject.Wrap(mem, faultinject.Only(func(faultinject.Op) faultinject.Fault {
+		return faultinject.LandLater(transport.ErrAmbiguous, 1)
+	}, faultinject.OpStore))
+	repo := newRepo(t, always, zeroWait(0))
+	root, err := repo.Load(ctx, id)
+	require.NoError(t, err)
+	require.NoError(t, root.Record(Incremented{By: 5}))
+	_, err = repo.Save(ctx, root)
+	require.ErrorIs(t, err, transport.ErrAmbiguous)
+	always.Land()
+	require.NoError(t, root.Record(Incremented{By: 7}))
+	_, err = newRepo(t, mem).Save(ctx, root)
+	require.ErrorIs(t, err, transport.ErrConflict, "the second event was never stored")
+	assert.Equal(t, int64(1), root.Version())
+	assert.Len(t, root.Uncommitted(), 2)
+	loaded, err := newRepo(t, mem).Load(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, 5, loaded.State().Count)
 }
