@@ -15,6 +15,8 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	bbolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
@@ -22,10 +24,13 @@ import (
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/aggregate/gojson"
 	"github.com/sourced-go/sourced/eventbus"
+	"github.com/sourced-go/sourced/internal/pgtest"
 	"github.com/sourced-go/sourced/repository"
 	"github.com/sourced-go/sourced/snapshot"
 	"github.com/sourced-go/sourced/subscription"
 	"github.com/sourced-go/sourced/subscription/boltcheckpoint"
+	"github.com/sourced-go/sourced/subscription/group"
+	"github.com/sourced-go/sourced/subscription/pgcheckpoint"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/memory"
 	"github.com/sourced-go/sourced/transport/serialized"
@@ -348,4 +353,70 @@ func TestLongHistoriesSnippet(t *testing.T) {
 	root, err := repo.Load(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, int64(12), root.State().Balance)
+}
+
+// docs/feeds.md: consumer groups (preview).
+
+func feedsGroup(ctx context.Context, store transport.Feeder, pool *pgxpool.Pool, member string) error {
+	cps, err := pgcheckpoint.New(ctx, pool) // pool: a *pgxpool.Pool on the read model's database
+	if err != nil {
+		return err
+	}
+	if _, err := pool.Exec(ctx, "CREATE TABLE IF NOT EXISTS order_list (id text PRIMARY KEY, last_event text NOT NULL)"); err != nil {
+		return err
+	}
+	return group.Run(ctx, cps, "order-list", member, 8, func(p transport.Partition, fence group.Fence) (*subscription.Subscription, error) {
+		fenced := cps.WithFence(fence) // its writes fail once another member holds the partition
+		sub, err := subscription.New(store, "order-list", fenced, subscription.Feed("order"), subscription.Partition(p.Count, p.Number))
+		if err != nil {
+			return nil, err
+		}
+		sub.OnEntry(fenced.Apply(sub.Name(), func(ctx context.Context, tx pgx.Tx, e transport.FeedEntry) error {
+			_, err := tx.Exec(ctx, "INSERT INTO order_list (id, last_event) VALUES ($1, $2) "+
+				"ON CONFLICT (id) DO UPDATE SET last_event = excluded.last_event", e.AggregateID, e.Events[0].EventType)
+			return err
+		}))
+		return sub, nil
+	})
+}
+
+// The group snippet runs against a throwaway PostgreSQL (skipped without
+// one, unless SOURCED_REQUIRE_POSTGRES=1).
+func TestFeedsGroupSnippet(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cluster, err := pgtest.Start(ctx)
+	defer cluster.Stop()
+	pgtest.Need(t, cluster, err)
+	url, err := cluster.NewDatabase(ctx)
+	require.NoError(t, err)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+
+	store := memory.New()
+	ids := make([]string, 20)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		require.NoError(t, store.Store(ctx, transport.Ref{Type: "order", ID: ids[i]}, []transport.Event{{EventType: "feedOrderPaid", Data: []byte(`{"amount":7}`)}}, transport.Any))
+	}
+	gctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 2)
+	count := func() int {
+		var n int
+		_ = pool.QueryRow(ctx, "SELECT count(*) FROM order_list").Scan(&n)
+		return n
+	}
+	go func() { done <- feedsGroup(gctx, store, pool, "replica-1") }()
+	require.Eventually(t, func() bool { return count() > 0 }, 30*time.Second, 10*time.Millisecond)
+	go func() { done <- feedsGroup(gctx, store, pool, "replica-2") }() // joins, takes its share
+	for range 20 {
+		id := uuid.NewString()
+		require.NoError(t, store.Store(ctx, transport.Ref{Type: "order", ID: id}, []transport.Event{{EventType: "feedOrderPaid", Data: []byte(`{"amount":7}`)}}, transport.Any))
+		ids = append(ids, id)
+	}
+	require.Eventually(t, func() bool { return count() == len(ids) }, 30*time.Second, 10*time.Millisecond)
+	stop()
+	require.NoError(t, <-done)
+	require.NoError(t, <-done)
 }
