@@ -136,3 +136,35 @@ func TestSaveAgainWithMoreEventsIsNotTakenForLanded(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 5, loaded.State().Count)
 }
+
+// Create answered ErrAmbiguous (its request never landed) while someone
+// else created the aggregate: the resend conflicts, version 1 is someone
+// else's, and Create says the aggregate exists (not that the outcome is
+// unknown); the other's state is what loads, cached or not.
+func TestAmbiguousCreateBeatenBySomeoneElse(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	id := uuid.NewString()
+	other := newRepo(t, mem)
+	faulty := faultinject.Wrap(mem, faultinject.Only(faultinject.Sequence(
+		faultinject.Fail(transport.ErrAmbiguous)), faultinject.OpStore))
+	repo := newRepo(t, faulty)
+	_, err := repo.Create(ctx, id, func(r *aggregate.Root[counter]) error {
+		_, err := other.Create(ctx, id, func(r *aggregate.Root[counter]) error {
+			if err := r.Record(CounterCreated{}); err != nil {
+				return err
+			}
+			return r.Record(Incremented{By: 3})
+		})
+		require.NoError(t, err)
+		return r.Record(CounterCreated{})
+	})
+	assert.ErrorIs(t, err, repository.ErrAlreadyExists)
+	assert.NotErrorIs(t, err, transport.ErrAmbiguous)
+	root, err := repo.Load(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, 3, root.State().Count)
+	res, err := repo.Update(ctx, id, increment)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), res.Version)
+}

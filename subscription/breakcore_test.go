@@ -2,6 +2,7 @@ package subscription_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,4 +73,84 @@ func TestApplyRefusalsAreAboutTheRunningSubscription(t *testing.T) {
 	assert.ErrorIs(t, err, subscription.ErrSetup)
 	assert.ErrorContains(t, err, "only handler")
 	assert.Equal(t, 5, applied, "nothing applied beside another handler")
+}
+
+// An Apply whose function panics inside its bbolt transaction: the
+// transaction is rolled back (the file is not left locked), the panic is a
+// handler failure, and the policy decides: under Park the entry is parked
+// and the rest applied once; under Stop Run returns ErrPanic and a restart
+// applies the entry then, once.
+func TestApplyPanicFollowsThePolicy(t *testing.T) {
+	for _, policy := range []string{"park", "stop"} {
+		t.Run(policy, func(t *testing.T) {
+			tr := memory.New()
+			for range 3 {
+				put(t, tr, transport.Ref{Type: "order", ID: uuid.NewString()}, "OrderPaid", OrderPaid{Amount: 1})
+			}
+			db, cps := boltStore(t)
+			var boom atomic.Bool
+			boom.Store(true)
+			apply := func(_ context.Context, tx *bbolt.Tx, e transport.FeedEntry) error {
+				b, err := tx.CreateBucketIfNotExists([]byte("model"))
+				if err != nil {
+					return err
+				}
+				if err := b.Put([]byte(e.AggregateID), []byte{1}); err != nil {
+					return err
+				}
+				if e.Sequence == 2 && boom.Load() {
+					panic("boom")
+				}
+				return nil
+			}
+			run := func() error {
+				opts := []subscription.Option{subscription.Retry(noRetry), subscription.Wait(time.Second)}
+				if policy == "park" {
+					opts = append(opts, subscription.OnFailure(subscription.Park(cps)))
+				}
+				sub, err := subscription.New(tr, "view", cps, opts...)
+				require.NoError(t, err)
+				sub.OnEntry(cps.Apply(sub.Name(), apply))
+				done := make(chan error, 1)
+				go func() { done <- sub.Run(context.Background()) }()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				select {
+				case err := <-done:
+					return err
+				case <-func() chan struct{} {
+					ch := make(chan struct{})
+					go func() { _ = sub.Await(ctx, 3); close(ch) }()
+					return ch
+				}():
+				}
+				require.NoError(t, sub.Close(context.Background()))
+				return <-done
+			}
+			err := run()
+			if policy == "stop" {
+				require.ErrorIs(t, err, eventbus.ErrPanic)
+				boom.Store(false)
+				require.NoError(t, run())
+			} else {
+				require.NoError(t, err)
+				parked, err := cps.ListParked(context.Background(), "view")
+				require.NoError(t, err)
+				require.Len(t, parked, 1)
+				assert.EqualValues(t, 2, parked[0].Entry.Sequence)
+			}
+			n := 0
+			require.NoError(t, db.View(func(tx *bbolt.Tx) error {
+				if b := tx.Bucket([]byte("model")); b != nil {
+					n = b.Stats().KeyN
+				}
+				return nil
+			}))
+			want := 3
+			if policy == "park" {
+				want = 2 // the parked entry's writes were rolled back
+			}
+			assert.Equal(t, want, n)
+		})
+	}
 }
