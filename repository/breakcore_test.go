@@ -2,6 +2,7 @@ package repository_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 
 	"github.com/google/uuid"
@@ -167,4 +168,38 @@ func TestAmbiguousCreateBeatenBySomeoneElse(t *testing.T) {
 	res, err := repo.Update(ctx, id, increment)
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), res.Version)
+}
+
+// tally keeps a count it does not put in its JSON: its own MarshalJSON
+// writes the total only.
+type tally struct {
+	Total int
+	seen  int
+}
+
+func (t tally) MarshalJSON() ([]byte, error) { return json.Marshal(map[string]int{"total": t.Total}) }
+
+func (t *tally) UnmarshalJSON(b []byte) error {
+	var m map[string]int
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	t.Total = m["total"]
+	return nil
+}
+
+type tallied struct{ T tally }
+
+type Added struct{ N int }
+
+// A value whose own MarshalJSON leaves part of it out encodes the same
+// after a round trip but is not the same: a snapshot of it would load a
+// state the events do not give. It is not snapshotted (it was: the
+// comparison looked at the encoding only).
+func TestSnapshotsOfLossyMarshalersAreRefused(t *testing.T) {
+	def := aggregate.MustNew[tallied]("tallied", aggregate.On(func(s *tallied, e Added) { s.T.Total += e.N; s.T.seen++ }))
+	loaded, direct, snapped := snapshotThenLoad(t, def, Added{N: 2}, Added{N: 3})
+	assert.Equal(t, direct, loaded)
+	assert.Equal(t, 2, loaded.T.seen)
+	assert.False(t, snapped)
 }
