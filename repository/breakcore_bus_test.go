@@ -2,20 +2,24 @@ package repository_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/repository"
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/faultinject"
+	"github.com/sourced-go/sourced/transport/memory"
 )
 
 // Two repositories on one bus, both behind stores that are often
@@ -129,4 +133,83 @@ func TestTwoRepositoriesAmbiguousAndAWritingSyncSubscriber(t *testing.T) {
 			})
 		}
 	}
+}
+
+// bus.Close in the middle of writes whose stores are often ambiguous and
+// land later, with a full async queue and a sync subscriber that writes:
+// every Update stores exactly once (success, or ErrPublish once the bus is
+// closed), Close returns, and no goroutine is left behind.
+func TestBusCloseDuringAmbiguousWrites(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx := context.Background()
+	mem := memory.New()
+	ids := []string{uuid.NewString(), uuid.NewString()}
+	mirror := uuid.NewString()
+	for _, id := range append(ids, mirror) {
+		_, err := newRepo(t, mem).Create(ctx, id, create)
+		require.NoError(t, err)
+	}
+	late := faultinject.Wrap(mem, faultinject.Only(faultinject.Random(7, 0.3,
+		faultinject.LandLater(transport.ErrAmbiguous, 1), faultinject.LandLater(transport.ErrAmbiguous, 2)), faultinject.OpStore))
+	bus := eventbus.New()
+	repo := newRepo(t, late, repository.WithPublisher(bus), zeroWait(100_000))
+	var published atomic.Int64
+	closed := make(chan error, 1)
+	release := make(chan struct{})
+	_, err := eventbus.SubscribeAll(bus, func(hctx context.Context, e eventbus.Envelope) error {
+		if e.AggregateID == mirror {
+			return nil
+		}
+		if published.Add(1) == 1 {
+			go func() {
+				cctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				defer cancel()
+				closed <- bus.Close(cctx)
+				close(release)
+			}()
+		}
+		_, err := repo.Update(hctx, mirror, increment)
+		return err
+	})
+	require.NoError(t, err)
+	_, err = eventbus.SubscribeAll(bus, func(hctx context.Context, _ eventbus.Envelope) error {
+		select {
+		case <-release:
+		case <-hctx.Done(): // Close's deadline
+		}
+		return nil
+	}, eventbus.Async(), eventbus.QueueSize(1))
+	require.NoError(t, err)
+	var stored atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				_, err := repo.Update(ctx, ids[(g+i)%2], increment)
+				if err == nil || errors.Is(err, repository.ErrPublish) {
+					stored.Add(1)
+				} else {
+					t.Errorf("update: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	late.Land()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	total := 0
+	for _, id := range ids {
+		root, err := newRepo(t, mem).Load(ctx, id)
+		require.NoError(t, err)
+		total += root.State().Count
+		assert.Equal(t, int64(root.State().Count+1), root.Version(), "one batch per Update")
+	}
+	assert.EqualValues(t, 160, stored.Load())
+	assert.Equal(t, 160, total)
 }
