@@ -19,6 +19,9 @@
 //
 // Everything is embedded in the binary: no build step, no CDN, works
 // offline.
+//
+// Experimental: this package is outside the compatibility promise (see
+// README, "Compatibility"); its API may change in any minor version.
 package console
 
 import (

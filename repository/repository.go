@@ -282,6 +282,9 @@ func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (
 
 // Save stores the events recorded on root, expecting the version root was
 // loaded at. A conflict is returned, not retried: use Update for that.
+// After ErrAmbiguous, saving the same root again is safe: if an earlier
+// request of it had landed, Save finds its batch at the next version and
+// succeeds (once) instead of reporting a conflict.
 func (r *Repository[S]) Save(ctx context.Context, root *aggregate.Root[S]) (Result, error) {
 	if root == nil {
 		return Result{}, &transport.Error{Op: "save", Kind: transport.ErrInvalid, Messages: []string{"nil root"}}
@@ -290,7 +293,9 @@ func (r *Repository[S]) Save(ctx context.Context, root *aggregate.Root[S]) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	w := &writer[S]{repo: r, op: "save", ref: ref}
+	// The root's batch may have gone out in an earlier Save that returned
+	// ErrAmbiguous: saving it again must find it rather than conflict.
+	w := &writer[S]{repo: r, op: "save", ref: ref, sentBefore: true}
 	res, err := w.run(ctx, func() (*aggregate.Root[S], error) { return root, nil }, false)
 	if err == nil || errors.Is(err, ErrPublish) {
 		// The caller keeps root: it is snapshotted, never cached.

@@ -45,6 +45,11 @@ type writer[S any] struct {
 	// none): from before its store until its publish ends or it is known
 	// not to have stored.
 	announced int64
+	// sentBefore: the batch may have been sent by an earlier call (Save
+	// of a root whose last Save returned ErrAmbiguous: same event ids,
+	// same expected version). A conflict then looks at version N+1 before
+	// it is believed.
+	sentBefore bool
 }
 
 // run stores what prepare returns. With rerun, conflicts are retried by
@@ -101,8 +106,16 @@ func (w *writer[S]) run(ctx context.Context, prepare func() (*aggregate.Root[S],
 			pending = true
 			return err
 		case errors.Is(err, transport.ErrConflict):
+			if !pending && w.sentBefore {
+				// An earlier call's request may be the one that took N+1.
+				if landed, known, lerr := w.landed(ctx, base, events); lerr == nil && known && landed {
+					log.Info("a store of an earlier call had landed", w.fields(zap.Int64("version", base+1))...)
+					success(events)
+					return nil
+				}
+			}
 			if pending {
-				landed, known, lerr := w.landed(ctx, base, events[0].EventID)
+				landed, known, lerr := w.landed(ctx, base, events)
 				switch {
 				case lerr != nil:
 					return lerr // try again after a wait; still pending
@@ -169,8 +182,8 @@ func (w *writer[S]) fields(extra ...zap.Field) []zap.Field {
 // landed looks at version base+1 after a resend conflicted: known is
 // false when that version is not there (the conflict has another cause,
 // such as the aggregate deleted meanwhile); otherwise landed says whether
-// it holds our batch.
-func (w *writer[S]) landed(ctx context.Context, base int64, firstID string) (landed, known bool, err error) {
+// it holds our batch, event for event.
+func (w *writer[S]) landed(ctx context.Context, base int64, events []aggregate.Recorded) (landed, known bool, err error) {
 	page, err := w.repo.t.Load(ctx, w.ref, base, 1)
 	switch {
 	case errors.Is(err, transport.ErrNotFound):
@@ -181,7 +194,17 @@ func (w *writer[S]) landed(ctx context.Context, base int64, firstID string) (lan
 	if len(page.Events) == 0 || page.Version <= base {
 		return false, false, nil
 	}
-	return page.Events[0].EventID == firstID, true, nil
+	// The whole batch, not only its first event: a Save of a root sent
+	// before and recorded on since holds more events than landed.
+	if len(page.Events) != len(events) {
+		return false, true, nil
+	}
+	for i := range events {
+		if page.Events[i].EventID != events[i].EventID {
+			return false, true, nil
+		}
+	}
+	return true, true, nil
 }
 
 func toWire(events []aggregate.Recorded) []transport.Event {

@@ -68,8 +68,11 @@ type Claimer interface {
 // entry handlers that write the checkpoint themselves, in the transaction
 // of the read model they update (boltcheckpoint.Store.Apply).
 // TakeCheckpointWriters returns how many were made for a subscription's
-// name since it was last asked (Run asks once, as it starts); Run refuses
-// (ErrSetup) two of them, or one beside any other handler.
+// name since it was last asked. Run asks once, as it starts, only to
+// clear the count: a count per name cannot tell this subscription's
+// handlers from those made for one that never ran. The handlers refuse a
+// set-up that cannot be exact themselves (ErrSetup), from what their
+// context says of the running subscription.
 type SelfCheckpointing interface {
 	TakeCheckpointWriters(name string) int
 }

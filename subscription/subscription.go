@@ -15,6 +15,7 @@ import (
 	"github.com/sourced-go/sourced/eventbus"
 	"github.com/sourced-go/sourced/internal/commitsignal"
 	"github.com/sourced-go/sourced/internal/retry"
+	"github.com/sourced-go/sourced/subscription/internal/runinfo"
 	"github.com/sourced-go/sourced/transport"
 )
 
@@ -352,37 +353,24 @@ func (s *Subscription) Close(ctx context.Context) error {
 	}
 }
 
-type nameKey struct{}
-
 // NameOf returns the name of the subscription whose handler got ctx (its
 // Name(), with the partition suffix), and false outside a handler.
 func NameOf(ctx context.Context) (string, bool) {
-	name, ok := ctx.Value(nameKey{}).(string)
-	return name, ok
+	info, ok := runinfo.From(ctx)
+	return info.Name, ok
 }
 
 // errAborted: a handler was stopped by Close's deadline; the entry is to
 // be delivered again.
 var errAborted = errors.New("handler stopped by Close")
 
-// checkSetup refuses what the checkpoint store says cannot be exact.
-func (s *Subscription) checkSetup() error {
-	sc, ok := s.cps.(SelfCheckpointing)
-	if !ok {
-		return nil
-	}
-	n := sc.TakeCheckpointWriters(s.name)
-	handlers := len(s.entries) + len(s.all)
+// handlers counts the subscription's handlers.
+func (s *Subscription) handlers() int {
+	n := len(s.entries) + len(s.all)
 	for _, hs := range s.byType {
-		handlers += len(hs)
+		n += len(hs)
 	}
-	switch {
-	case n > 1:
-		return fmt.Errorf("subscription %q: %w: %d entry handlers write its checkpoint; a second one would never run (the first moves the checkpoint past every entry): use one, or one subscription each", s.name, ErrSetup, n)
-	case n == 1 && handlers > 1:
-		return fmt.Errorf("subscription %q: %w: an entry handler that writes the checkpoint (Apply) must be the subscription's only handler: when another one fails, the checkpoint has already passed the entry and a restart would skip it; give the other handlers a subscription of their own", s.name, ErrSetup)
-	}
-	return nil
+	return n
 }
 
 // Run catches up from the checkpoint, then follows the feed until Close is
@@ -400,8 +388,12 @@ func (s *Subscription) Run(ctx context.Context) error {
 	if len(s.byType)+len(s.all)+len(s.entries) == 0 {
 		return fmt.Errorf("subscription %q: %w", s.name, ErrNoHandlers)
 	}
-	if err := s.checkSetup(); err != nil {
-		return err
+	if sc, ok := s.cps.(SelfCheckpointing); ok {
+		// Counts of checkpoint writers made per name are not used: one made
+		// for a subscription that never ran would refuse the next one. The
+		// writers check the running subscription themselves, before they
+		// write anything (runinfo).
+		sc.TakeCheckpointWriters(s.name)
 	}
 	if c, ok := s.cps.(Claimer); ok {
 		release, err := c.Claim(s.name)
@@ -421,7 +413,7 @@ func (s *Subscription) Run(ctx context.Context) error {
 		case <-readCtx.Done():
 		}
 	}()
-	handleCtx, abort := context.WithCancel(context.WithValue(context.WithoutCancel(ctx), nameKey{}, s.name))
+	handleCtx, abort := context.WithCancel(runinfo.With(context.WithoutCancel(ctx), runinfo.Info{Name: s.name, Handlers: s.handlers()}))
 	defer abort()
 	s.mu.Lock()
 	s.abort = abort

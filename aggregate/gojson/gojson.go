@@ -11,6 +11,9 @@
 //
 // Differential tests and a fuzzer hold it to encoding/json: the same
 // values for valid input, an error for invalid input.
+//
+// Experimental: this package is outside the compatibility promise (see
+// README, "Compatibility"); its API may change in any minor version.
 package gojson
 
 import (

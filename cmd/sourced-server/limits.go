@@ -229,6 +229,10 @@ func (ci *connInfo) served() bool {
 	return ci.actives >= 1
 }
 
+// metricsMaxConns caps the connections of the separate -metrics-addr
+// listener: scrapers need few, and it shares the process's file limit.
+const metricsMaxConns = 64
+
 func newConnLimiter(max int, gauge func(int64)) *connLimiter {
 	high := int64(max) * 9 / 10
 	if high < 1 {

@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -22,12 +21,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/transport"
 	"github.com/sourced-go/sourced/transport/faultinject"
@@ -103,7 +105,7 @@ func TestHelpShowsNoSecret(t *testing.T) {
 	err := run(context.Background(), []string{"-h"}, env(map[string]string{
 		"SERIALIZED_ACCESS_KEY": "help-access-1", "SERIALIZED_SECRET_ACCESS_KEY": "help-secret-2",
 		"SOURCED_POSTGRES_URL": "postgres://u:help-pg-password-3@db/x"}), out, nil)
-	require.ErrorIs(t, err, flag.ErrHelp)
+	require.NoError(t, err, "-h is not an error")
 	assert.Contains(t, out.String(), "-insecure-no-keys")
 	for _, s := range []string{"help-access-1", "help-secret-2", "help-pg-password-3"} {
 		assert.NotContains(t, out.String(), s)
@@ -180,8 +182,11 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 	// A store that does not answer is not ready.
 	down := faultinject.Wrap(memory.New(), func(faultinject.Op) faultinject.Fault { return faultinject.Fail(errors.New("down")) })
+	life, monitor := newLifecycle(), &atomic.Pointer[storeMonitor]{}
+	life.serve(http.NotFoundHandler())
+	monitor.Store(newStoreMonitor(down, zap.NewNop(), newOpsMetrics(prometheus.NewRegistry(), build{})))
 	rec := &recorder{ResponseWriter: discard{}}
-	readyz(down)(rec, mustRequest(t, "/readyz"))
+	readyz(life, probe(monitor))(rec, mustRequest(t, "/readyz"))
 	assert.Equal(t, http.StatusServiceUnavailable, rec.status)
 }
 

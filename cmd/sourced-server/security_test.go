@@ -123,7 +123,7 @@ func TestReadyzAnswerIsCachedBriefly(t *testing.T) {
 	var probes atomic.Int64
 	backend := countingStore{Transport: memory.New(), n: &probes}
 	now := time.Unix(1000, 0)
-	h := cacheAnswer(time.Second, func() time.Time { return now }, readyz(backend))
+	h := cacheAnswer(time.Second, func() time.Time { return now }, probeOf(backend))
 	for i := 0; i < 100; i++ {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
@@ -355,4 +355,24 @@ func throwawayCert() (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, nil
+}
+
+// Without keys, health, readiness and metrics answer loopback host names
+// only, like the API: a DNS-rebinding page cannot read them.
+func TestKeylessRoutesOutsideTheAPIAnswerLoopbackOnly(t *testing.T) {
+	addr, _ := start(t, []string{"-addr", "127.0.0.1:0"}, nil)
+	for _, path := range []string{"/metrics", "/readyz", "/healthz"} {
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		require.NoError(t, err)
+		req.Host = "rebound.example.com"
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusMisdirectedRequest, resp.StatusCode, "%s with a foreign Host", path)
+
+		resp, err = http.Get("http://" + addr + path)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.NotEqual(t, http.StatusMisdirectedRequest, resp.StatusCode, "%s on loopback", path)
+	}
 }

@@ -16,8 +16,9 @@ import (
 // http://collector:4318), so the server's spans join the traces of clients
 // that send a traceparent header. Without a path, the standard /v1/traces
 // is used. It returns the provider and a shutdown
-// that flushes what is buffered.
-func tracing(ctx context.Context, endpoint string) (trace.TracerProvider, func(context.Context) error, error) {
+// that flushes what is buffered. wrap, when not nil, wraps the exporter
+// (to count and log failed exports).
+func tracing(ctx context.Context, endpoint string, wrap func(sdktrace.SpanExporter) sdktrace.SpanExporter) (trace.TracerProvider, func(context.Context) error, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, nil, fmt.Errorf("-otlp-endpoint %q: want an http or https URL such as http://127.0.0.1:4318", endpoint)
@@ -33,7 +34,11 @@ func tracing(ctx context.Context, endpoint string) (trace.TracerProvider, func(c
 	if err != nil {
 		return nil, nil, fmt.Errorf("-otlp-endpoint: %w", err)
 	}
+	var se sdktrace.SpanExporter = exp
+	if wrap != nil {
+		se = wrap(exp)
+	}
 	res := resource.NewSchemaless(semconv.ServiceName("sourced-server"))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(se), sdktrace.WithResource(res))
 	return tp, tp.Shutdown, nil
 }

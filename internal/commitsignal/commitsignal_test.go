@@ -124,3 +124,33 @@ func TestCloseWakesReadersWithItsReason(t *testing.T) {
 	assert.True(t, closed(s.ChangedFeed(transport.Scope{Type: "x"})))
 	assert.ErrorIs(t, s.Err(), reason)
 }
+
+// A commit to the feed between a reader's look and its wait is never
+// missed: the reader reads again at once instead of sleeping through it.
+// A commit of the same type for another tenant does not wake it.
+func TestCommitBetweenLookAndWaitIsNotMissed(t *testing.T) {
+	var s commitsignal.Signal
+	feed := transport.Scope{Tenant: "acme", Type: "order"}
+	calls := 0
+	page, err := commitsignal.ReadFeed(context.Background(), &s, transport.FeedQuery{Feed: feed, Wait: transport.MaxFeedWait},
+		func(q transport.FeedQuery) (transport.FeedPage, int64, error) {
+			calls++
+			if calls == 1 {
+				s.Notify("acme", "order") // commits after the look, before the wait
+				return transport.FeedPage{}, 0, nil
+			}
+			return transport.FeedPage{Entries: []transport.FeedEntry{{Sequence: 1}}}, 1, nil
+		})
+	require.NoError(t, err)
+	assert.Len(t, page.Entries, 1)
+	assert.Equal(t, 2, calls)
+
+	acme := s.ChangedFeed(feed)
+	all := s.ChangedFeed(transport.Scope{Tenant: "acme", Type: transport.AllTypes})
+	s.Notify("globex", "order")
+	assert.False(t, closed(acme), "another tenant's commit")
+	assert.False(t, closed(all), "another tenant's commit")
+	s.Notify("acme", "payment")
+	assert.False(t, closed(acme), "another type's commit")
+	assert.True(t, closed(all))
+}

@@ -15,10 +15,12 @@
 // passed, so the redelivery that follows a crash changes nothing.
 //
 // What cannot be exact is refused with an error wrapping
-// subscription.ErrSetup, before anything is handled: an Apply handler
+// subscription.ErrSetup, before Apply applies anything: an Apply handler
 // beside another handler on one subscription (when the other one failed,
-// the checkpoint would already be past the entry), two Apply handlers for
-// one subscription, and a subscription whose checkpoints were kept under
+// the checkpoint would already be past the entry) and two Apply handlers
+// for one subscription (Apply checks, at each entry, the subscription it
+// runs in; an Apply made for a subscription that never ran refuses
+// nothing), and a subscription whose checkpoints were kept under
 // another partition count (changing the count would apply entries again,
 // or, with FromHead, skip those stored in between): Reset the old names to
 // rebuild instead. Two subscriptions of one name running on one Store are
@@ -39,6 +41,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/sourced-go/sourced/subscription"
+	"github.com/sourced-go/sourced/subscription/internal/runinfo"
 	"github.com/sourced-go/sourced/transport"
 )
 
@@ -224,8 +227,13 @@ func (s *Store) Apply(name string, fn func(ctx context.Context, tx *bbolt.Tx, en
 	s.writers[name]++
 	s.mu.Unlock()
 	return func(ctx context.Context, e transport.FeedEntry) error {
-		if running, ok := subscription.NameOf(ctx); ok && running != name {
-			return fmt.Errorf("%w: Apply(%q) runs on subscription %q: its checkpoint would not be the subscription's; pass sub.Name()", subscription.ErrSetup, name, running)
+		if run, ok := runinfo.From(ctx); ok {
+			if run.Name != name {
+				return fmt.Errorf("%w: Apply(%q) runs on subscription %q: its checkpoint would not be the subscription's; pass sub.Name()", subscription.ErrSetup, name, run.Name)
+			}
+			if run.Handlers > 1 {
+				return fmt.Errorf("subscription %q: %w: an entry handler that writes the checkpoint (Apply) must be the subscription's only handler (it has %d): when another one fails, the checkpoint has already passed the entry and a restart would skip it, and a second Apply would never run; give the other handlers a subscription of their own", name, subscription.ErrSetup, run.Handlers)
+			}
 		}
 		return s.db.Update(func(tx *bbolt.Tx) error {
 			if cur, ok := Get(tx, name); ok && cur >= e.Sequence {

@@ -3,6 +3,7 @@ package bolt
 import (
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,17 +15,26 @@ import (
 // formats opens with '[', so the two never mix up.
 const batchTag = 0xB3
 
-// batchHeader is the tag, the batch's feed sequence number and its store
-// time; the events follow.
-const batchHeader = 1 + 8 + 8
+// batchHeader is the tag, the batch's feed sequence number, its store
+// time and the record's checksum; the events follow.
+const batchHeader = 1 + 8 + 8 + 4
 
-var errBatchDamaged = errors.New("batch record does not decode")
+// crcAt is where the checksum sits in the header: CRC-32C of every byte of
+// the record but its own four.
+const crcAt = 1 + 8 + 8
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var (
+	errBatchDamaged  = errors.New("batch record does not decode")
+	errBatchChecksum = errors.New("batch record fails its checksum (a byte changed on disk)")
+)
 
 // encodeBatch assigns missing event ids and encodes the events of a batch
 // after room for its header, which putHeader fills inside the transaction:
 //
 //	1 byte tag 0xB3, 8 bytes feed sequence, 8 bytes stored (Unix ns, 0 unknown),
-//	uvarint event count, then per event four length-prefixed (uvarint)
+//	4 bytes CRC-32C of the rest of the record, uvarint event count, then per event four length-prefixed (uvarint)
 //	fields: event id, event type, data, encrypted data, byte for byte.
 func encodeBatch(events []transport.Event) []byte {
 	size := batchHeader + binary.MaxVarintLen64
@@ -59,10 +69,24 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// putHeader writes the batch's sequence number and store time.
+// putHeader writes the batch's sequence number and store time, then seals
+// the record with its checksum: a byte changed on disk afterwards is found
+// by decode, never read as an event that was not stored.
 func putHeader(b []byte, seq int64, stored time.Time) {
 	binary.BigEndian.PutUint64(b[1:9], uint64(seq))
 	binary.BigEndian.PutUint64(b[9:17], uint64(unixNano(stored)))
+	binary.BigEndian.PutUint32(b[crcAt:batchHeader], checksum(b))
+}
+
+// checksum is the CRC-32C of record v without its checksum field.
+func checksum(v []byte) uint32 {
+	c := crc32.Update(0, castagnoli, v[:crcAt])
+	return crc32.Update(c, castagnoli, v[batchHeader:])
+}
+
+// sealed says whether v is a batch record whose checksum holds.
+func sealed(v []byte) bool {
+	return len(v) >= batchHeader && v[0] == batchTag && binary.BigEndian.Uint32(v[crcAt:batchHeader]) == checksum(v)
 }
 
 func unixNano(t time.Time) int64 {
@@ -80,9 +104,9 @@ func fromUnixNano(n int64) time.Time {
 }
 
 // batchSeq returns the feed sequence number and store time in a batch
-// record's header.
+// record's header; false when the record is damaged.
 func batchSeq(v []byte) (int64, time.Time, bool) {
-	if len(v) < batchHeader || v[0] != batchTag {
+	if !sealed(v) {
 		return 0, time.Time{}, false
 	}
 	return int64(binary.BigEndian.Uint64(v[1:9])), fromUnixNano(int64(binary.BigEndian.Uint64(v[9:17]))), true
@@ -100,6 +124,9 @@ type batchDecoder struct {
 func (d *batchDecoder) decode(dst []transport.Event, v []byte) ([]transport.Event, int, error) {
 	if len(v) < batchHeader || v[0] != batchTag {
 		return dst, 0, errBatchDamaged
+	}
+	if !sealed(v) {
+		return dst, 0, errBatchChecksum
 	}
 	r := v[batchHeader:]
 	n, k := binary.Uvarint(r)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -109,10 +110,7 @@ var openFiles = struct {
 }{paths: map[string]bool{}}
 
 func claim(path string) (release func(), ok bool) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		abs = filepath.Clean(path)
-	}
+	abs := canonical(path)
 	openFiles.Lock()
 	defer openFiles.Unlock()
 	if openFiles.paths[abs] {
@@ -127,6 +125,23 @@ func claim(path string) (release func(), ok bool) {
 			openFiles.Unlock()
 		})
 	}, true
+}
+
+// canonical names the file at path as the registry knows it: absolute,
+// with symbolic links resolved (in the directory too, when the file does
+// not exist yet), so that another name of an open file is still the file.
+func canonical(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = filepath.Clean(path)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		return filepath.Join(dir, filepath.Base(abs))
+	}
+	return abs
 }
 
 // Open opens or creates the event file at path. Before bbolt maps an
@@ -161,7 +176,7 @@ func open(path string, opts []Option) (*Transport, error) {
 		release()
 		return nil, err
 	}
-	if err := db.Update(prepare); err != nil {
+	if err := guard(func() error { return db.Update(prepare) }); err != nil {
 		_ = db.Close()
 		release()
 		return nil, err
@@ -181,7 +196,11 @@ func openDB(path string, timeout time.Duration) (*bbolt.DB, error) {
 			return nil, pathless(err)
 		}
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	var db *bbolt.DB
+	err = guard(func() (err error) {
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+		return err
+	})
 	switch {
 	case err == nil:
 		return db, nil
@@ -302,6 +321,32 @@ func prepare(tx *bbolt.Tx) error {
 	return meta.Put(keyFormat, []byte(Format))
 }
 
+// guard runs fn, which reads or writes the file through bbolt, and turns a
+// panic or a memory fault of bbolt into ErrDamaged: bbolt trusts the pages
+// it maps, and a byte changed on disk in a page header (a page number, a
+// count, a type) makes it panic, or read outside the map, which would
+// otherwise kill the process. A write transaction that panics is rolled
+// back by bbolt.
+func guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: bbolt failed on a page of the file: %v", ErrDamaged, r)
+		}
+	}()
+	return fn()
+}
+
+// view runs fn in a read transaction, guarded.
+func (t *Transport) view(fn func(tx *bbolt.Tx) error) error {
+	return guard(func() error { return t.db.View(fn) })
+}
+
+// update runs fn in a write transaction, guarded.
+func (t *Transport) update(fn func(tx *bbolt.Tx) error) error {
+	return guard(func() error { return t.db.Update(fn) })
+}
+
 // Close closes the file. Feed reads waiting for a commit return at once
 // with ErrClosed; later calls fail with it.
 func (t *Transport) Close() error {
@@ -342,6 +387,17 @@ func readMeta(b *bbolt.Bucket, typ string, id []byte) (aggMeta, error) {
 		return aggMeta{}, fmt.Errorf("%w: the record of aggregate %s/%s is %d bytes, not 16", ErrDamaged, typ, id, len(m))
 	}
 	return aggMeta{version: int64(binary.BigEndian.Uint64(m[:8])), updated: fromUnixNano(int64(binary.BigEndian.Uint64(m[8:])))}, nil
+}
+
+// checkVersion refuses an aggregate record that says less than the
+// batches kept: the batch after its version must not exist (a record whose
+// version went down on disk would end Load early and let Store write over
+// a batch).
+func checkVersion(b *bbolt.Bucket, typ string, id []byte, m aggMeta) error {
+	if b.Get(versionKey(m.version+1)) != nil {
+		return fmt.Errorf("%w: the record of aggregate %s/%s says version %d, but batch %d is there", ErrDamaged, typ, id, m.version, m.version+1)
+	}
+	return nil
 }
 
 func writeMeta(b *bbolt.Bucket, m aggMeta) error {
@@ -403,7 +459,7 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	}
 	limit = transport.PageLimit(limit)
 	var page transport.Page
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		b, err := aggregateBucket(tx, ref)
 		if err != nil {
 			return err
@@ -413,6 +469,9 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 		}
 		m, err := readMeta(b, ref.Type, []byte(ref.ID))
 		if err != nil {
+			return err
+		}
+		if err := checkVersion(b, ref.Type, []byte(ref.ID), m); err != nil {
 			return err
 		}
 		v := m.version
@@ -468,6 +527,9 @@ func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data
 		if m, err = readMeta(b, ref.Type, []byte(ref.ID)); err != nil {
 			return err
 		}
+		if err := checkVersion(b, ref.Type, []byte(ref.ID), m); err != nil {
+			return err
+		}
 	}
 	if !expected.Check(m.version) {
 		e := transport.NewError(op, ref, transport.ErrConflict)
@@ -506,7 +568,7 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 		return err
 	}
 	data := encodeBatch(events)
-	err := t.db.Update(func(tx *bbolt.Tx) error {
+	err := t.update(func(tx *bbolt.Tx) error {
 		return t.appendBatch(tx, op, ref, data, len(events), expected, t.now())
 	})
 	if err != nil {
@@ -530,7 +592,7 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 	if err := canceled(ctx, op, sref); err != nil {
 		return err
 	}
-	err := t.db.Update(func(tx *bbolt.Tx) error {
+	err := t.update(func(tx *bbolt.Tx) error {
 		now := t.now()
 		for i, b := range batches {
 			ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
@@ -557,7 +619,7 @@ func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error)
 		return false, err
 	}
 	ok := false
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		b, err := aggregateBucket(tx, ref)
 		ok = b != nil
 		return err
@@ -602,7 +664,7 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	if !ok {
 		return transport.NewError(op, ref, transport.ErrBadDeleteToken)
 	}
-	err := t.db.Update(func(tx *bbolt.Tx) error {
+	err := t.update(func(tx *bbolt.Tx) error {
 		scopes, err := rootBucket(tx, bucketScopes)
 		if err != nil {
 			return err
@@ -644,7 +706,7 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 	}
 	limit = transport.PageLimit(limit)
 	page := transport.ListPage{Aggregates: []transport.AggregateInfo{}}
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		scopes, err := rootBucket(tx, bucketScopes)
 		if err != nil {
 			return err

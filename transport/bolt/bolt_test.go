@@ -98,6 +98,9 @@ func TestMain(m *testing.M) {
 	case "append":
 		appendForever(os.Getenv("SOURCED_BOLT_PATH"))
 		return
+	case "open":
+		openAndSay(os.Getenv("SOURCED_BOLT_PATH"))
+		return
 	}
 	os.Exit(m.Run())
 }

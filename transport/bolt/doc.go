@@ -33,7 +33,8 @@
 //
 // A batch record is binary, so payloads come back byte for byte: the tag
 // byte 0xB3, the batch's feed sequence number and store time (8 bytes each,
-// big-endian; a store time of 0 means unknown), the number of events
+// big-endian; a store time of 0 means unknown), a CRC-32C (Castagnoli,
+// 4 bytes big-endian) of every other byte of the record, the number of events
 // (uvarint), then per event four fields, each a uvarint length and the
 // bytes: event id, event type, data, encrypted data. Files of format 2 (and
 // 1) kept batches as JSON arrays re-encoded on the way in; they are
@@ -69,9 +70,13 @@
 // a file that is not a bbolt file, or not ours, fails with
 // ErrUnknownFormat. A file another process holds fails with ErrLocked after
 // a bounded wait (WithOpenTimeout, 2 s by default); a file already open in
-// this process fails with ErrLocked at once, saying so. A record that does
-// not decode (an aggregate's, a batch, a feed entry) fails the call with
-// ErrDamaged naming it; SkipDamagedFeedEntry lets readers of a feed past a
-// damaged entry. A read model may keep its buckets in the same file through
-// DB (never two bbolt.Open of one file).
+// this process (under any name: symbolic links are resolved) fails with
+// ErrLocked at once, saying so. A record that does not decode (an
+// aggregate's, a batch, a feed entry), a batch that fails its checksum, a
+// feed entry whose number or store time is not that of its batch, an
+// aggregate record whose version is below its newest batch, and a bbolt
+// page that makes bbolt panic or read outside the file, fail the call with
+// ErrDamaged naming what they can; SkipDamagedFeedEntry lets readers of a
+// feed past a damaged entry. A read model may keep its buckets in the same
+// file through DB (never two bbolt.Open of one file).
 package bolt

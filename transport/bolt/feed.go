@@ -244,7 +244,7 @@ func errFeedEntryDamaged(tenant string, seq int64, format string, args ...any) e
 func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPage, int64, error) {
 	page := transport.FeedPage{Entries: []transport.FeedEntry{}}
 	scanned := q.Since
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		f, err := feedBucket(tx, q.Feed.Tenant, false)
 		if err != nil || f.fb == nil {
 			return err
@@ -304,6 +304,9 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 			if err != nil {
 				return errFeedEntryDamaged(q.Feed.Tenant, seq, "batch %d of %s/%s: %v", r.version, r.typ, r.id, err)
 			}
+			if why := disagrees(seq, r, agg.Get(versionKey(r.version))); why != "" {
+				return errFeedEntryDamaged(q.Feed.Tenant, seq, "%s", why)
+			}
 			e := transport.FeedEntry{Sequence: seq, AggregateType: string(r.typ), AggregateID: string(r.id), Version: r.version, Stored: r.stored, Events: events}
 			if !q.Matches(&e) {
 				scanned = seq
@@ -343,7 +346,7 @@ func (t *Transport) FeedHead(ctx context.Context, feed transport.Scope) (int64, 
 		return 0, err
 	}
 	var head int64
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		f, err := feedBucket(tx, feed.Tenant, false)
 		if f.fb != nil {
 			head = feedHead(f, feed.Type)
@@ -365,7 +368,7 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 	}
 	infos := []transport.FeedInfo{}
 	prefix := []byte(tenant + "\x00")
-	err := t.db.View(func(tx *bbolt.Tx) error {
+	err := t.view(func(tx *bbolt.Tx) error {
 		scopes, err := rootBucket(tx, bucketScopes)
 		if err != nil {
 			return err
@@ -428,7 +431,7 @@ func (t *Transport) SkipDamagedFeedEntry(ctx context.Context, tenant string, seq
 		return err
 	}
 	var why string
-	err := t.db.Update(func(tx *bbolt.Tx) error {
+	err := t.update(func(tx *bbolt.Tx) error {
 		f, err := feedBucket(tx, tenant, false)
 		if err != nil {
 			return err
@@ -442,7 +445,7 @@ func (t *Transport) SkipDamagedFeedEntry(ctx context.Context, tenant string, seq
 			e.Messages = []string{fmt.Sprintf("no feed entry %d", seq)}
 			return e
 		}
-		why = damage(tx, tenant, v)
+		why = damage(tx, tenant, seq, v)
 		if why == "" {
 			e := transport.NewError(op, ref, transport.ErrInvalid)
 			e.Messages = []string{fmt.Sprintf("feed entry %d is not damaged; nothing skipped", seq)}
@@ -458,7 +461,7 @@ func (t *Transport) SkipDamagedFeedEntry(ctx context.Context, tenant string, seq
 }
 
 // damage says what is wrong with a feed entry, "" when nothing is.
-func damage(tx *bbolt.Tx, tenant string, v []byte) string {
+func damage(tx *bbolt.Tx, tenant string, seq int64, v []byte) string {
 	r, ok := decodeRecord(v)
 	if !ok {
 		return "the entry does not decode"
@@ -475,6 +478,24 @@ func damage(tx *bbolt.Tx, tenant string, v []byte) string {
 	var dec batchDecoder
 	if _, _, err := dec.decode(nil, agg.Get(versionKey(r.version))); err != nil {
 		return fmt.Sprintf("batch %d of %s/%s does not decode", r.version, r.typ, r.id)
+	}
+	return disagrees(seq, r, agg.Get(versionKey(r.version)))
+}
+
+// disagrees says how feed entry seq (record r) and the sealed batch record
+// v it points at disagree, "" when they agree: the batch keeps its entry's
+// number and store time under its checksum, so an entry whose number,
+// version, aggregate or store time changed on disk is found, never read as
+// another batch.
+func disagrees(seq int64, r feedRecord, v []byte) string {
+	bseq, stored, ok := batchSeq(v)
+	switch {
+	case !ok:
+		return fmt.Sprintf("batch %d of %s/%s does not decode", r.version, r.typ, r.id)
+	case bseq != seq:
+		return fmt.Sprintf("it points at batch %d of %s/%s, which is feed entry %d", r.version, r.typ, r.id, bseq)
+	case unixNano(stored) != unixNano(r.stored):
+		return fmt.Sprintf("its store time %s is not that of batch %d of %s/%s (%s)", r.stored.UTC().Format(time.RFC3339Nano), r.version, r.typ, r.id, stored.UTC().Format(time.RFC3339Nano))
 	}
 	return ""
 }

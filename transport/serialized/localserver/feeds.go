@@ -80,7 +80,7 @@ func (h *handler) readFeed(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err, inPath)
 		return
 	}
-	page, err := f.ReadFeed(r.Context(), q)
+	page, err := h.readFeedPage(r.Context(), f, q)
 	if err != nil {
 		h.fail(w, r, err, inPath)
 		return

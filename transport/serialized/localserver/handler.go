@@ -137,6 +137,7 @@ type handler struct {
 	maxBody        int64
 	now            func() time.Time
 	mux            *http.ServeMux
+	drain          <-chan struct{} // closed: waiting feed reads answer at once (WithDrain)
 
 	// keyedLimit is the budget of requests with the valid keys (of every
 	// request without keys configured); anon that of requests without them.
@@ -422,7 +423,19 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error, p phas
 		writeError(w, http.StatusUnauthorized, "unauthorized")
 	case errors.Is(err, transport.ErrRateLimited):
 		writeError(w, http.StatusTooManyRequests, "rate limit exceeded")
-	case errors.Is(err, transport.ErrUnavailable), errors.Is(err, transport.ErrAmbiguous):
+	case errors.Is(err, transport.ErrAmbiguous):
+		// Not 503, which tells a client that nothing was stored and a
+		// resend is safe: the batch may be stored (a statement cancelled
+		// or a connection lost after it was sent). A 500 on a store is
+		// ambiguous to the client, which then looks before it resends.
+		h.log.Error("store outcome unknown", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "store outcome unknown: the batch may or may not be stored")
+	case errors.Is(err, transport.ErrUnavailable):
+		if r.Context().Err() != nil { // the client left, or the server cancelled the request
+			h.log.Warn("request cancelled", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Error(err))
+		} else {
+			h.log.Error("store unavailable", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Error(err))
+		}
 		writeError(w, http.StatusServiceUnavailable, "store unavailable")
 	default:
 		h.log.Error("backend failure", zap.String("method", knownMethod(r.Method)), zap.String("path", httpguard.Truncate(r.URL.Path)), zap.Error(err))

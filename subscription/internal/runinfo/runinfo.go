@@ -1,0 +1,29 @@
+// Package runinfo carries, in the context a subscription gives its
+// handlers, what a checkpoint store's own handlers need to know about the
+// running subscription (boltcheckpoint.Apply checks it before it applies
+// anything).
+package runinfo
+
+import "context"
+
+// Info describes the running subscription.
+type Info struct {
+	// Name is the subscription's Name() (with the partition suffix).
+	Name string
+	// Handlers is how many handlers it runs (entry, typed and all-event
+	// handlers).
+	Handlers int
+}
+
+type key struct{}
+
+// With returns ctx carrying info.
+func With(ctx context.Context, info Info) context.Context {
+	return context.WithValue(ctx, key{}, info)
+}
+
+// From returns the Info ctx carries, and false outside a handler.
+func From(ctx context.Context) (Info, bool) {
+	info, ok := ctx.Value(key{}).(Info)
+	return info, ok
+}
