@@ -25,6 +25,9 @@
 // or, with FromHead, skip those stored in between): Reset the old names to
 // rebuild instead. Two subscriptions of one name running on one Store are
 // refused with subscription.ErrNameInUse.
+//
+// Experimental: this package is outside the compatibility promise (see
+// README, "Compatibility"); its API may change in any minor version.
 package boltcheckpoint
 
 import (

@@ -26,4 +26,7 @@
 //	store := faultinject.Wrap(memory.New(), faultinject.Random(42, 0.2,
 //		faultinject.Fail(transport.ErrConflict),
 //		faultinject.FailAfter(transport.ErrAmbiguous)))
+//
+// Experimental: this package is outside the compatibility promise (see
+// README, "Compatibility"); its API may change in any minor version.
 package faultinject

@@ -91,4 +91,9 @@
 // another process does; it never sleeps in a loop.
 //
 // Connection strings and passwords never appear in errors or logs.
+//
+// Experimental: this package's Go API is outside the compatibility promise
+// (see README, "Compatibility") and may change in any minor version; its
+// database schema is not: newer versions upgrade it in place through their
+// migrations.
 package postgres
