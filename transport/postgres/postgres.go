@@ -212,6 +212,9 @@ func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Opti
 		}
 		return nil, fmt.Errorf("postgres transport: migrating schema %s: %w", t.schema, redact(err))
 	}
+	if err := t.repairRestore(ctx); err != nil {
+		return nil, err
+	}
 	t.ctx, t.stop = context.WithCancel(context.Background())
 	t.wg.Add(2)
 	go t.sequencer()

@@ -1,0 +1,121 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// restoredTx is the id every stored transaction id is rebased to after a
+// restore into another cluster: the lowest normal transaction id, below
+// that of every transaction the cluster will start. restoredHorizon, just
+// above it, is the horizon then: every batch is numbered.
+const (
+	restoredTx      = "3"
+	restoredHorizon = "4"
+)
+
+// restoreQueries are the statements of repairRestore.
+type restoreQueries struct {
+	check, number, rebaseBatches, rebaseFeed, horizon string
+}
+
+func newRestoreQueries(schema string) restoreQueries {
+	s := pgx.Identifier{schema}.Sanitize() + "."
+	return restoreQueries{
+		// Whether the stored transaction ids are ahead of the cluster's:
+		// the horizon, or a batch's id (max off the (tx, id) index), at or
+		// past the first id the cluster has not given out yet. Never true
+		// in the cluster that wrote them.
+		check: `SELECT c.horizon > x.next OR coalesce((SELECT max(tx) FROM ` + s + `batches) >= x.next, false)
+			FROM ` + s + `feed_counter c, (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS next) x`,
+		// Numbers every batch without a number (all of them committed in
+		// the cluster that wrote them) as the sequencer would have: in
+		// (tx, id) order after the last number.
+		number: `WITH counter AS (
+				SELECT seq, horizon FROM ` + s + `feed_counter
+			), settled AS (
+				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
+				FROM ` + s + `batches b, counter c WHERE b.tx >= c.horizon
+			), numbered AS (
+				INSERT INTO ` + s + `feed (tenant, seq, aggregate_type, tx, batch_id)
+				SELECT tenant, seq, aggregate_type, tx, id FROM settled
+				RETURNING batch_id
+			), counted AS (
+				INSERT INTO ` + s + `feed_stats AS st (tenant, aggregate_type, aggregates, batches, events, head)
+				SELECT tenant, aggregate_type, count(*) FILTER (WHERE version = 1), count(*), sum(event_count), max(seq)
+				FROM settled GROUP BY tenant, aggregate_type
+				ON CONFLICT (tenant, aggregate_type) DO UPDATE
+				SET aggregates = st.aggregates + excluded.aggregates, batches = st.batches + excluded.batches,
+					events = st.events + excluded.events, head = greatest(st.head, excluded.head)
+			), moved AS (
+				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq)
+			)
+			SELECT count(*) FROM numbered`,
+		rebaseBatches: `UPDATE ` + s + `batches SET tx = '` + restoredTx + `' WHERE tx <> '` + restoredTx + `'`,
+		rebaseFeed:    `UPDATE ` + s + `feed SET tx = '` + restoredTx + `' WHERE tx <> '` + restoredTx + `'`,
+		horizon:       `UPDATE ` + s + `feed_counter SET horizon = '` + restoredHorizon + `'`,
+	}
+}
+
+// repairRestore mends a schema restored (pg_dump, pg_restore) into another
+// cluster than the one that wrote it. Its tables keep transaction ids
+// (batches.tx, feed.tx, feed_counter.horizon) of the old cluster, which a
+// new cluster gives out again from far below: new batches would fall below
+// the horizon and never be numbered, and a store after a batch of the old
+// cluster would find that batch's transaction not older than its own. When
+// the check (one query, no lock) finds the ids ahead of the cluster, it
+// numbers, in one transaction under the migrations' lock and the
+// sequencers', the batches the old cluster had not numbered yet, then
+// rebases every stored id to the lowest normal one, and the horizon just
+// above it: every batch is numbered, every new transaction is younger.
+func (t *Transport) repairRestore(ctx context.Context) error {
+	q := newRestoreQueries(t.schema)
+	var ahead bool
+	if err := t.pool.QueryRow(ctx, q.check).Scan(&ahead); err != nil || !ahead {
+		return err
+	}
+	var numbered, batches, feed int64
+	err := pgx.BeginTxFunc(ctx, t.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1), pg_advisory_xact_lock($2), set_config('statement_timeout', '0', true)",
+			lockKey("sourced.migrate."+t.schema), t.q.lock); err != nil {
+			return err
+		}
+		// Another process may have repaired it while this one waited.
+		if err := tx.QueryRow(ctx, q.check).Scan(&ahead); err != nil || !ahead {
+			return err
+		}
+		if err := tx.QueryRow(ctx, q.number).Scan(&numbered); err != nil {
+			return fmt.Errorf("numbering the batches left without a number: %w", err)
+		}
+		tag, err := tx.Exec(ctx, q.rebaseBatches)
+		if err != nil {
+			return fmt.Errorf("rebasing batches.tx: %w", err)
+		}
+		batches = tag.RowsAffected()
+		if tag, err = tx.Exec(ctx, q.rebaseFeed); err != nil {
+			return fmt.Errorf("rebasing feed.tx: %w", err)
+		}
+		feed = tag.RowsAffected()
+		if _, err := tx.Exec(ctx, q.horizon); err != nil {
+			return err
+		}
+		if numbered > 0 {
+			if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", t.q.channel, t.origin); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("postgres transport: repairing schema %s restored from another cluster: %w", t.schema, redact(err))
+	}
+	if ahead {
+		t.log.Warn("postgres schema restored from another cluster: transaction ids rebased",
+			zap.String("schema", t.schema), zap.Int64("batches_numbered", numbered),
+			zap.Int64("batches_rebased", batches), zap.Int64("feed_rows_rebased", feed))
+	}
+	return nil
+}
