@@ -64,7 +64,17 @@ func (m *opsMetrics) registerStore(reg prometheus.Registerer, backend any) {
 		return
 	}
 	reg.MustRegister(m.schemaVersion, &poolCollector{pool: p.Pool()})
+	if f, ok := backend.(sequencerFailures); ok {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sourced_pg_sequencer_failures_total",
+			Help: "Background feed-numbering runs that failed (each is retried with backoff); rising while the feed head stands still is an outage.",
+		}, func() float64 { return float64(f.SequencerFailures()) }))
+	}
 }
+
+// sequencerFailures is a store whose background feed sequencer counts its
+// failed runs (the postgres transport).
+type sequencerFailures interface{ SequencerFailures() int64 }
 
 // poolCollector reports pgxpool's statistics at each scrape.
 type poolCollector struct{ pool *pgxpool.Pool }

@@ -39,6 +39,7 @@ func TestPostgresMetrics(t *testing.T) {
 		assert.Positive(t, metricValue(body, name), name)
 	}
 	assert.GreaterOrEqual(t, metricValue(body, "sourced_schema_version"), 2.0)
+	assert.Zero(t, metricValue(body, "sourced_pg_sequencer_failures_total"), "the sequencer's failures are exported (none here)")
 }
 
 // metricValue is the value of an unlabelled metric, or -1.
