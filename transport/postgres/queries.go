@@ -67,17 +67,7 @@ func newQueries(schema string) queries {
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
 				FROM ` + s + `batches b, counter c
 				WHERE b.tx >= c.horizon AND b.tx < (SELECT high FROM upto)
-			), numbered AS (
-				INSERT INTO ` + s + `feed (tenant, seq, aggregate_type, tx, batch_id)
-				SELECT tenant, seq, aggregate_type, tx, id FROM settled
-				RETURNING batch_id
-			), counted AS (
-				INSERT INTO ` + s + `feed_stats AS st (tenant, aggregate_type, aggregates, batches, events, head)
-				SELECT tenant, aggregate_type, count(*) FILTER (WHERE version = 1), count(*), sum(event_count), max(seq)
-				FROM settled GROUP BY tenant, aggregate_type
-				ON CONFLICT (tenant, aggregate_type) DO UPDATE
-				SET aggregates = st.aggregates + excluded.aggregates, batches = st.batches + excluded.batches,
-					events = st.events + excluded.events, head = greatest(st.head, excluded.head)
+			` + recordSettled(s) + `
 			), moved AS (
 				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq), horizon = (SELECT high FROM upto)
 				WHERE (SELECT high FROM upto) > horizon
@@ -182,4 +172,23 @@ func newQueries(schema string) queries {
 		headAll:  `SELECT coalesce(max(head), 0) FROM ` + s + `feed_stats WHERE tenant = $1`,
 		headType: `SELECT coalesce((SELECT head FROM ` + s + `feed_stats WHERE tenant = $1 AND aggregate_type = $2), 0)`,
 	}
+}
+
+// recordSettled is the part of a numbering statement that the sequencer and
+// the restore repair share: given a CTE "settled" of batches with their new
+// sequence numbers, it adds their feed rows ("numbered", returning each
+// batch id) and their counts and heads in feed_stats ("counted"). s is the
+// schema's quoted name with its dot.
+func recordSettled(s string) string {
+	return `), numbered AS (
+				INSERT INTO ` + s + `feed (tenant, seq, aggregate_type, tx, batch_id)
+				SELECT tenant, seq, aggregate_type, tx, id FROM settled
+				RETURNING batch_id
+			), counted AS (
+				INSERT INTO ` + s + `feed_stats AS st (tenant, aggregate_type, aggregates, batches, events, head)
+				SELECT tenant, aggregate_type, count(*) FILTER (WHERE version = 1), count(*), sum(event_count), max(seq)
+				FROM settled GROUP BY tenant, aggregate_type
+				ON CONFLICT (tenant, aggregate_type) DO UPDATE
+				SET aggregates = st.aggregates + excluded.aggregates, batches = st.batches + excluded.batches,
+					events = st.events + excluded.events, head = greatest(st.head, excluded.head)`
 }

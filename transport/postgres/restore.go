@@ -39,17 +39,7 @@ func newRestoreQueries(schema string) restoreQueries {
 			), settled AS (
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
 				FROM ` + s + `batches b, counter c WHERE b.tx >= c.horizon
-			), numbered AS (
-				INSERT INTO ` + s + `feed (tenant, seq, aggregate_type, tx, batch_id)
-				SELECT tenant, seq, aggregate_type, tx, id FROM settled
-				RETURNING batch_id
-			), counted AS (
-				INSERT INTO ` + s + `feed_stats AS st (tenant, aggregate_type, aggregates, batches, events, head)
-				SELECT tenant, aggregate_type, count(*) FILTER (WHERE version = 1), count(*), sum(event_count), max(seq)
-				FROM settled GROUP BY tenant, aggregate_type
-				ON CONFLICT (tenant, aggregate_type) DO UPDATE
-				SET aggregates = st.aggregates + excluded.aggregates, batches = st.batches + excluded.batches,
-					events = st.events + excluded.events, head = greatest(st.head, excluded.head)
+			` + recordSettled(s) + `
 			), moved AS (
 				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq)
 			)
