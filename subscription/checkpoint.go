@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/sourced-go/sourced/transport"
 )
 
 // Checkpoints keeps, for each subscription name, the sequence number of the
@@ -101,4 +103,36 @@ func (n *names) claim(name string) (func(), error) {
 			n.mu.Unlock()
 		})
 	}, nil
+}
+
+// Checkpoint is where a subscription stands, with the entry it stands on:
+// the sequence number of the last entry handled, and the EventID of that
+// entry's first event ("" when not known, or when the entry held no
+// event). The event id tells a checkpoint the feed still holds from one
+// left over from another store (reset, restored from an older backup, a
+// server restarted on memory) that happens to reach the same number.
+type Checkpoint struct {
+	Sequence int64
+	EventID  string
+}
+
+// CheckpointOf returns the Checkpoint that stands on entry.
+func CheckpointOf(entry transport.FeedEntry) Checkpoint {
+	c := Checkpoint{Sequence: entry.Sequence}
+	if len(entry.Events) > 0 {
+		c.EventID = entry.Events[0].EventID
+	}
+	return c
+}
+
+// EntryCheckpoints is implemented by a checkpoint store that keeps, beside
+// the sequence number, which entry a checkpoint stands on. Run uses it to
+// find a checkpoint that the feed no longer holds.
+type EntryCheckpoints interface {
+	Checkpoints
+	// LoadCheckpoint returns the saved checkpoint, and false when none
+	// was saved.
+	LoadCheckpoint(ctx context.Context, name string) (Checkpoint, bool, error)
+	// SaveCheckpoint records c as the subscription's checkpoint.
+	SaveCheckpoint(ctx context.Context, name string, c Checkpoint) error
 }
