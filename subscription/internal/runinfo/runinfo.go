@@ -13,6 +13,9 @@ type Info struct {
 	// Handlers is how many handlers it runs (entry, typed and all-event
 	// handlers).
 	Handlers int
+	// Tenant is the tenant of the feed it reads ("" for the default
+	// tenant), for the envelopes a page handler builds.
+	Tenant string
 }
 
 type key struct{}
