@@ -54,7 +54,8 @@ var (
 )
 
 // Store keeps checkpoints in two buckets of a bbolt file:
-// "sourced.checkpoints" (name -> 8-byte big-endian sequence number) and
+// "sourced.checkpoints" (name -> 8-byte big-endian sequence number, then
+// the event id of the checkpoint's entry when known) and
 // "sourced.parked" (one nested bucket per subscription name).
 type Store struct {
 	db  *bbolt.DB
@@ -193,17 +194,11 @@ func (s *Store) Reset(_ context.Context, name string) error {
 	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCheckpoints).Delete([]byte(name)) })
 }
 
-// Get reads a checkpoint inside a transaction of the caller's.
+// Get reads a checkpoint's sequence number inside a transaction of the
+// caller's (GetCheckpoint reads its event id too).
 func Get(tx *bbolt.Tx, name string) (int64, bool) {
-	b := tx.Bucket(bucketCheckpoints)
-	if b == nil {
-		return 0, false
-	}
-	v := b.Get([]byte(name))
-	if len(v) != 8 {
-		return 0, false
-	}
-	return int64(binary.BigEndian.Uint64(v)), true
+	c, ok := GetCheckpoint(tx, name)
+	return c.Sequence, ok
 }
 
 // Put writes a checkpoint inside a read-write transaction of the caller's.
