@@ -26,7 +26,12 @@ import (
 	"github.com/sourced-go/sourced/transport/memory"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if runCrashChild() {
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 type OrderPlaced struct {
 	Total int `json:"total"`
