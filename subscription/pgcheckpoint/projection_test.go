@@ -160,3 +160,35 @@ func TestProjectionFenced(t *testing.T) {
 	require.ErrorIs(t, model.Using(cpa).Apply(ctx, "model", page.Entries), group.ErrFenced)
 	assert.Len(t, modelRows(t, s), 4)
 }
+
+// Batched: handlers queue their statements, sent at the end of the page's
+// transaction. A queued statement that fails (here a CHECK) rolls the
+// page back; one entry at a time, the others are applied once each and
+// the bad one is parked; the checkpoint, queued too, commits with them.
+func TestProjectionBatched(t *testing.T) {
+	ctx := context.Background()
+	s, p := fresh(t)
+	_, err := p.Exec(ctx, "CREATE TABLE "+s.Schema()+".model (seq bigint PRIMARY KEY, total int NOT NULL CHECK (total < 3))")
+	require.NoError(t, err)
+	tr := placed(t, 5) // totals 1 to 5
+	pr := projection.New(s.Batched())
+	projection.On(pr, func(_ context.Context, tx *pgcheckpoint.Batch, env eventbus.Envelope, e OrderPlaced) error {
+		tx.Queue("INSERT INTO "+s.Schema()+".model (seq, total) VALUES ($1, $2)", env.Sequence, e.Total%4)
+		return nil
+	})
+	sub, err := subscription.New(tr, "model", s, subscription.Wait(time.Second), subscription.Retry(noRetry),
+		subscription.OnFailure(subscription.Park(s)))
+	require.NoError(t, err)
+	pr.Attach(sub)
+	runTo(t, sub, 5)
+	assert.Equal(t, map[int64]int{1: 1, 2: 2, 4: 0, 5: 1}, modelRows(t, s))
+	parked, err := s.ListParked(ctx, "model")
+	require.NoError(t, err)
+	require.Len(t, parked, 1)
+	assert.Equal(t, int64(3), parked[0].Entry.Sequence)
+	page, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: 4})
+	require.NoError(t, err)
+	pos, _, err := s.Position(ctx, "model")
+	require.NoError(t, err)
+	assert.Equal(t, pgcheckpoint.Position{Sequence: 5, FirstEventID: page.Entries[0].Events[0].EventID}, pos)
+}
