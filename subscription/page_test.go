@@ -214,9 +214,13 @@ func TestPageHandlerAlone(t *testing.T) {
 	tr := memory.New()
 	storeN(t, tr, 1)
 	for name, add := range map[string]func(*subscription.Subscription){
-		"typed":      func(s *subscription.Subscription) { typed(newSeen(), s) },
-		"entry":      func(s *subscription.Subscription) { s.OnEntry(func(context.Context, transport.FeedEntry) error { return nil }) },
-		"all":        func(s *subscription.Subscription) { s.OnAll(func(context.Context, eventbus.Envelope) error { return nil }) },
+		"typed": func(s *subscription.Subscription) { typed(newSeen(), s) },
+		"entry": func(s *subscription.Subscription) {
+			s.OnEntry(func(context.Context, transport.FeedEntry) error { return nil })
+		},
+		"all": func(s *subscription.Subscription) {
+			s.OnAll(func(context.Context, eventbus.Envelope) error { return nil })
+		},
 		"other page": func(s *subscription.Subscription) { s.OnPage(newTxModel(nil).page) },
 	} {
 		t.Run(name, func(t *testing.T) {
