@@ -75,10 +75,17 @@ func contains(hay, needle []string) bool {
 // TestDocBlocksCompile: every Go block in README.md and docs/*.md stands,
 // line for line, in snippets_test.go, which the compiler checks.
 func TestDocBlocksCompile(t *testing.T) {
-	src, err := os.ReadFile("snippets_test.go")
+	// snippets_test.go and the *_snippets_test.go beside it.
+	files, err := filepath.Glob("*snippets_test.go")
 	require.NoError(t, err)
-	compiled := normalize(strings.Split(string(src), "\n"))
-	compiledImports, _ := splitImports(strings.Split(strings.SplitN(string(src), "import (", 2)[1], "\n"))
+	var compiled, compiledImports []string
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		require.NoError(t, err)
+		compiled = append(compiled, normalize(strings.Split(string(src), "\n"))...)
+		imports, _ := splitImports(strings.Split(strings.SplitN(string(src), "import (", 2)[1], "\n"))
+		compiledImports = append(compiledImports, imports...)
+	}
 	docs, err := filepath.Glob("*.md")
 	require.NoError(t, err)
 	docs = append(docs, filepath.Join("..", "README.md"))
@@ -179,7 +186,7 @@ func importedNames(imports []string) []string {
 // ourPackages are the package names a reader must be shown the import of.
 var ourPackages = []string{"aggregate", "repository", "memory", "serialized", "transport", "eventbus",
 	"subscription", "boltcheckpoint", "bbolt", "bolt", "localserver", "snapshot", "gojson",
-	"transporttest", "uuid", "zap", "backoff", "postgres"}
+	"transporttest", "uuid", "zap", "backoff", "postgres", "projection"}
 
 // usedPackages lists which of ourPackages a block's lines refer to as
 // "name.".
