@@ -77,7 +77,7 @@ func BenchmarkCatchUpPostgres(b *testing.B) {
 	b.Run("floor=feed-read", func(b *testing.B) {
 		for b.Loop() {
 			for since := int64(0); since < head; {
-				pg, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since})
+				pg, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since, Limit: transport.MaxLimit})
 				if err != nil {
 					b.Fatal(err)
 				}

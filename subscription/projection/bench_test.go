@@ -99,7 +99,7 @@ func BenchmarkCatchUpBolt(b *testing.B) {
 		for b.Loop() {
 			n := 0
 			for since := int64(0); since < head; {
-				p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since})
+				p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: since, Limit: transport.MaxLimit})
 				if err != nil {
 					b.Fatal(err)
 				}
