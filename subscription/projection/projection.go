@@ -123,7 +123,9 @@ func (p *Projection[Tx]) Attach(sub *subscription.Subscription) {
 // checkpoint of the subscription called name: entries the checkpoint has
 // passed are skipped, the handlers run, and the checkpoint is set at the
 // last entry. It applies all of them or none. Attach calls it for each
-// page; call it yourself to apply entries read some other way.
+// page; call it yourself to apply entries read some other way (the
+// envelopes then carry no tenant: inside a subscription they carry its
+// feed's).
 func (p *Projection[Tx]) Apply(ctx context.Context, name string, entries []transport.FeedEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -186,15 +188,18 @@ func Checkpoints[Tx any](store Store[Tx]) subscription.EntryCheckpoints {
 
 type storeCheckpoints[Tx any] struct{ s Store[Tx] }
 
+// Load implements subscription.Checkpoints.
 func (c storeCheckpoints[Tx]) Load(ctx context.Context, name string) (int64, bool, error) {
 	cp, ok, err := c.LoadCheckpoint(ctx, name)
 	return cp.Sequence, ok, err
 }
 
+// Save implements subscription.Checkpoints.
 func (c storeCheckpoints[Tx]) Save(ctx context.Context, name string, seq int64) error {
 	return c.SaveCheckpoint(ctx, name, subscription.Checkpoint{Sequence: seq})
 }
 
+// LoadCheckpoint implements subscription.EntryCheckpoints.
 func (c storeCheckpoints[Tx]) LoadCheckpoint(ctx context.Context, name string) (cp subscription.Checkpoint, ok bool, err error) {
 	err = c.s.Update(ctx, func(ctx context.Context, tx Tx) error {
 		cp, ok, err = c.s.Checkpoint(ctx, tx, name)
@@ -203,6 +208,8 @@ func (c storeCheckpoints[Tx]) LoadCheckpoint(ctx context.Context, name string) (
 	return cp, ok, err
 }
 
+// SaveCheckpoint implements subscription.EntryCheckpoints; it never moves
+// a checkpoint back.
 func (c storeCheckpoints[Tx]) SaveCheckpoint(ctx context.Context, name string, cp subscription.Checkpoint) error {
 	return c.s.Update(ctx, func(ctx context.Context, tx Tx) error {
 		cur, ok, err := c.s.Checkpoint(ctx, tx, name)

@@ -294,3 +294,31 @@ func TestUserStore(t *testing.T) {
 	// save past... none: 6 was written by the page handler.
 	assert.Equal(t, 1+1+1+1+3+1, store.txs)
 }
+
+// A handler that panics fails its page, which rolls back; one entry at a
+// time, the entry that panics is parked and the others are applied once.
+func TestHandlerPanicRollsBackThePage(t *testing.T) {
+	tr := memory.New()
+	for i := range 4 {
+		put(t, tr, transport.Ref{Type: "order", ID: uuid.NewString()}, "OrderPlaced", OrderPlaced{Total: i + 1})
+	}
+	db, cps := boltDB(t)
+	p := projection.New(cps)
+	orders(p)
+	projection.On(p, func(_ context.Context, _ *bbolt.Tx, env eventbus.Envelope, _ OrderPlaced) error {
+		if env.Sequence == 2 {
+			panic("cannot apply 2")
+		}
+		return nil
+	})
+	sub, err := subscription.New(tr, "orders", cps, subscription.Wait(time.Second), subscription.Retry(noRetry),
+		subscription.OnFailure(subscription.Park(cps)))
+	require.NoError(t, err)
+	p.Attach(sub)
+	run(t, sub, 4)
+	assert.Equal(t, map[string]int{"1": 1, "3": 1, "4": 1}, bucket(t, db, "applied"))
+	parked, err := cps.ListParked(context.Background(), "orders")
+	require.NoError(t, err)
+	require.Len(t, parked, 1)
+	assert.Contains(t, parked[0].Error, "cannot apply 2")
+}
