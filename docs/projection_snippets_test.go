@@ -142,7 +142,18 @@ func TestFeedsProjectionGroupSnippet(t *testing.T) {
 	gctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 2)
 	go func() { done <- feedsProjectionGroup(gctx, store, pool, "replica-1") }()
-	go func() { done <- feedsProjectionGroup(gctx, store, pool, "replica-2") }()
+	require.Eventually(t, func() bool { return sum() > 0 }, 30*time.Second, 10*time.Millisecond) // its table exists
+	go func() { done <- feedsProjectionGroup(gctx, store, pool, "replica-2") }()                 // joins, takes its share
+	require.Eventually(t, func() bool {
+		var n int
+		_ = pool.QueryRow(ctx, "SELECT count(*) FROM sourced_subscriptions.members WHERE grp = 'paid'").Scan(&n)
+		return n == 2
+	}, 30*time.Second, 10*time.Millisecond)
+	for range 20 {
+		id := uuid.NewString()
+		require.NoError(t, store.Store(ctx, transport.Ref{Type: "order", ID: id}, []transport.Event{{EventType: "feedOrderPaid", Data: []byte(`{"amount":7}`)}}, transport.Any))
+		ids = append(ids, id)
+	}
 	require.Eventually(t, func() bool { return sum() == 7*len(ids) }, 30*time.Second, 10*time.Millisecond)
 	stop()
 	require.NoError(t, <-done)
