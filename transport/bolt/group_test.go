@@ -408,3 +408,31 @@ func TestGroupErrorsNameTheirAggregate(t *testing.T) {
 	assert.Equal(t, ref.ID, te.AggregateID, fmt.Sprint(err))
 	assert.ErrorIs(t, err, transport.ErrConflict)
 }
+
+// A conflict is found before its write touches the transaction, so it
+// costs the group no second attempt: each write is applied once.
+func TestConflictCostsTheGroupNoSecondAttempt(t *testing.T) {
+	h := newGroupHarness(t)
+	ctx := context.Background()
+	old := newRef()
+	require.NoError(t, h.tr.Store(ctx, old, groupEvent, transport.MustNotExist))
+	release := h.hold(1)
+	leadDone := h.store(ctx, newRef(), transport.MustNotExist)
+	h.waitCommit(1)
+	var mu sync.Mutex
+	applied := 0
+	h.tr.group.hooks.apply = func(*write) { mu.Lock(); applied++; mu.Unlock() }
+	good1 := h.store(ctx, newRef(), transport.MustNotExist)
+	conflict := h.store(ctx, old, transport.MustNotExist)
+	good2 := h.bulk(ctx, transport.Scope{Type: "order"}, batchOf(uuid.NewString(), transport.MustNotExist))
+	h.waitQueued(3)
+	release()
+	require.NoError(t, <-leadDone)
+	require.NoError(t, <-good1)
+	require.ErrorIs(t, <-conflict, transport.ErrConflict)
+	require.NoError(t, <-good2)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, 3, applied, "one attempt: the conflict was refused, not rolled back")
+	assert.Equal(t, []int{1, 1, 2}, h.commitSizes())
+}
