@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -42,6 +43,9 @@ const (
 	// giant one. A single write larger than that goes alone.
 	maxGroupWrites = 256
 	maxGroupBytes  = 4 << 20
+	// maxGroupYields bounds how often a leader yields to let writers
+	// queue.
+	maxGroupYields = 8
 )
 
 // write is one caller's Store or StoreBulk on its way to the file.
@@ -81,6 +85,7 @@ type committer struct {
 	mu      sync.Mutex
 	queue   []*write
 	leading bool
+	last    int // the size of the last group taken
 
 	// maxWrites overrides maxGroupWrites (tests set 1 to see that a test
 	// fails without grouping).
@@ -152,6 +157,18 @@ func (g *committer) remove(w *write) {
 // next queued write, if any, and answers the group.
 func (t *Transport) lead(own *write) error {
 	g := &t.group
+	// When the last group had company, its callers, just answered, are
+	// likely about to write again: let them queue before taking the group,
+	// yielding to the scheduler while the queue grows (a yield, not a
+	// timed wait: a lone writer never gets here).
+	for n, i := g.queued(), 0; n >= 0 && i < maxGroupYields; i++ {
+		runtime.Gosched()
+		m := g.queued()
+		if m == n {
+			break
+		}
+		n = m
+	}
 	group := g.take(own)
 	answered := false
 	defer func() {
@@ -175,9 +192,22 @@ func (t *Transport) lead(own *write) error {
 		}
 		live = append(live, w)
 	}
-	t.commit(live)
+	if len(live) > 0 {
+		t.commit(live)
+	}
 	answered = true
 	return own.err
+}
+
+// queued returns how many writes are queued, or -1 when the last group
+// was a lone write.
+func (g *committer) queued() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last <= 1 {
+		return -1
+	}
+	return len(g.queue)
 }
 
 // take returns own and the writes at the head of the queue, within the
@@ -194,6 +224,7 @@ func (g *committer) take(own *write) []*write {
 		size += g.queue[n].size
 		n++
 	}
+	g.last = n + 1
 	group := make([]*write, 0, n+1)
 	group = append(group, own)
 	for _, w := range g.queue[:n] {
