@@ -161,7 +161,7 @@ func (t *Transport) lead(own *write) error {
 	// likely about to write again: let them queue before taking the group,
 	// yielding to the scheduler while the queue grows (a yield, not a
 	// timed wait: a lone writer never gets here).
-	for n, i := g.queued(), 0; n >= 0 && i < maxGroupYields; i++ {
+	for n, i := g.queued(), 0; n >= 0 && n < maxGroupWrites && i < maxGroupYields; i++ {
 		runtime.Gosched()
 		m := g.queued()
 		if m == n {
