@@ -87,9 +87,9 @@ type committer struct {
 	leading bool
 	last    int // the size of the last group taken
 
-	// maxWrites overrides maxGroupWrites (tests set 1 to see that a test
-	// fails without grouping).
-	maxWrites int
+	// maxWrites and maxBytes override maxGroupWrites and maxGroupBytes
+	// (tests).
+	maxWrites, maxBytes int
 	hooks     groupHooks
 }
 
@@ -213,14 +213,17 @@ func (g *committer) queued() int {
 // take returns own and the writes at the head of the queue, within the
 // group's bounds.
 func (g *committer) take(own *write) []*write {
-	limit := maxGroupWrites
+	limit, bytes := maxGroupWrites, maxGroupBytes
 	if g.maxWrites > 0 {
 		limit = g.maxWrites
+	}
+	if g.maxBytes > 0 {
+		bytes = g.maxBytes
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	n, size := 0, own.size
-	for n < len(g.queue) && n+1 < limit && size+g.queue[n].size <= maxGroupBytes {
+	for n < len(g.queue) && n+1 < limit && size+g.queue[n].size <= bytes {
 		size += g.queue[n].size
 		n++
 	}

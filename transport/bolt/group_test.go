@@ -349,6 +349,37 @@ func TestGroupsAreBounded(t *testing.T) {
 	assert.Equal(t, []int{1, 3, 3, 1}, h.commitSizes())
 }
 
+// A group stops before its writes pass the byte bound; a write larger
+// than the bound goes alone.
+func TestGroupsAreBoundedInBytes(t *testing.T) {
+	h := newGroupHarness(t)
+	one := len(encodeBatch(groupEvent))
+	h.tr.group.maxBytes = 3 * one
+	ctx := context.Background()
+	release := h.hold(0)
+	leadDone := h.store(ctx, newRef(), transport.MustNotExist)
+	h.waitCommit(0)
+	var results []<-chan error
+	for range 4 {
+		results = append(results, h.store(ctx, newRef(), transport.MustNotExist))
+		h.waitQueued(1)
+	}
+	big := make([]transport.Batch, 4)
+	for i := range big {
+		big[i] = batchOf(uuid.NewString(), transport.MustNotExist)
+	}
+	results = append(results, h.bulk(ctx, transport.Scope{Type: "order"}, big...))
+	h.waitQueued(1)
+	results = append(results, h.store(ctx, newRef(), transport.MustNotExist))
+	h.waitQueued(1)
+	release()
+	require.NoError(t, <-leadDone)
+	for _, r := range results {
+		require.NoError(t, <-r)
+	}
+	assert.Equal(t, []int{1, 3, 1, 1, 1}, h.commitSizes(), "3 stores, 1 store (the bulk would pass the bound), the bulk alone, 1 store")
+}
+
 // Close while writes are queued: each gets its answer or ErrClosed, none
 // hangs, and exactly the acknowledged ones are in the file.
 func TestCloseWithWritesQueued(t *testing.T) {
