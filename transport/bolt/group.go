@@ -90,7 +90,7 @@ type committer struct {
 	// maxWrites and maxBytes override maxGroupWrites and maxGroupBytes
 	// (tests).
 	maxWrites, maxBytes int
-	hooks     groupHooks
+	hooks               groupHooks
 }
 
 // groupHooks let this package's tests see and hold the group commit.
