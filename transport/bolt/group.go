@@ -259,10 +259,15 @@ func (g *committer) handOver() {
 // sends the group round again without it.
 func (t *Transport) commit(ws []*write) {
 	for {
+		left := 0
 		for _, w := range ws {
 			if !w.out {
 				w.err, w.refused = nil, false
+				left++
 			}
+		}
+		if left == 0 {
+			return // every write failed halfway: nothing to commit
 		}
 		err := guard(func() error {
 			return t.db.Update(func(tx *bbolt.Tx) error {
