@@ -467,3 +467,40 @@ func TestConflictCostsTheGroupNoSecondAttempt(t *testing.T) {
 	assert.Equal(t, 3, applied, "one attempt: the conflict was refused, not rolled back")
 	assert.Equal(t, []int{1, 1, 2}, h.commitSizes())
 }
+
+// A read model's write transaction through DB() holds the file: writers
+// queue behind it and then commit together, in at most two transactions
+// (the leader may have taken its group before the others queued).
+func TestWritersQueueBehindAUserTransaction(t *testing.T) {
+	h := newGroupHarness(t)
+	ctx := context.Background()
+	inside, leave := make(chan struct{}), make(chan struct{})
+	user := make(chan error, 1)
+	go func() {
+		user <- h.tr.DB().Update(func(tx *bbolt.Tx) error {
+			close(inside)
+			<-leave
+			_, err := tx.CreateBucketIfNotExists([]byte("readmodel"))
+			return err
+		})
+	}()
+	<-inside
+	const n = 12
+	results := make([]<-chan error, n)
+	for i := range results {
+		results[i] = h.store(ctx, newRef(), transport.MustNotExist)
+	}
+	h.waitQueued(n - 1) // one leads, waiting for the file; the others queue
+	close(leave)
+	require.NoError(t, <-user)
+	for _, r := range results {
+		require.NoError(t, <-r)
+	}
+	sizes := h.commitSizes()
+	assert.LessOrEqual(t, len(sizes), 2, "%v", sizes)
+	sum := 0
+	for _, s := range sizes {
+		sum += s
+	}
+	assert.Equal(t, n, sum)
+}
