@@ -184,13 +184,18 @@ func (t *Transport) lead(own *write) error {
 	}()
 	// A write whose caller is gone by now is not stored: its caller gets
 	// the context's error.
-	live := make([]*write, 0, len(group))
-	for _, w := range group {
+	live := group
+	for i, w := range group {
 		if w.ctx.Err() != nil {
+			if len(live) == len(group) {
+				live = append([]*write(nil), group[:i]...)
+			}
 			w.err = canceled(w.ctx, w.op, w.ref)
 			continue
 		}
-		live = append(live, w)
+		if len(live) < len(group) {
+			live = append(live, w)
+		}
 	}
 	if len(live) > 0 {
 		t.commit(live)
@@ -318,13 +323,16 @@ func (t *Transport) apply(tx *bbolt.Tx, w *write) (err error) {
 	if h := t.group.hooks.apply; h != nil {
 		h(w)
 	}
-	metas := make([]aggMeta, len(w.batches))
-	for i, b := range w.batches {
+	var one [1]aggMeta // a Store's, without an allocation
+	metas := one[:0]
+	for _, b := range w.batches {
 		ref := transport.Ref{Tenant: w.ref.Tenant, Type: w.ref.Type, ID: b.id}
-		if metas[i], err = checkBatch(tx, w.op, ref, b.expected); err != nil {
+		m, err := checkBatch(tx, w.op, ref, b.expected)
+		if err != nil {
 			w.refused = true
 			return err
 		}
+		metas = append(metas, m)
 	}
 	now := t.now() // one store time for every batch of a StoreBulk
 	for i, b := range w.batches {
