@@ -54,7 +54,8 @@ var (
 )
 
 // Store keeps checkpoints in two buckets of a bbolt file:
-// "sourced.checkpoints" (name -> 8-byte big-endian sequence number) and
+// "sourced.checkpoints" (name -> 8-byte big-endian sequence number, then
+// the first event id of the entry it stands on, if known) and
 // "sourced.parked" (one nested bucket per subscription name).
 type Store struct {
 	db  *bbolt.DB
@@ -67,6 +68,8 @@ type Store struct {
 
 var (
 	_ subscription.Checkpoints       = (*Store)(nil)
+	_ subscription.EntryCheckpoints  = (*Store)(nil)
+	_ subscription.Resetter          = (*Store)(nil)
 	_ subscription.Parker            = (*Store)(nil)
 	_ subscription.Claimer           = (*Store)(nil)
 	_ subscription.SelfCheckpointing = (*Store)(nil)
@@ -134,6 +137,58 @@ func (s *Store) Load(_ context.Context, name string) (int64, bool, error) {
 	return seq, ok, err
 }
 
+// LoadCheckpoint implements subscription.EntryCheckpoints, with Load's
+// partition-count check. A checkpoint written before event ids were kept
+// (or by Put) has EventID "".
+func (s *Store) LoadCheckpoint(_ context.Context, name string) (subscription.Checkpoint, bool, error) {
+	var c subscription.Checkpoint
+	var ok bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if err := samePartitions(tx, name); err != nil {
+			return err
+		}
+		c, ok = GetCheckpoint(tx, name)
+		return nil
+	})
+	return c, ok, err
+}
+
+// SaveCheckpoint implements subscription.EntryCheckpoints. Like Save, it
+// never moves a checkpoint back, and a save at the checkpoint's own
+// sequence number keeps the event id it has.
+func (s *Store) SaveCheckpoint(_ context.Context, name string, c subscription.Checkpoint) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		if cur, ok := GetCheckpoint(tx, name); ok && (cur.Sequence > c.Sequence || cur.Sequence == c.Sequence && (cur.EventID != "" || c.EventID == "")) {
+			return nil
+		}
+		return PutCheckpoint(tx, name, c)
+	})
+}
+
+// ResetTo implements subscription.Resetter: the checkpoints of names are
+// set to seq in one transaction, refused with subscription.ErrNameInUse
+// when one of them runs on this Store.
+func (s *Store) ResetTo(ctx context.Context, seq int64, names ...string) error {
+	if err := subscription.CheckReset(seq, names...); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock() // no Claim until the reset is done
+	for _, name := range names {
+		if s.running[name] && !subscription.RebuildingItself(ctx, name) {
+			return fmt.Errorf("%w: %q runs on this checkpoint store: stop it before a reset", subscription.ErrNameInUse, name)
+		}
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range names {
+			if err := Put(tx, name, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // splitName returns a checkpoint name's subscription and partition count
 // (1 without the "#<number>/<count>" suffix).
 func splitName(name string) (base string, count int) {
@@ -199,21 +254,40 @@ func Get(tx *bbolt.Tx, name string) (int64, bool) {
 	if b == nil {
 		return 0, false
 	}
-	v := b.Get([]byte(name))
-	if len(v) != 8 {
-		return 0, false
-	}
-	return int64(binary.BigEndian.Uint64(v)), true
+	c, ok := GetCheckpoint(tx, name)
+	return c.Sequence, ok
 }
 
-// Put writes a checkpoint inside a read-write transaction of the caller's.
+// GetCheckpoint reads a checkpoint, with the event id of its entry,
+// inside a transaction of the caller's.
+func GetCheckpoint(tx *bbolt.Tx, name string) (subscription.Checkpoint, bool) {
+	b := tx.Bucket(bucketCheckpoints)
+	if b == nil {
+		return subscription.Checkpoint{}, false
+	}
+	v := b.Get([]byte(name))
+	if len(v) < 8 {
+		return subscription.Checkpoint{}, false
+	}
+	return subscription.Checkpoint{Sequence: int64(binary.BigEndian.Uint64(v)), EventID: string(v[8:])}, true
+}
+
+// Put writes a checkpoint (without an event id) inside a read-write
+// transaction of the caller's.
 func Put(tx *bbolt.Tx, name string, seq int64) error {
+	return PutCheckpoint(tx, name, subscription.Checkpoint{Sequence: seq})
+}
+
+// PutCheckpoint writes a checkpoint, with the event id of its entry,
+// inside a read-write transaction of the caller's.
+func PutCheckpoint(tx *bbolt.Tx, name string, c subscription.Checkpoint) error {
 	b, err := tx.CreateBucketIfNotExists(bucketCheckpoints)
 	if err != nil {
 		return err
 	}
-	v := make([]byte, 8)
-	binary.BigEndian.PutUint64(v, uint64(seq))
+	v := make([]byte, 8+len(c.EventID))
+	binary.BigEndian.PutUint64(v, uint64(c.Sequence))
+	copy(v[8:], c.EventID)
 	return b.Put([]byte(name), v)
 }
 
@@ -245,7 +319,7 @@ func (s *Store) Apply(name string, fn func(ctx context.Context, tx *bbolt.Tx, en
 			if err := fn(ctx, tx, e); err != nil {
 				return err
 			}
-			return Put(tx, name, e.Sequence)
+			return PutCheckpoint(tx, name, subscription.CheckpointOf(e))
 		})
 	}
 }
