@@ -3,7 +3,7 @@ package subscription_test
 import (
 	"context"
 	"encoding/binary"
-		"sync"
+	"sync"
 	"testing"
 	"time"
 
