@@ -147,6 +147,18 @@ func applyEntry(tx *bbolt.Tx, e transport.FeedEntry) error {
 			return err
 		}
 	}
+	if err := row.apply(e); err != nil {
+		return err
+	}
+	v, err := json.Marshal(row)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(e.AggregateID), v)
+}
+
+// apply changes the row for one stored batch of its order.
+func (row *Row) apply(e transport.FeedEntry) error {
 	for _, ev := range e.Events {
 		switch ev.EventType {
 		case "OrderPlaced":
@@ -169,11 +181,7 @@ func applyEntry(tx *bbolt.Tx, e transport.FeedEntry) error {
 			row.Status = "canceled"
 		}
 	}
-	v, err := json.Marshal(row)
-	if err != nil {
-		return err
-	}
-	return b.Put([]byte(e.AggregateID), v)
+	return nil
 }
 
 // Rows returns the list, ordered by id, and its totals.
