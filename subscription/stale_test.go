@@ -271,6 +271,22 @@ func TestBoltCheckpointKeepsTheEventID(t *testing.T) {
 	require.NoError(t, cps.Apply("old", func(context.Context, *bbolt.Tx, transport.FeedEntry) error { return nil })(ctx, e))
 	c, _, _ = cps.LoadCheckpoint(ctx, "old")
 	assert.Equal(t, subscription.Checkpoint{Sequence: 4, EventID: "e4"}, c)
+
+	// The checkpoint itself stays 8 bytes, as older releases read it; when
+	// one of them moves it, the event id of another entry is not trusted.
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte("sourced.checkpoints"))
+		require.Len(t, b.Get([]byte("old")), 8)
+		v := make([]byte, 8)
+		binary.BigEndian.PutUint64(v, 6)
+		return b.Put([]byte("old"), v)
+	}))
+	c, _, _ = cps.LoadCheckpoint(ctx, "old")
+	assert.Equal(t, subscription.Checkpoint{Sequence: 6}, c)
+	require.NoError(t, cps.Reset(ctx, "old"))
+	_, ok, err = cps.LoadCheckpoint(ctx, "old")
+	require.NoError(t, err)
+	assert.False(t, ok)
 }
 
 // TestBoltApplyRebuilds: a read model kept by Apply in bolt is rebuilt

@@ -50,13 +50,18 @@ import (
 
 var (
 	bucketCheckpoints = []byte("sourced.checkpoints")
+	bucketEntries     = []byte("sourced.checkpoint-entries")
 	bucketParked      = []byte("sourced.parked")
 )
 
-// Store keeps checkpoints in two buckets of a bbolt file:
-// "sourced.checkpoints" (name -> 8-byte big-endian sequence number, then
-// the first event id of the entry it stands on, if known) and
-// "sourced.parked" (one nested bucket per subscription name).
+// Store keeps checkpoints in three buckets of a bbolt file:
+// "sourced.checkpoints" (name -> 8-byte big-endian sequence number, as
+// older releases wrote and read it), "sourced.checkpoint-entries" (name ->
+// the same 8 bytes, then the first event id of the entry the checkpoint
+// stands on; an event id counts only while its number is the checkpoint's,
+// so a checkpoint moved by an older release is never paired with another
+// entry's id) and "sourced.parked" (one nested bucket per subscription
+// name).
 type Store struct {
 	db  *bbolt.DB
 	now func() time.Time
@@ -109,11 +114,12 @@ func New(db *bbolt.DB) (*Store, error) {
 		return nil, errors.New("boltcheckpoint: nil database")
 	}
 	err := db.Update(func(tx *bbolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketCheckpoints); err != nil {
-			return err
+		for _, b := range [][]byte{bucketCheckpoints, bucketEntries, bucketParked} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
-		_, err := tx.CreateBucketIfNotExists(bucketParked)
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("boltcheckpoint: %w", err)
@@ -245,7 +251,15 @@ func (s *Store) Save(_ context.Context, name string, seq int64) error {
 // starts over: for a read model rebuilt from scratch, or a store that was
 // replaced by an empty one (its feed head below the checkpoint).
 func (s *Store) Reset(_ context.Context, name string) error {
-	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCheckpoints).Delete([]byte(name)) })
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bucketCheckpoints).Delete([]byte(name)); err != nil {
+			return err
+		}
+		if b := tx.Bucket(bucketEntries); b != nil {
+			return b.Delete([]byte(name))
+		}
+		return nil
+	})
 }
 
 // Get reads a checkpoint inside a transaction of the caller's.
@@ -266,10 +280,16 @@ func GetCheckpoint(tx *bbolt.Tx, name string) (subscription.Checkpoint, bool) {
 		return subscription.Checkpoint{}, false
 	}
 	v := b.Get([]byte(name))
-	if len(v) < 8 {
+	if len(v) != 8 {
 		return subscription.Checkpoint{}, false
 	}
-	return subscription.Checkpoint{Sequence: int64(binary.BigEndian.Uint64(v)), EventID: string(v[8:])}, true
+	c := subscription.Checkpoint{Sequence: int64(binary.BigEndian.Uint64(v))}
+	if e := tx.Bucket(bucketEntries); e != nil {
+		if w := e.Get([]byte(name)); len(w) > 8 && string(w[:8]) == string(v) {
+			c.EventID = string(w[8:])
+		}
+	}
+	return c, true
 }
 
 // Put writes a checkpoint (without an event id) inside a read-write
@@ -288,7 +308,17 @@ func PutCheckpoint(tx *bbolt.Tx, name string, c subscription.Checkpoint) error {
 	v := make([]byte, 8+len(c.EventID))
 	binary.BigEndian.PutUint64(v, uint64(c.Sequence))
 	copy(v[8:], c.EventID)
-	return b.Put([]byte(name), v)
+	if err := b.Put([]byte(name), v[:8]); err != nil {
+		return err
+	}
+	e, err := tx.CreateBucketIfNotExists(bucketEntries)
+	if err != nil {
+		return err
+	}
+	if c.EventID == "" {
+		return e.Delete([]byte(name))
+	}
+	return e.Put([]byte(name), v)
 }
 
 // Apply returns an entry handler that runs fn and writes the checkpoint of
