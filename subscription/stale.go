@@ -34,8 +34,9 @@ func FailStale() StalePolicy { return StalePolicy{} }
 // Rebuild makes Run rebuild the read model when its checkpoint is stale:
 // it calls clear, which must empty the read model (in a partitioned
 // subscription, the partition's part of it: NameOf(ctx) names the
-// partition), then resets the checkpoint to 0 and handles the feed from
-// its start. A failing clear is retried with the retry policy, checkpoint
+// partition; in a consumer group, check the partition's fence in clear's
+// transaction, as pgcheckpoint's CheckFence does), then resets the
+// checkpoint to 0 and handles the feed from its start. A failing clear is retried with the retry policy, checkpoint
 // check included, and the checkpoint is reset only after clear succeeded.
 func Rebuild(clear func(ctx context.Context) error) StalePolicy {
 	return StalePolicy{clear: clear}

@@ -78,3 +78,14 @@ func groupPartition(name string) (string, int) {
 	}
 	return name[:i], n
 }
+
+// CheckFence checks, inside a transaction of the caller's, that the view's
+// fence (WithFence) is still the current claim of its partition, and holds
+// the lease row against a claim until the transaction ends; it fails with
+// group.ErrFenced otherwise (the zero Fence checks nothing). Use it where a
+// partition's holder writes outside Apply: the clear function of
+// subscription.Rebuild, so that a member paused past its lease cannot
+// empty rows another member has rebuilt since.
+func (s *Store) CheckFence(ctx context.Context, tx pgx.Tx) error {
+	return s.checkFence(ctx, tx, s.fence)
+}

@@ -99,8 +99,13 @@ func TestStaleCheckpointRebuildsAGroup(t *testing.T) {
 				opts := []subscription.Option{subscription.Partition(pt.Count, pt.Number), subscription.Wait(10 * time.Millisecond)}
 				if rebuild {
 					opts = append(opts, subscription.OnStale(subscription.Rebuild(func(ctx context.Context) error {
-						_, err := p.Exec(ctx, "DELETE FROM "+s.Schema()+".rows WHERE part = $1", pt.Number)
-						return err
+						return pgx.BeginFunc(ctx, p, func(tx pgx.Tx) error {
+							if err := cps.CheckFence(ctx, tx); err != nil {
+								return err
+							}
+							_, err := tx.Exec(ctx, "DELETE FROM "+s.Schema()+".rows WHERE part = $1", pt.Number)
+							return err
+						})
 					})))
 				}
 				sub, err := subscription.New(tr, "rows", cps, opts...)
@@ -142,4 +147,28 @@ func TestStaleCheckpointRebuildsAGroup(t *testing.T) {
 	assert.Equal(t, 8, count(), "nothing applied")
 	require.NoError(t, run(tr, true))
 	assert.Equal(t, 5, count(), "every partition rebuilt from the new feed")
+}
+
+func TestCheckFence(t *testing.T) {
+	ctx := context.Background()
+	s, p := fresh(t)
+	m, err := s.Join(ctx, "g", "a", 1)
+	require.NoError(t, err)
+	st, err := m.Sync(ctx)
+	require.NoError(t, err)
+	require.Len(t, st.Held, 1)
+	fence := st.Held[0]
+	check := func(f group.Fence) error {
+		return pgx.BeginFunc(ctx, p, func(tx pgx.Tx) error { return s.WithFence(f).CheckFence(ctx, tx) })
+	}
+	require.NoError(t, check(fence))
+	require.NoError(t, check(group.Fence{}), "the zero fence checks nothing")
+	require.NoError(t, m.Close(ctx)) // leaves: b claims the partition again
+	m2, err := s.Join(ctx, "g", "b", 1)
+	require.NoError(t, err)
+	st, err = m2.Sync(ctx)
+	require.NoError(t, err)
+	require.Len(t, st.Held, 1)
+	require.ErrorIs(t, check(fence), group.ErrFenced, "a new generation fences the old claim")
+	require.NoError(t, m2.Close(ctx))
 }

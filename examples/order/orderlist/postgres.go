@@ -77,8 +77,14 @@ func (l *PGList) CatchUp(ctx context.Context, feed transport.Feeder, member stri
 		sub, err := subscription.New(feed, Name, cps, subscription.Feed("order"), subscription.Partition(p.Count, p.Number),
 			subscription.Wait(l.every),
 			subscription.OnStale(subscription.Rebuild(func(ctx context.Context) error {
-				_, err := l.pool.Exec(ctx, "DELETE FROM order_list WHERE part = $1", p.Number)
-				return err
+				// Only while this member still holds the partition.
+				return pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+					if err := cps.CheckFence(ctx, tx); err != nil {
+						return err
+					}
+					_, err := tx.Exec(ctx, "DELETE FROM order_list WHERE part = $1", p.Number)
+					return err
+				})
 			})))
 		if err != nil {
 			return nil, err
