@@ -336,3 +336,25 @@ func TestBoltApplyRebuilds(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(3), seq)
 }
+
+// TestRestartSettlesAtOnce: a partition restarted with nothing new to
+// read settles (Await of the head) at its first read, not after a read
+// that waits for the next batch (here 1 minute).
+func TestRestartSettlesAtOnce(t *testing.T) {
+	tr := memory.New()
+	orders(t, tr, "", 20)
+	cps := subscription.NewMemoryCheckpoints()
+	for range 2 {
+		for p := range 2 {
+			sub, err := subscription.New(tr, "list", cps, subscription.Partition(2, p), subscription.Wait(time.Minute))
+			require.NoError(t, err)
+			sub.OnEntry(func(context.Context, transport.FeedEntry) error { return nil })
+			done := start(t, sub)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			require.NoError(t, sub.Await(ctx, 20))
+			require.NoError(t, sub.Close(ctx))
+			require.NoError(t, <-done)
+			cancel()
+		}
+	}
+}

@@ -448,9 +448,16 @@ func (s *Subscription) Run(ctx context.Context) error {
 	lastLag := time.Now()
 	saved := pos
 	var posID string // first event id of the entry at pos, once one was handled
+	atEnd := false   // a read has reached the end of the feed (HasMore false)
 	for {
 		q := s.query
 		q.Since = pos
+		if !atEnd {
+			// Until a read has reached the end of the feed, none waits: a
+			// restarted subscription with nothing new (a partition whose
+			// own entries stop below the head) settles at once (Await, Lag).
+			q.Wait = 0
+		}
 		var page transport.FeedPage
 		err := s.withRetry(readCtx, "read feed", func() error {
 			var err error
@@ -499,6 +506,7 @@ func (s *Subscription) Run(ctx context.Context) error {
 			}
 			saved = pos
 		}
+		atEnd = atEnd || !page.HasMore
 		if all && !page.HasMore && page.Head > s.reached.Load() {
 			s.reached.Store(page.Head)
 			s.moved.Broadcast()

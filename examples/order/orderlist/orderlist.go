@@ -93,7 +93,6 @@ func (l *List) CatchUp(ctx context.Context, feed transport.Feeder) (from int64, 
 	}
 	rebuilt := false
 	sub, err := subscription.New(feed, Name, l.cps, subscription.Feed("order"),
-		subscription.Wait(0), // reads answer at once: CatchUp ends at the end of the feed
 		subscription.OnStale(subscription.Rebuild(func(context.Context) error {
 			rebuilt = true
 			return l.clear()
