@@ -7,6 +7,7 @@ package docs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -59,9 +60,10 @@ func replayStale(ctx context.Context, store transport.Feeder, db *bbolt.DB, cps 
 func replayStaleError(ctx context.Context, sub *subscription.Subscription) error {
 	err := sub.Run(ctx)
 	if errors.Is(err, subscription.ErrStaleCheckpoint) {
-		// The feed no longer holds the entry the checkpoint stands on: the
-		// message names the subscription, the checkpoint and the head.
-		return err
+		// The feed no longer holds the entry the checkpoint stands on (the
+		// message names the subscription, the checkpoint and the head): empty
+		// the read model and Reset the checkpoint, or use Rebuild.
+		return fmt.Errorf("the order list needs a rebuild: %w", err)
 	}
 	return err
 }

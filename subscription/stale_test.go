@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -357,4 +359,33 @@ func TestRestartSettlesAtOnce(t *testing.T) {
 			cancel()
 		}
 	}
+}
+
+// countingBackOff counts the retries asked of it.
+type countingBackOff struct{ n *atomic.Int64 }
+
+func (c countingBackOff) NextBackOff() time.Duration {
+	if c.n.Add(1) > 2 {
+		return backoff.Stop
+	}
+	return 0
+}
+func (c countingBackOff) Reset() {}
+
+// TestStaleCheckpointIsNotRetried: a stale checkpoint is a fact, not a
+// failure that goes away: Run returns at once.
+func TestStaleCheckpointIsNotRetried(t *testing.T) {
+	ctx := context.Background()
+	cps := subscription.NewMemoryCheckpoints()
+	require.NoError(t, cps.SaveCheckpoint(ctx, "list", subscription.Checkpoint{Sequence: 9, EventID: "gone"}))
+	var retries atomic.Int64
+	sub, err := subscription.New(memory.New(), "list", cps, subscription.Retry(func() backoff.BackOff { return countingBackOff{&retries} }))
+	require.NoError(t, err)
+	sub.OnEntry(func(context.Context, transport.FeedEntry) error { return nil })
+	err = sub.Run(ctx)
+	require.ErrorIs(t, err, subscription.ErrStaleCheckpoint)
+	assert.Contains(t, err.Error(), `subscription "list"`)
+	assert.Contains(t, err.Error(), `(event "gone")`)
+	assert.Contains(t, err.Error(), "head 0")
+	assert.Zero(t, retries.Load())
 }

@@ -16,6 +16,14 @@
 // generation is still the claim's, and fail with group.ErrFenced when
 // another member has claimed the partition since, so a member paused past
 // its lease can never commit after it resumes.
+//
+// Checkpoints record the entry they stand on (subscription.EntryCheckpoints:
+// the sequence number and the entry's first event id), for the
+// subscription's stale-checkpoint check. Save never moves a checkpoint
+// back; ResetTo (subscription.Reset, ResetGroup) does, refused while a
+// live lease of the group holds the partition. CheckFence lets a
+// partition's holder fence writes of its own outside Apply (the clear
+// function of subscription.Rebuild).
 package pgcheckpoint
 
 import (
