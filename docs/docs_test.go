@@ -73,9 +73,10 @@ func contains(hay, needle []string) bool {
 }
 
 // TestDocBlocksCompile: every Go block in README.md and docs/*.md stands,
-// line for line, in snippets_test.go, which the compiler checks.
+// line for line, in snippets_test.go or a *_snippets_test.go file, which
+// the compiler checks.
 func TestDocBlocksCompile(t *testing.T) {
-	// snippets_test.go and the *_snippets_test.go beside it.
+	// snippets_test.go, and the *_snippets_test.go files beside it.
 	files, err := filepath.Glob("*snippets_test.go")
 	require.NoError(t, err)
 	var compiled, compiledImports []string
@@ -186,7 +187,7 @@ func importedNames(imports []string) []string {
 // ourPackages are the package names a reader must be shown the import of.
 var ourPackages = []string{"aggregate", "repository", "memory", "serialized", "transport", "eventbus",
 	"subscription", "boltcheckpoint", "bbolt", "bolt", "localserver", "snapshot", "gojson",
-	"transporttest", "uuid", "zap", "backoff", "postgres", "projection"}
+	"transporttest", "uuid", "zap", "backoff", "postgres"}
 
 // usedPackages lists which of ourPackages a block's lines refer to as
 // "name.".

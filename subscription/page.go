@@ -66,28 +66,29 @@ func (s *Subscription) checkPages() error {
 }
 
 // handlePage gives entries to the page handler in one call; when that
-// fails, one entry at a time (handlePageEntries). last is the sequence
-// number of the last entry handled or parked (0 when none was), written
-// the last one whose checkpoint the handler wrote itself (0 when none).
-func (s *Subscription) handlePage(ctx context.Context, entries []transport.FeedEntry) (last, written int64, _ error) {
+// fails, one entry at a time (handlePageEntries). last stands on the last
+// entry handled or parked (zero when none was), written is the sequence
+// number of the last one whose checkpoint the handler wrote itself (0
+// when none).
+func (s *Subscription) handlePage(ctx context.Context, entries []transport.FeedEntry) (last Checkpoint, written int64, _ error) {
 	if len(entries) == 0 {
-		return 0, 0, nil
+		return Checkpoint{}, 0, nil
 	}
 	p := s.pages[0]
 	page, ok := s.upcastPage(entries)
 	if ok {
 		err := recovered(func() error { return p.fn(ctx, page) })
 		if err == nil {
-			last = entries[len(entries)-1].Sequence
+			last = CheckpointOf(entries[len(entries)-1])
 			if p.writesCheckpoint {
-				written = last
+				written = last.Sequence
 			}
 			return last, written, nil
 		}
 		if ctx.Err() != nil {
 			s.log.Info("subscription page handler stopped by Close; the page will be delivered again", zap.String("subscription", s.name),
 				zap.Int64("from", entries[0].Sequence), zap.Error(err))
-			return 0, 0, errAborted
+			return Checkpoint{}, 0, errAborted
 		}
 		s.log.Warn("subscription page failed, applying it one entry at a time", zap.String("subscription", s.name),
 			zap.Int64("from", entries[0].Sequence), zap.Int64("to", entries[len(entries)-1].Sequence), zap.Error(err))
@@ -97,7 +98,7 @@ func (s *Subscription) handlePage(ctx context.Context, entries []transport.FeedE
 
 // handlePageEntries calls the page handler with one entry at a time, each
 // with the retry policy, then the failure policy.
-func (s *Subscription) handlePageEntries(ctx context.Context, p pageHandler, entries []transport.FeedEntry) (last, written int64, _ error) {
+func (s *Subscription) handlePageEntries(ctx context.Context, p pageHandler, entries []transport.FeedEntry) (last Checkpoint, written int64, _ error) {
 	for i := range entries {
 		e := &entries[i]
 		cur, parked, err := s.upcastEntry(ctx, e)
@@ -114,7 +115,7 @@ func (s *Subscription) handlePageEntries(ctx context.Context, p pageHandler, ent
 				written = e.Sequence
 			}
 		}
-		last = e.Sequence
+		last = CheckpointOf(*e)
 	}
 	return last, written, nil
 }

@@ -65,7 +65,8 @@ func (m *txModel) snapshot() (map[int64]int, [][]int64) {
 	return applied, append([][]int64(nil), m.calls...)
 }
 
-// countingCheckpoints counts the saves that reach a MemoryCheckpoints.
+// countingCheckpoints counts the saves (Save and SaveCheckpoint) that reach
+// a MemoryCheckpoints.
 type countingCheckpoints struct {
 	*subscription.MemoryCheckpoints
 	mu    sync.Mutex
@@ -77,6 +78,13 @@ func (c *countingCheckpoints) Save(ctx context.Context, name string, seq int64) 
 	c.saves = append(c.saves, seq)
 	c.mu.Unlock()
 	return c.MemoryCheckpoints.Save(ctx, name, seq)
+}
+
+func (c *countingCheckpoints) SaveCheckpoint(ctx context.Context, name string, cp subscription.Checkpoint) error {
+	c.mu.Lock()
+	c.saves = append(c.saves, cp.Sequence)
+	c.mu.Unlock()
+	return c.MemoryCheckpoints.SaveCheckpoint(ctx, name, cp)
 }
 
 func (c *countingCheckpoints) saved() []int64 {
@@ -111,6 +119,11 @@ func TestPageHandlerGetsWholePages(t *testing.T) {
 	assert.Equal(t, [][]int64{{1, 2}, {3, 4}, {5}}, calls)
 	assert.Equal(t, map[int64]int{1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, applied)
 	assert.Equal(t, []int64{2, 4, 5}, cps.saved(), "one checkpoint per page")
+	page, err := tr.ReadFeed(context.Background(), transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: 4})
+	require.NoError(t, err)
+	cp, _, err := cps.LoadCheckpoint(context.Background(), "pages")
+	require.NoError(t, err)
+	assert.Equal(t, subscription.CheckpointOf(page.Entries[0]), cp, "the checkpoint stands on the page's last entry, with its event id")
 }
 
 // A failing entry in a page: the page call applies nothing, the entries

@@ -51,7 +51,7 @@ func (s *Store) Checkpoint(ctx context.Context, tx pgx.Tx, name string) (subscri
 // with its entry's event id (first_event_id) in tx; the fence was checked
 // by Update. It never moves a checkpoint back.
 func (s *Store) SetCheckpoint(ctx context.Context, tx pgx.Tx, name string, c subscription.Checkpoint) error {
-	return s.SaveFenced(ctx, tx, name, Position{Sequence: c.Sequence, FirstEventID: c.EventID}, group.Fence{})
+	return s.SaveFenced(ctx, tx, name, c, group.Fence{})
 }
 
 // Batch is the transaction a Batched projection's handlers get: a pgx.Tx

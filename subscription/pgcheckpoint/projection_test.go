@@ -99,10 +99,10 @@ func TestProjection(t *testing.T) {
 	}
 	page, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: 4})
 	require.NoError(t, err)
-	pos, ok, err := s.Position(ctx, "model")
+	pos, ok, err := s.LoadCheckpoint(ctx, "model")
 	require.NoError(t, err)
 	require.True(t, ok)
-	assert.Equal(t, pgcheckpoint.Position{Sequence: 5, FirstEventID: page.Entries[0].Events[0].EventID}, pos)
+	assert.Equal(t, subscription.Checkpoint{Sequence: 5, EventID: page.Entries[0].Events[0].EventID}, pos)
 }
 
 // A member fenced out of its partition has its whole page refused: the
@@ -188,7 +188,7 @@ func TestProjectionBatched(t *testing.T) {
 	assert.Equal(t, int64(3), parked[0].Entry.Sequence)
 	page, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: transport.AllTypes}, Since: 4})
 	require.NoError(t, err)
-	pos, _, err := s.Position(ctx, "model")
+	pos, _, err := s.LoadCheckpoint(ctx, "model")
 	require.NoError(t, err)
-	assert.Equal(t, pgcheckpoint.Position{Sequence: 5, FirstEventID: page.Entries[0].Events[0].EventID}, pos)
+	assert.Equal(t, subscription.Checkpoint{Sequence: 5, EventID: page.Entries[0].Events[0].EventID}, pos)
 }

@@ -16,6 +16,10 @@ type Info struct {
 	// Tenant is the tenant of the feed it reads ("" for the default
 	// tenant), for the envelopes a page handler builds.
 	Tenant string
+	// Rebuilding is set while the subscription rebuilds after a stale
+	// checkpoint: a checkpoint store's ResetTo lets it reset its own name,
+	// which it holds as it runs.
+	Rebuilding bool
 }
 
 type key struct{}
