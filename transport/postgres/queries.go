@@ -63,7 +63,7 @@ func newQueries(schema string) queries {
 		sequence: `WITH counter AS (
 				SELECT seq FROM ` + s + `feed_counter
 			), waiting AS NOT MATERIALIZED (
-				SELECT tx FROM ` + s + `pending ORDER BY tx, id
+				SELECT tx, id FROM ` + s + `pending ORDER BY tx, id
 			), kth AS (
 				SELECT tx FROM waiting OFFSET $3 LIMIT 1
 			), bound AS (
@@ -71,9 +71,11 @@ func newQueries(schema string) queries {
 				-- pending batch's (all of them when there are no more), or
 				-- the first pending transaction alone when it holds more.
 				SELECT k.tx AS kth, k.tx = (SELECT tx FROM waiting LIMIT 1) AS alone FROM (SELECT) one LEFT JOIN kth k ON true
+			), chosen AS (
+				SELECT w.tx, w.id FROM waiting w, bound
+				WHERE bound.kth IS NULL OR w.tx < bound.kth OR (bound.alone AND w.tx = bound.kth)
 			), taken AS (
-				DELETE FROM ` + s + `pending p USING bound
-				WHERE bound.kth IS NULL OR p.tx < bound.kth OR (bound.alone AND p.tx = bound.kth)
+				DELETE FROM ` + s + `pending p USING chosen c WHERE p.tx = c.tx AND p.id = c.id
 				RETURNING p.tx, p.id
 			), settled AS (
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
