@@ -61,9 +61,10 @@ func newQueries(schema string) queries {
 		// crash and be numbered first the second time round, and a reader
 		// that saw the lost numbers would then miss it.
 		sequence: `WITH counter AS (
-				SELECT seq FROM ` + s + `feed_counter
+				SELECT seq, scan_from, scan_also FROM ` + s + `feed_counter
 			), waiting AS NOT MATERIALIZED (
-				SELECT tx, id FROM ` + s + `pending ORDER BY tx, id
+				` + scanPending(s) + `
+				ORDER BY tx, id
 			), kth AS (
 				SELECT tx FROM waiting OFFSET $3 LIMIT 1
 			), bound AS (
@@ -81,17 +82,26 @@ func newQueries(schema string) queries {
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
 				FROM taken t JOIN ` + s + `batches b ON b.tx = t.tx AND b.id = t.id, counter c
 			` + recordSettled(s) + `
+			), next AS (
+				-- Where the next run looks: past this snapshot's
+				-- transactions, but also at those still open below it; with
+				-- more to come, from the first transaction not taken.
+				SELECT coalesce(kth, pg_snapshot_xmax(pg_current_snapshot())) AS scan_from FROM bound
 			), moved AS (
-				UPDATE ` + s + `feed_counter SET seq = (SELECT max(seq) FROM settled)
-				WHERE EXISTS (SELECT 1 FROM settled)
-				RETURNING pg_notify($1, $2)
+				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq),
+					scan_from = (SELECT scan_from FROM next),
+					scan_also = ARRAY(SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) x WHERE x < (SELECT scan_from FROM next) ORDER BY x)
+				WHERE EXISTS (SELECT 1 FROM taken)
+				RETURNING CASE WHEN seq > (SELECT seq FROM counter) THEN pg_notify($1, $2) END
 			)
 			SELECT count(*), (SELECT seq FROM counter) + count(*), EXISTS (SELECT 1 FROM kth),
 				CASE WHEN (SELECT max(tx) FROM taken) < pg_snapshot_xmin(pg_current_snapshot())
 					THEN set_config('synchronous_commit', 'off', true) END
 			FROM numbered`,
 		// Whether any committed batch has no number yet (no lock taken).
-		pendingNow: `SELECT EXISTS (SELECT 1 FROM ` + s + `pending)`,
+		pendingNow: `WITH counter AS (
+				SELECT scan_from, scan_also FROM ` + s + `feed_counter
+			) SELECT EXISTS (` + scanPending(s) + `)`,
 
 		load: `SELECT version, payload, events FROM ` + s + `batches WHERE ` + same + ` AND version > $4 ORDER BY version LIMIT $5`,
 		// Version 1: a second writer of it breaks the unique key.
@@ -189,6 +199,19 @@ func newQueries(schema string) queries {
 		headAll:  `SELECT coalesce(max(head), 0) FROM ` + s + `feed_stats WHERE tenant = $1`,
 		headType: `SELECT coalesce((SELECT head FROM ` + s + `feed_stats WHERE tenant = $1 AND aggregate_type = $2), 0)`,
 	}
+}
+
+// scanPending selects the pending rows (tx, id) a numbering run may find
+// committed, given a CTE "counter" with feed_counter's scan_from and
+// scan_also: every pending row not numbered yet is of a transaction at or
+// past scan_from, or of one in scan_also (open below scan_from when the
+// last run that took rows took its snapshot; see the package doc). Rows
+// the runs deleted lie below, never read again, however long VACUUM must
+// keep them. s is the schema's quoted name with its dot.
+func scanPending(s string) string {
+	return `SELECT p.tx, p.id FROM ` + s + `pending p, counter c WHERE p.tx >= c.scan_from
+				UNION ALL
+				SELECT p.tx, p.id FROM ` + s + `pending p, counter c WHERE p.tx = ANY (c.scan_also) AND p.tx < c.scan_from`
 }
 
 // recordSettled is the part of a numbering statement that the sequencer and

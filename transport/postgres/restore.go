@@ -21,15 +21,16 @@ type restoreQueries struct {
 func newRestoreQueries(schema string) restoreQueries {
 	s := pgx.Identifier{schema}.Sanitize() + "."
 	return restoreQueries{
-		// Whether the stored transaction ids are ahead of the cluster's: a
-		// batch's id (max off the (tx, id) index) at or past the first id
-		// the cluster has not given out yet. Never true in the cluster that
-		// wrote them.
-		check: `SELECT coalesce((SELECT max(tx) FROM ` + s + `batches) >= x.next, false)
-			FROM (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS next) x`,
+		// Whether the stored transaction ids are ahead of the cluster's:
+		// where the sequencer looks from, or a batch's id (max off the (tx,
+		// id) index), at or past the first id the cluster has not given out
+		// yet. Never true in the cluster that wrote them.
+		check: `SELECT c.scan_from > x.next OR coalesce((SELECT max(tx) FROM ` + s + `batches) >= x.next, false)
+			FROM ` + s + `feed_counter c, (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS next) x`,
 		// Numbers every pending batch (all of them committed in the
 		// cluster that wrote them) as the sequencer would have: in (tx, id)
-		// order after the last number.
+		// order after the last number. The sequencer looks from the
+		// rebased id on.
 		number: `WITH counter AS (
 				SELECT seq FROM ` + s + `feed_counter
 			), taken AS (
@@ -39,7 +40,8 @@ func newRestoreQueries(schema string) restoreQueries {
 				FROM taken t JOIN ` + s + `batches b ON b.tx = t.tx AND b.id = t.id, counter c
 			` + recordSettled(s) + `
 			), moved AS (
-				UPDATE ` + s + `feed_counter SET seq = (SELECT max(seq) FROM settled) WHERE EXISTS (SELECT 1 FROM settled)
+				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq),
+					scan_from = '` + restoredTx + `', scan_also = '{}'
 			)
 			SELECT count(*) FROM numbered`,
 		rebaseBatches: `UPDATE ` + s + `batches SET tx = '` + restoredTx + `' WHERE tx <> '` + restoredTx + `'`,

@@ -61,6 +61,7 @@ func TestRestoreIntoAnotherCluster(t *testing.T) {
 		`UPDATE ` + s + `.batches SET tx = (tx::text::bigint + 1000000000)::text::xid8`,
 		`UPDATE ` + s + `.feed SET tx = (tx::text::bigint + 1000000000)::text::xid8`,
 		`UPDATE ` + s + `.pending SET tx = (tx::text::bigint + 1000000000)::text::xid8`,
+		`UPDATE ` + s + `.feed_counter SET scan_from = (scan_from::text::bigint + 1000000000)::text::xid8`,
 	} {
 		_, err := admin.Exec(ctx, q)
 		require.NoError(t, err)

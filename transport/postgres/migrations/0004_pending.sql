@@ -10,9 +10,17 @@
 -- Taken under the sequencers' lock and with batches in SHARE mode (stores
 -- in flight end first, new ones wait for this transaction), so the
 -- batches without a number are exactly those of transactions at or past
--- the horizon. The horizon goes: an older release's sequencer, which
--- would number them a second time, fails instead (stop older instances
--- before an upgrade: their stores write no pending row).
+-- the horizon.
+--
+-- The horizon becomes scan_from, with scan_also beside it: where the
+-- sequencer looks for pending rows, so that it never reads past the rows
+-- it deleted (which a long transaction anywhere keeps VACUUM from
+-- removing). Every pending row not numbered yet, committed or to come, is
+-- of a transaction at or past scan_from or in scan_also (the ones still
+-- open below it when the last run took its snapshot). The name changes:
+-- an older release's sequencer, which would number them a second time,
+-- fails instead (stop older instances before an upgrade: their stores
+-- write no pending row).
 SELECT pg_advisory_xact_lock({{sequencer_lock}});
 LOCK TABLE {{schema}}.batches IN SHARE MODE;
 CREATE TABLE {{schema}}.pending (
@@ -22,4 +30,5 @@ CREATE TABLE {{schema}}.pending (
 );
 INSERT INTO {{schema}}.pending (tx, id)
     SELECT b.tx, b.id FROM {{schema}}.batches b, {{schema}}.feed_counter c WHERE b.tx >= c.horizon;
-ALTER TABLE {{schema}}.feed_counter DROP COLUMN horizon;
+ALTER TABLE {{schema}}.feed_counter RENAME COLUMN horizon TO scan_from;
+ALTER TABLE {{schema}}.feed_counter ADD COLUMN scan_also xid8[] NOT NULL DEFAULT '{}';
