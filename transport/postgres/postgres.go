@@ -515,10 +515,12 @@ const sequencerTimeout = "60s"
 // advisory lock, numbers, moves the counter and notifies other processes.
 // It is a transaction of its own, READ COMMITTED whatever the session's
 // default, since each statement must take a snapshot of its own (the
-// numbering one after the lock), with its own timeouts.
+// numbering one after the lock), with its own timeouts, and without JIT
+// compilation (the planner's estimates for its small tables can pass
+// jit_above_cost, and compiling costs far more than the run).
 func (t *Transport) queueSequencer(b *pgx.Batch) {
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true)")
+	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true), set_config('jit', 'off', true)")
 	b.Queue(t.q.lockAndMark, t.q.lock)
 	b.Queue(t.q.sequence, t.q.channel, t.origin, t.chunk.Load())
 	b.Queue("COMMIT")

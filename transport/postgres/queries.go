@@ -209,9 +209,9 @@ func newQueries(schema string) queries {
 // the runs deleted lie below, never read again, however long VACUUM must
 // keep them. s is the schema's quoted name with its dot.
 func scanPending(s string) string {
-	return `SELECT p.tx, p.id FROM ` + s + `pending p, counter c WHERE p.tx >= c.scan_from
+	return `SELECT tx, id FROM ` + s + `pending WHERE tx >= (SELECT scan_from FROM counter)
 				UNION ALL
-				SELECT p.tx, p.id FROM ` + s + `pending p, counter c WHERE p.tx = ANY (c.scan_also) AND p.tx < c.scan_from`
+				SELECT tx, id FROM ` + s + `pending WHERE tx = ANY ((SELECT scan_also FROM counter)::xid8[]) AND tx < (SELECT scan_from FROM counter)`
 }
 
 // recordSettled is the part of a numbering statement that the sequencer and
