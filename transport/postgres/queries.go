@@ -73,14 +73,21 @@ func newQueries(schema string) queries {
 				-- the first pending transaction alone when it holds more.
 				SELECT k.tx AS kth, k.tx = (SELECT tx FROM waiting LIMIT 1) AS alone FROM (SELECT) one LEFT JOIN kth k ON true
 			), chosen AS (
-				SELECT w.tx, w.id FROM waiting w, bound
+				SELECT w.ctid FROM waiting w, bound
 				WHERE bound.kth IS NULL OR w.tx < bound.kth OR (bound.alone AND w.tx = bound.kth)
 			), taken AS (
-				DELETE FROM ` + s + `pending p USING chosen c WHERE p.tx = c.tx AND p.id = c.id
-				RETURNING p.tx, p.id
+				-- By their row addresses: never a scan of pending, whose
+				-- deleted rows a long transaction keeps.
+				DELETE FROM ` + s + `pending WHERE ctid = ANY (ARRAY(SELECT ctid FROM chosen))
+				RETURNING tx, id
 			), settled AS (
+				-- Each batch by its key (LIMIT 1 keeps the planner from
+				-- joining otherwise, which could scan every batch).
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
-				FROM taken t JOIN ` + s + `batches b ON b.tx = t.tx AND b.id = t.id, counter c
+				FROM taken t CROSS JOIN LATERAL (
+					SELECT id, tx, tenant, aggregate_type, version, event_count FROM ` + s + `batches
+					WHERE tx = t.tx AND id = t.id LIMIT 1
+				) b, counter c
 			` + recordSettled(s) + `
 			), next AS (
 				-- Where the next run looks: past this snapshot's
@@ -201,7 +208,7 @@ func newQueries(schema string) queries {
 	}
 }
 
-// scanPending selects the pending rows (tx, id) a numbering run may find
+// scanPending selects the pending rows (ctid, tx, id) a numbering run may find
 // committed, given a CTE "counter" with feed_counter's scan_from and
 // scan_also: every pending row not numbered yet is of a transaction at or
 // past scan_from, or of one in scan_also (open below scan_from when the
@@ -209,9 +216,9 @@ func newQueries(schema string) queries {
 // the runs deleted lie below, never read again, however long VACUUM must
 // keep them. s is the schema's quoted name with its dot.
 func scanPending(s string) string {
-	return `SELECT tx, id FROM ` + s + `pending WHERE tx >= (SELECT scan_from FROM counter)
+	return `SELECT ctid, tx, id FROM ` + s + `pending WHERE tx >= (SELECT scan_from FROM counter)
 				UNION ALL
-				SELECT tx, id FROM ` + s + `pending WHERE tx = ANY ((SELECT scan_also FROM counter)::xid8[]) AND tx < (SELECT scan_from FROM counter)`
+				SELECT ctid, tx, id FROM ` + s + `pending WHERE tx = ANY ((SELECT scan_also FROM counter)::xid8[]) AND tx < (SELECT scan_from FROM counter)`
 }
 
 // recordSettled is the part of a numbering statement that the sequencer and
