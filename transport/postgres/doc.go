@@ -113,6 +113,17 @@
 // are never split), always a prefix of the pending rows in (transaction
 // id, id) order.
 //
+// A run looks for pending rows only where unnumbered ones can be: at or
+// past scan_from (kept in feed_counter: the end of the last run's
+// snapshot, pg_snapshot_xmax, or where a chunked run stopped) and in
+// scan_also (the transactions still open below it then, pg_snapshot_xip).
+// Any other transaction below scan_from had ended by that snapshot, so
+// its batches, if it committed, were visible to that run and taken. The
+// pending rows the runs deleted lie below, and are never read again,
+// however long an open transaction keeps VACUUM from removing them; a
+// run deletes its rows by address and finds each batch by its key, so no
+// run scans pending or batches. Feed reads check the same places.
+//
 // The guarantee needs stores to commit durably (synchronous_commit on or
 // local, PostgreSQL's default). A run's own commit waits for the flush
 // unless every transaction below the highest one it numbered has ended
