@@ -121,7 +121,10 @@ func (t *idTable) get(k idKey) (uint32, bool) {
 
 // put adds k, which must not be in the table, at position pos.
 func (t *idTable) put(k idKey, pos uint32) {
-	if t.old == nil && (t.n+1)*4 > len(t.cur)*3 {
+	if (t.n+1)*4 > len(t.cur)*3 {
+		// Cannot happen while a move is under way (see movePerInsert);
+		// finishing it first keeps the table sound if it did.
+		t.move(len(t.old) - t.moved)
 		t.old, t.moved = t.cur, 0
 		t.cur = make([]idSlot, 2*len(t.cur))
 	}

@@ -92,7 +92,7 @@ func canceled(ctx context.Context, op string, ref transport.Ref) error {
 
 func (t *Transport) stream(ref transport.Ref) *stream {
 	if sc := t.scopes[ref.Scope()]; sc != nil {
-		s, _ := sc.find(ref.ID)
+		s, _ := sc.find(keyOf(ref.ID))
 		return s
 	}
 	return nil
@@ -161,8 +161,9 @@ func (t *Transport) store(op string, ref transport.Ref, events []transport.Event
 	sc := t.scopes[ref.Scope()]
 	var s *stream
 	var pos uint32
+	key := keyOf(ref.ID)
 	if sc != nil {
-		s, pos = sc.find(ref.ID)
+		s, pos = sc.find(key)
 	}
 	current := int64(0)
 	if s != nil {
@@ -177,7 +178,7 @@ func (t *Transport) store(op string, ref transport.Ref, events []transport.Event
 		sc = t.newScopeLocked(ref.Scope())
 	}
 	if s == nil {
-		s, pos = sc.add(ref.ID)
+		s, pos = sc.add(key)
 	}
 	t.appendLocked(ref.Tenant, sc, s, pos, events, t.now())
 	return nil
@@ -234,7 +235,7 @@ func (t *Transport) storeBulk(op string, scope transport.Scope, batches []transp
 	for _, b := range batches {
 		current := int64(0)
 		if sc != nil {
-			if s, _ := sc.find(b.AggregateID); s != nil {
+			if s, _ := sc.find(keyOf(b.AggregateID)); s != nil {
 				current = s.version()
 			}
 		}
@@ -249,9 +250,10 @@ func (t *Transport) storeBulk(op string, scope transport.Scope, batches []transp
 	}
 	now := t.now()
 	for _, b := range batches {
-		s, pos := sc.find(b.AggregateID)
+		key := keyOf(b.AggregateID)
+		s, pos := sc.find(key)
 		if s == nil {
-			s, pos = sc.add(b.AggregateID)
+			s, pos = sc.add(key)
 		}
 		t.appendLocked(scope.Tenant, sc, s, pos, b.Events, now)
 	}
@@ -313,9 +315,10 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 		f.forgetScope(sc)
 		delete(t.scopes, scope)
 	default:
-		if s, pos := sc.find(target.ID); s != nil {
+		key := keyOf(target.ID)
+		if s, pos := sc.find(key); s != nil {
 			f.forgetLocked(s.seqs)
-			sc.remove(target.ID, pos)
+			sc.remove(key, pos)
 		}
 	}
 	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))
@@ -363,7 +366,7 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 		ids, more = sc.ids.snapshotPage(skip, limit)
 	}
 	for _, id := range ids {
-		s, _ := sc.find(id)
+		s, _ := sc.find(keyOf(id))
 		page.Aggregates = append(page.Aggregates, transport.AggregateInfo{
 			AggregateID: id, AggregateType: scope.Type, AggregateVersion: s.version(), LastUpdatedAt: s.updated(),
 		})

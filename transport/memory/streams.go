@@ -85,14 +85,27 @@ func (sc *scopeState) at(pos uint32) *stream {
 	return &sc.chunks[pos/streamChunk][pos%streamChunk]
 }
 
-// find returns the stream of id and its position, or nil.
-func (sc *scopeState) find(id string) (*stream, uint32) {
+// streamKey is an aggregate id as the scope looks it up: its 16 bytes
+// when it is a lowercase UUID (canon), else the id itself.
+type streamKey struct {
+	id    string
+	k     idKey
+	canon bool
+}
+
+func keyOf(id string) streamKey {
+	k, canon := parseID(id)
+	return streamKey{id: id, k: k, canon: canon}
+}
+
+// find returns the stream of key and its position, or nil.
+func (sc *scopeState) find(key streamKey) (*stream, uint32) {
 	var pos uint32
 	var ok bool
-	if k, canon := parseID(id); canon {
-		pos, ok = sc.index.get(k)
+	if key.canon {
+		pos, ok = sc.index.get(key.k)
 	} else {
-		pos, ok = sc.odd[id]
+		pos, ok = sc.odd[key.id]
 	}
 	if !ok {
 		return nil, 0
@@ -100,8 +113,8 @@ func (sc *scopeState) find(id string) (*stream, uint32) {
 	return sc.at(pos), pos
 }
 
-// add makes an empty stream for id, which must not have one.
-func (sc *scopeState) add(id string) (*stream, uint32) {
+// add makes an empty stream for key, which must not have one.
+func (sc *scopeState) add(key streamKey) (*stream, uint32) {
 	var pos uint32
 	if n := len(sc.free); n > 0 {
 		pos, sc.free = sc.free[n-1], sc.free[:n-1]
@@ -112,32 +125,32 @@ func (sc *scopeState) add(id string) (*stream, uint32) {
 			sc.chunks = append(sc.chunks, make([]stream, streamChunk))
 		}
 	}
-	if k, canon := parseID(id); canon {
-		sc.index.put(k, pos)
+	if key.canon {
+		sc.index.put(key.k, pos)
 	} else {
 		if sc.odd == nil {
 			sc.odd = make(map[string]uint32)
 		}
-		sc.odd[id] = pos
+		sc.odd[key.id] = pos
 	}
 	s := sc.at(pos)
-	s.id = id
+	s.id = key.id
 	sc.live++
-	sc.ids.insert(id)
+	sc.ids.insert(key.id)
 	return s, pos
 }
 
-// remove drops the stream of id at pos.
-func (sc *scopeState) remove(id string, pos uint32) {
-	if k, canon := parseID(id); canon {
-		sc.index.remove(k)
+// remove drops the stream of key at pos.
+func (sc *scopeState) remove(key streamKey, pos uint32) {
+	if key.canon {
+		sc.index.remove(key.k)
 	} else {
-		delete(sc.odd, id)
+		delete(sc.odd, key.id)
 	}
 	*sc.at(pos) = stream{}
 	sc.free = append(sc.free, pos)
 	sc.live--
-	sc.ids.remove(id)
+	sc.ids.remove(key.id)
 }
 
 // each calls f with every stream.
