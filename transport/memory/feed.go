@@ -183,11 +183,7 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 	}
 	page.Head = f.head(q.Feed.Type)
 	scanned := q.Since
-	type pick struct {
-		e transport.FeedEntry // without its events
-		b *batch
-	}
-	var picked []pick
+	var picked []int64 // sequence numbers
 	var scratch []transport.Event
 	var size int64
 	events := 0
@@ -198,10 +194,7 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 			scanned = seq
 			return true
 		}
-		sc := f.scopes[sl.fid]
-		s := sc.at(sl.pos)
-		b := s.batch(sl.version)
-		e := transport.FeedEntry{Sequence: seq, AggregateType: sc.typ, AggregateID: s.id, Version: sl.version, Stored: b.stored}
+		e, b := f.entry(seq, sl)
 		if len(q.EventTypes) > 0 {
 			scratch = b.decode(scratch[:0])
 			e.Events = scratch
@@ -214,14 +207,14 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 			page.HasMore = true
 			return false
 		}
-		e.Events = nil
-		picked = append(picked, pick{e: e, b: b})
+		picked = append(picked, seq)
 		size += b.bytes
 		events += int(b.events)
 		scanned = seq
 		return true
 	}
 	if q.Feed.Type == transport.AllTypes {
+		picked = make([]int64, 0, min(int64(limit), max(0, f.last-q.Since)))
 		for seq := q.Since + 1; seq <= f.last; seq++ {
 			if b := f.blocks[(seq-1)/feedBlockSize]; b == nil {
 				scanned = min(f.last, (seq-1)/feedBlockSize*feedBlockSize+feedBlockSize)
@@ -233,7 +226,9 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 			}
 		}
 	} else if x := f.types[q.Feed.Type]; x != nil {
-		for i := x.after(q.Since); i < x.n; i++ {
+		from := x.after(q.Since)
+		picked = make([]int64, 0, min(limit, x.n-from))
+		for i := from; i < x.n; i++ {
 			if !visit(x.at(i)) {
 				break
 			}
@@ -242,13 +237,23 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 	// Copies: the caller may change the page without changing the store.
 	page.Entries = make([]transport.FeedEntry, len(picked))
 	all := make([]transport.Event, 0, events)
-	for i, p := range picked {
+	for i, seq := range picked {
+		e, b := f.entry(seq, f.slot(seq))
 		start := len(all)
-		all = p.b.decode(all)
-		page.Entries[i] = p.e
-		page.Entries[i].Events = all[start:len(all):len(all)]
+		all = b.decode(all)
+		e.Events = all[start:len(all):len(all)]
+		page.Entries[i] = e
 	}
 	return page, scanned
+}
+
+// entry is the feed entry numbered seq, kept in sl, without its events,
+// and its batch.
+func (f *feedLog) entry(seq int64, sl *slot) (transport.FeedEntry, *batch) {
+	sc := f.scopes[sl.fid]
+	s := sc.at(sl.pos)
+	b := s.batch(sl.version)
+	return transport.FeedEntry{Sequence: seq, AggregateType: sc.typ, AggregateID: s.id, Version: sl.version, Stored: b.stored}, b
 }
 
 func (f *feedLog) head(feed string) int64 {
