@@ -178,9 +178,7 @@ func encodeBatch(events []transport.Event) batch {
 	for i := range events {
 		e := &events[i]
 		if e.EventID == "" {
-			u := uuid.New()
-			buf = buf[:len(buf)+36]
-			encodeUUID(buf[len(buf)-36:], u)
+			buf = append(buf, uuid.NewString()...)
 		} else {
 			buf = append(buf, e.EventID...)
 		}
@@ -198,21 +196,6 @@ func encodeBatch(events []transport.Event) batch {
 	}
 	b.buf = buf
 	return b
-}
-
-// encodeUUID writes u's canonical text into dst (36 bytes) without the
-// allocation of u.String().
-func encodeUUID(dst []byte, u uuid.UUID) {
-	const hex = "0123456789abcdef"
-	j := 0
-	for i, c := range u {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			dst[j] = '-'
-			j++
-		}
-		dst[j], dst[j+1] = hex[c>>4], hex[c&15]
-		j += 2
-	}
 }
 
 // decode appends the batch's events to dst. Their strings and Data point
