@@ -105,3 +105,27 @@ func TestScopeKeepsIDsThatDifferOnlyInCase(t *testing.T) {
 		require.False(t, keyOf(bad).canon, bad)
 	}
 }
+
+// Buffers of small batches come from shared blocks; each holds exactly its
+// bytes, so a buffer never runs into the next one's.
+func TestArenaBuffersDoNotOverlap(t *testing.T) {
+	var a arena
+	var bufs [][]byte
+	for i := range 100 {
+		n := 1 + i*37%arenaMax
+		b := a.alloc(n)
+		require.Empty(t, b)
+		require.Equal(t, n, cap(b))
+		for range n {
+			b = append(b, byte(i))
+		}
+		bufs = append(bufs, b)
+	}
+	big := a.alloc(arenaMax + 1)
+	require.Equal(t, arenaMax+1, cap(big))
+	for i, b := range bufs {
+		for _, c := range b {
+			require.Equal(t, byte(i), c)
+		}
+	}
+}

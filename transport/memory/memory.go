@@ -63,6 +63,7 @@ type Transport struct {
 	tokens *deletetoken.Registry
 	feeds  map[string]*feedLog // by tenant
 	signal commitsignal.Signal // notified after every commit
+	arena  arena               // the buffers of small batches
 }
 
 var (
@@ -197,7 +198,7 @@ func (t *Transport) newScopeLocked(scope transport.Scope) *scopeState {
 // appendLocked stores a batch; its time never goes back for an aggregate,
 // even if the clock does.
 func (t *Transport) appendLocked(tenant string, sc *scopeState, s *stream, pos uint32, events []transport.Event, now time.Time) {
-	b := encodeBatch(events)
+	b := encodeBatch(events, &t.arena)
 	v := s.version() + 1
 	b.stored = now
 	if v > 1 {

@@ -2,6 +2,7 @@ package memory
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"time"
 	"unsafe"
 
@@ -167,13 +168,15 @@ func (sc *scopeState) each(f func(*stream)) {
 // and encrypted data, each after its length as a uvarint (data's length
 // doubled, plus one when it is not nil, so nil and empty come back as
 // they went in). The caller keeps its slices.
-func encodeBatch(events []transport.Event) batch {
+func encodeBatch(events []transport.Event, a *arena) batch {
 	size := 0
 	for i := range events {
 		e := &events[i]
-		size += 36 + len(e.EventType) + len(e.Data) + len(e.EncryptedData) + 3*binary.MaxVarintLen64
+		size += 36 + uvarintLen(uint64(len(e.EventType))) + len(e.EventType) +
+			uvarintLen(uint64(len(e.Data))<<1|1) + len(e.Data) +
+			uvarintLen(uint64(len(e.EncryptedData))) + len(e.EncryptedData)
 	}
-	buf := make([]byte, 0, size)
+	buf := a.alloc(size)
 	b := batch{events: int32(len(events))}
 	for i := range events {
 		e := &events[i]
@@ -196,6 +199,36 @@ func encodeBatch(events []transport.Event) batch {
 	}
 	b.buf = buf
 	return b
+}
+
+func uvarintLen(n uint64) int { return (bits.Len64(n|1) + 6) / 7 }
+
+// Small batches share blocks of arenaBlock bytes instead of having an
+// allocation each: the collector has one object to mark per block, not one
+// per batch. The price: a block is freed only when none of its batches is
+// stored any more, so a deleted small aggregate's bytes (unreachable, never
+// read again) can stay in memory beside its neighbours, at most arenaBlock
+// bytes per aggregate that outlives its neighbours.
+const (
+	arenaBlock = 8 << 10
+	arenaMax   = 512 // larger batches get an allocation of their own
+)
+
+// arena hands out the buffers of small batches.
+type arena struct{ block []byte }
+
+// alloc returns an empty buffer with room for exactly n bytes, which no
+// other buffer shares.
+func (a *arena) alloc(n int) []byte {
+	if n > arenaMax {
+		return make([]byte, 0, n)
+	}
+	if cap(a.block)-len(a.block) < n {
+		a.block = make([]byte, 0, arenaBlock)
+	}
+	start := len(a.block)
+	a.block = a.block[:start+n]
+	return a.block[start : start : start+n]
 }
 
 // decode appends the batch's events to dst. Their strings and Data point
