@@ -182,7 +182,7 @@ func (t *Transport) store(op string, ref transport.Ref, events []transport.Event
 		sc = t.newScopeLocked(ref.Scope())
 	}
 	if s == nil {
-		s, pos = sc.add(key)
+		s, pos = sc.add(key, &t.arena)
 	}
 	t.appendLocked(ref.Tenant, sc, s, pos, events, t.now())
 	return nil
@@ -257,7 +257,7 @@ func (t *Transport) storeBulk(op string, scope transport.Scope, batches []transp
 		key := keyOf(b.AggregateID)
 		s, pos := sc.find(key)
 		if s == nil {
-			s, pos = sc.add(key)
+			s, pos = sc.add(key, &t.arena)
 		}
 		t.appendLocked(scope.Tenant, sc, s, pos, b.Events, now)
 	}

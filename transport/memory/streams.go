@@ -114,8 +114,11 @@ func (sc *scopeState) find(key streamKey) (*stream, uint32) {
 	return sc.at(pos), pos
 }
 
-// add makes an empty stream for key, which must not have one.
-func (sc *scopeState) add(key streamKey) (*stream, uint32) {
+// add makes an empty stream for key, which must not have one. The id is
+// copied into a, so the store does not keep the caller's string (an object
+// per aggregate for the collector).
+func (sc *scopeState) add(key streamKey, a *arena) (*stream, uint32) {
+	key.id = a.copy(key.id)
 	var pos uint32
 	if n := len(sc.free); n > 0 {
 		pos, sc.free = sc.free[n-1], sc.free[:n-1]
@@ -229,6 +232,12 @@ func (a *arena) alloc(n int) []byte {
 	start := len(a.block)
 	a.block = a.block[:start+n]
 	return a.block[start : start : start+n]
+}
+
+// copy returns a copy of s in the arena.
+func (a *arena) copy(s string) string {
+	b := append(a.alloc(len(s)), s...)
+	return str(b, len(b))
 }
 
 // decode appends the batch's events to dst. Their strings and Data point
