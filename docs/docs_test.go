@@ -73,12 +73,20 @@ func contains(hay, needle []string) bool {
 }
 
 // TestDocBlocksCompile: every Go block in README.md and docs/*.md stands,
-// line for line, in snippets_test.go, which the compiler checks.
+// line for line, in snippets_test.go or a *_snippets_test.go file, which
+// the compiler checks.
 func TestDocBlocksCompile(t *testing.T) {
-	src, err := os.ReadFile("snippets_test.go")
+	// snippets_test.go, and the *_snippets_test.go files beside it.
+	files, err := filepath.Glob("*snippets_test.go")
 	require.NoError(t, err)
-	compiled := normalize(strings.Split(string(src), "\n"))
-	compiledImports, _ := splitImports(strings.Split(strings.SplitN(string(src), "import (", 2)[1], "\n"))
+	var compiled, compiledImports []string
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		require.NoError(t, err)
+		compiled = append(compiled, normalize(strings.Split(string(src), "\n"))...)
+		imports, _ := splitImports(strings.Split(strings.SplitN(string(src), "import (", 2)[1], "\n"))
+		compiledImports = append(compiledImports, imports...)
+	}
 	docs, err := filepath.Glob("*.md")
 	require.NoError(t, err)
 	docs = append(docs, filepath.Join("..", "README.md"))

@@ -21,13 +21,15 @@ type Checkpoints interface {
 // subscriptions that rebuild from scratch at every start.
 type MemoryCheckpoints struct {
 	mu    sync.Mutex
-	pos   map[string]int64
+	pos   map[string]Checkpoint
 	names names
 }
 
 var (
-	_ Checkpoints = (*MemoryCheckpoints)(nil)
-	_ Claimer     = (*MemoryCheckpoints)(nil)
+	_ Checkpoints      = (*MemoryCheckpoints)(nil)
+	_ EntryCheckpoints = (*MemoryCheckpoints)(nil)
+	_ Claimer          = (*MemoryCheckpoints)(nil)
+	_ Resetter         = (*MemoryCheckpoints)(nil)
 )
 
 // Claim implements Claimer.
@@ -35,22 +37,58 @@ func (m *MemoryCheckpoints) Claim(name string) (func(), error) { return m.names.
 
 // NewMemoryCheckpoints returns an empty checkpoint store.
 func NewMemoryCheckpoints() *MemoryCheckpoints {
-	return &MemoryCheckpoints{pos: map[string]int64{}}
+	return &MemoryCheckpoints{pos: map[string]Checkpoint{}}
 }
 
 // Load implements Checkpoints.
-func (m *MemoryCheckpoints) Load(_ context.Context, name string) (int64, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	seq, ok := m.pos[name]
-	return seq, ok, nil
+func (m *MemoryCheckpoints) Load(ctx context.Context, name string) (int64, bool, error) {
+	c, ok, err := m.LoadCheckpoint(ctx, name)
+	return c.Sequence, ok, err
 }
 
-// Save implements Checkpoints.
+// Save implements Checkpoints. A save at the sequence number the
+// checkpoint already has keeps its event id.
 func (m *MemoryCheckpoints) Save(_ context.Context, name string, seq int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.pos[name] = seq
+	if cur, ok := m.pos[name]; ok && cur.Sequence == seq {
+		return nil
+	}
+	m.pos[name] = Checkpoint{Sequence: seq}
+	return nil
+}
+
+// LoadCheckpoint implements EntryCheckpoints.
+func (m *MemoryCheckpoints) LoadCheckpoint(_ context.Context, name string) (Checkpoint, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.pos[name]
+	return c, ok, nil
+}
+
+// SaveCheckpoint implements EntryCheckpoints.
+func (m *MemoryCheckpoints) SaveCheckpoint(_ context.Context, name string, c Checkpoint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pos[name] = c
+	return nil
+}
+
+// ResetTo implements Resetter.
+func (m *MemoryCheckpoints) ResetTo(ctx context.Context, seq int64, names ...string) error {
+	if err := checkReset(seq, names); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, name := range names {
+		if m.names.held(name) && !RebuildingItself(ctx, name) {
+			return fmt.Errorf("%w: %q runs on this checkpoint store: stop it before a reset", ErrNameInUse, name)
+		}
+	}
+	for _, name := range names {
+		m.pos[name] = Checkpoint{Sequence: seq}
+	}
 	return nil
 }
 
@@ -83,6 +121,13 @@ type SelfCheckpointing interface {
 type names struct {
 	mu    sync.Mutex
 	taken map[string]bool
+}
+
+// held reports whether name is claimed.
+func (n *names) held(name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.taken[name]
 }
 
 func (n *names) claim(name string) (func(), error) {

@@ -60,4 +60,18 @@
 // Several consumers share a feed by partition (Partition(count, n)): each
 // aggregate's batches go to one partition, in order. RunAll runs several
 // subscriptions together.
+//
+// # A checkpoint that knows where it stands, reset and replay, metrics
+//
+// A checkpoint (Checkpoint) records the sequence number of the last entry
+// handled and the first event id of that entry, where the store keeps it
+// (EntryCheckpoints). As Run starts, it checks that the feed still holds
+// that entry: when the feed's head is below the checkpoint, or another
+// entry stands at its number, the store was reset or replaced, and Run
+// returns an error wrapping ErrStaleCheckpoint, or with
+// OnStale(Rebuild(clear)) empties the read model and handles the feed
+// again from its start. An entry deleted since is not stale. Reset and
+// ResetGroup move checkpoints back or forward for a replay (Resetter),
+// refused while the subscription runs where the store can tell. Metrics
+// exports position, head and lag as Prometheus gauges.
 package subscription

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/eventbus"
@@ -167,6 +168,9 @@ type Subscription struct {
 	lagEvery time.Duration
 	upcast   map[string]Upcaster // by aggregate type
 	setupErr error
+	stale    StalePolicy
+	registry prometheus.Registerer // Metrics
+	metrics  *metrics              // nil without Metrics
 
 	byType  map[string][]eventbus.Handler
 	all     []eventbus.Handler
@@ -218,6 +222,13 @@ func New(feed transport.Feeder, name string, checkpoints Checkpoints, opts ...Op
 	}
 	if s.setupErr != nil {
 		return nil, fmt.Errorf("subscription %q: %w", name, s.setupErr)
+	}
+	if s.registry != nil {
+		m, err := newMetrics(s.registry, s.name, s.query.Partition)
+		if err != nil {
+			return nil, fmt.Errorf("subscription %q: %w", name, err)
+		}
+		s.metrics = m
 	}
 	if p := s.query.Partition; p.Count > 1 {
 		s.name += "#" + strconv.Itoa(p.Number) + "/" + strconv.Itoa(p.Count)
@@ -431,12 +442,22 @@ func (s *Subscription) Run(ctx context.Context) error {
 	}
 	s.position.Store(pos)
 	s.moved.Broadcast()
+	s.metrics.started(pos)
+	defer s.metrics.forget()
 	s.log.Info("subscription started", zap.String("subscription", s.name), zap.String("feed", s.query.Feed.Type), zap.Int64("from", pos))
 	lastLag := time.Now()
 	saved := pos
+	var posID string // first event id of the entry at pos, once one was handled
+	atEnd := false   // a read has reached the end of the feed (HasMore false)
 	for {
 		q := s.query
 		q.Since = pos
+		if !atEnd {
+			// Until a read has reached the end of the feed, none waits: a
+			// restarted subscription with nothing new (a partition whose
+			// own entries stop below the head) settles at once (Await, Lag).
+			q.Wait = 0
+		}
 		var page transport.FeedPage
 		err := s.withRetry(readCtx, "read feed", func() error {
 			var err error
@@ -448,7 +469,7 @@ func (s *Subscription) Run(ctx context.Context) error {
 		})
 		if err != nil {
 			if readCtx.Err() != nil {
-				return s.finish(saveCtx, pos, saved)
+				return s.finish(saveCtx, Checkpoint{pos, posID}, saved)
 			}
 			return fmt.Errorf("subscription %q: %w", s.name, err)
 		}
@@ -459,14 +480,19 @@ func (s *Subscription) Run(ctx context.Context) error {
 				if errors.Is(err, errAborted) {
 					// Close's deadline: this entry is delivered again
 					// after a restart.
-					return s.finish(saveCtx, pos, saved)
+					return s.finish(saveCtx, Checkpoint{pos, posID}, saved)
 				}
-				if serr := s.save(saveCtx, pos, saved); serr != nil {
+				if serr := s.save(saveCtx, Checkpoint{pos, posID}, saved); serr != nil {
 					err = errors.Join(err, serr)
 				}
 				return err
 			}
 			pos = e.Sequence
+			if len(e.Events) > 0 {
+				posID = e.Events[0].EventID
+			} else {
+				posID = ""
+			}
 			s.position.Store(pos)
 			s.moved.Broadcast()
 			if s.stopping(readCtx) {
@@ -475,19 +501,21 @@ func (s *Subscription) Run(ctx context.Context) error {
 			}
 		}
 		if pos != saved {
-			if err := s.save(saveCtx, pos, saved); err != nil {
+			if err := s.save(saveCtx, Checkpoint{pos, posID}, saved); err != nil {
 				return err
 			}
 			saved = pos
 		}
+		atEnd = atEnd || !page.HasMore
 		if all && !page.HasMore && page.Head > s.reached.Load() {
 			s.reached.Store(page.Head)
 			s.moved.Broadcast()
 		}
 		if s.stopping(readCtx) {
-			return s.finish(saveCtx, pos, saved)
+			return s.finish(saveCtx, Checkpoint{pos, posID}, saved)
 		}
 		lag := max(page.Head-s.progress(), 0)
+		s.metrics.observe(pos, page.Head, lag)
 		s.log.Debug("subscription page", zap.String("subscription", s.name), zap.Int("entries", len(page.Entries)),
 			zap.Int64("position", pos), zap.Int64("lag", lag))
 		if s.lagEvery > 0 && time.Since(lastLag) >= s.lagEvery {
@@ -512,13 +540,13 @@ func (s *Subscription) stopping(readCtx context.Context) bool {
 func (s *Subscription) start(ctx context.Context) (int64, error) {
 	var pos int64
 	err := s.withRetry(ctx, "load checkpoint", func() error {
-		seq, ok, err := s.cps.Load(ctx, s.name)
+		c, ok, err := s.loadCheckpoint(ctx)
 		if err != nil {
 			return err
 		}
 		if ok {
-			pos = seq
-			return nil
+			pos, err = s.checkStale(ctx, c)
+			return err
 		}
 		if !s.fromHead {
 			return nil
@@ -536,22 +564,22 @@ func (s *Subscription) start(ctx context.Context) (int64, error) {
 	return pos, nil
 }
 
-func (s *Subscription) save(ctx context.Context, pos, saved int64) error {
-	if pos == saved {
+func (s *Subscription) save(ctx context.Context, c Checkpoint, saved int64) error {
+	if c.Sequence == saved {
 		return nil
 	}
-	err := s.withRetry(ctx, "save checkpoint", func() error { return s.cps.Save(ctx, s.name, pos) })
+	err := s.withRetry(ctx, "save checkpoint", func() error { return s.saveCheckpoint(ctx, c) })
 	if err != nil {
-		return fmt.Errorf("subscription %q: saving checkpoint %d: %w", s.name, pos, err)
+		return fmt.Errorf("subscription %q: saving checkpoint %d: %w", s.name, c.Sequence, err)
 	}
 	return nil
 }
 
-func (s *Subscription) finish(ctx context.Context, pos, saved int64) error {
-	if err := s.save(ctx, pos, saved); err != nil {
+func (s *Subscription) finish(ctx context.Context, c Checkpoint, saved int64) error {
+	if err := s.save(ctx, c, saved); err != nil {
 		return err
 	}
-	s.log.Info("subscription stopped", zap.String("subscription", s.name), zap.Int64("position", pos))
+	s.log.Info("subscription stopped", zap.String("subscription", s.name), zap.Int64("position", c.Sequence))
 	return nil
 }
 
@@ -676,7 +704,7 @@ func envelope(tenant string, e *transport.FeedEntry, ev *transport.Event) eventb
 func (s *Subscription) withRetry(ctx context.Context, what string, fn func() error) error {
 	return retry.Run(ctx, func() error {
 		err := fn()
-		if errors.Is(err, ErrSetup) || errors.Is(err, ErrNameInUse) {
+		if errors.Is(err, ErrSetup) || errors.Is(err, ErrNameInUse) || errors.Is(err, ErrReset) {
 			return backoff.Permanent(err)
 		}
 		return err

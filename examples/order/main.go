@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	st, err := store.Open(getenv)
+	st, err := store.OpenContext(ctx, getenv)
 	if err != nil {
 		return err
 	}
@@ -131,6 +131,9 @@ func orderList(ctx context.Context, st *backend.Store, id string, p *printer) er
 	if err != nil {
 		return err
 	}
+	if st.Pool != nil {
+		return orderListPostgres(ctx, st, feed, id, p)
+	}
 	list, err := orderlist.Open(st.ViewPath("order-list"))
 	if err != nil {
 		return err
@@ -147,6 +150,35 @@ func orderList(ctx context.Context, st *backend.Store, id string, p *printer) er
 		p.line("picked up after sequence number %d, where the last run stopped: %d new batches applied", from, applied)
 	}
 	rows, totals, err := list.Rows()
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.ID == id {
+			p.line("this order: %s, paid %s of %s, %s", r.Customer, money(r.Paid), money(r.Amount), r.Status)
+		}
+	}
+	p.line("all orders: %d, worth %s, paid %s, %d shipped", totals.Orders, money(totals.Amount), money(totals.Paid), totals.Shipped)
+	return nil
+}
+
+// orderListPostgres brings the order list in PostgreSQL up to date as a
+// member of the list's consumer group, sharing the partitions with the
+// processes that run beside it, and shows it.
+func orderListPostgres(ctx context.Context, st *backend.Store, feed transport.Feeder, id string, p *printer) error {
+	list, err := orderlist.OpenPostgres(ctx, st.Pool)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	member := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), short(uuid.NewString()))
+	applied, err := list.CatchUp(ctx, feed, member)
+	if err != nil {
+		return err
+	}
+	p.step("The order list, a read model in PostgreSQL kept by a consumer group")
+	p.line("member %s of group %q (%d partitions): %d batches applied by this process", member, orderlist.Name, orderlist.Partitions, applied)
+	rows, totals, err := list.Rows(ctx)
 	if err != nil {
 		return err
 	}

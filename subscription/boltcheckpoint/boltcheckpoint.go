@@ -50,12 +50,18 @@ import (
 
 var (
 	bucketCheckpoints = []byte("sourced.checkpoints")
+	bucketEntries     = []byte("sourced.checkpoint-entries")
 	bucketParked      = []byte("sourced.parked")
 )
 
-// Store keeps checkpoints in two buckets of a bbolt file:
-// "sourced.checkpoints" (name -> 8-byte big-endian sequence number) and
-// "sourced.parked" (one nested bucket per subscription name).
+// Store keeps checkpoints in three buckets of a bbolt file:
+// "sourced.checkpoints" (name -> 8-byte big-endian sequence number, as
+// older releases wrote and read it), "sourced.checkpoint-entries" (name ->
+// the same 8 bytes, then the first event id of the entry the checkpoint
+// stands on; an event id counts only while its number is the checkpoint's,
+// so a checkpoint moved by an older release is never paired with another
+// entry's id) and "sourced.parked" (one nested bucket per subscription
+// name).
 type Store struct {
 	db  *bbolt.DB
 	now func() time.Time
@@ -67,6 +73,8 @@ type Store struct {
 
 var (
 	_ subscription.Checkpoints       = (*Store)(nil)
+	_ subscription.EntryCheckpoints  = (*Store)(nil)
+	_ subscription.Resetter          = (*Store)(nil)
 	_ subscription.Parker            = (*Store)(nil)
 	_ subscription.Claimer           = (*Store)(nil)
 	_ subscription.SelfCheckpointing = (*Store)(nil)
@@ -106,11 +114,12 @@ func New(db *bbolt.DB) (*Store, error) {
 		return nil, errors.New("boltcheckpoint: nil database")
 	}
 	err := db.Update(func(tx *bbolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketCheckpoints); err != nil {
-			return err
+		for _, b := range [][]byte{bucketCheckpoints, bucketEntries, bucketParked} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
-		_, err := tx.CreateBucketIfNotExists(bucketParked)
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("boltcheckpoint: %w", err)
@@ -132,6 +141,58 @@ func (s *Store) Load(_ context.Context, name string) (int64, bool, error) {
 		return nil
 	})
 	return seq, ok, err
+}
+
+// LoadCheckpoint implements subscription.EntryCheckpoints, with Load's
+// partition-count check. A checkpoint written before event ids were kept
+// (or by Put) has EventID "".
+func (s *Store) LoadCheckpoint(_ context.Context, name string) (subscription.Checkpoint, bool, error) {
+	var c subscription.Checkpoint
+	var ok bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if err := samePartitions(tx, name); err != nil {
+			return err
+		}
+		c, ok = GetCheckpoint(tx, name)
+		return nil
+	})
+	return c, ok, err
+}
+
+// SaveCheckpoint implements subscription.EntryCheckpoints. Like Save, it
+// never moves a checkpoint back, and a save at the checkpoint's own
+// sequence number keeps the event id it has.
+func (s *Store) SaveCheckpoint(_ context.Context, name string, c subscription.Checkpoint) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		if cur, ok := GetCheckpoint(tx, name); ok && (cur.Sequence > c.Sequence || cur.Sequence == c.Sequence && (cur.EventID != "" || c.EventID == "")) {
+			return nil
+		}
+		return PutCheckpoint(tx, name, c)
+	})
+}
+
+// ResetTo implements subscription.Resetter: the checkpoints of names are
+// set to seq in one transaction, refused with subscription.ErrNameInUse
+// when one of them runs on this Store.
+func (s *Store) ResetTo(ctx context.Context, seq int64, names ...string) error {
+	if err := subscription.CheckReset(seq, names...); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock() // no Claim until the reset is done
+	for _, name := range names {
+		if s.running[name] && !subscription.RebuildingItself(ctx, name) {
+			return fmt.Errorf("%w: %q runs on this checkpoint store: stop it before a reset", subscription.ErrNameInUse, name)
+		}
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range names {
+			if err := Put(tx, name, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // splitName returns a checkpoint name's subscription and partition count
@@ -190,7 +251,15 @@ func (s *Store) Save(_ context.Context, name string, seq int64) error {
 // starts over: for a read model rebuilt from scratch, or a store that was
 // replaced by an empty one (its feed head below the checkpoint).
 func (s *Store) Reset(_ context.Context, name string) error {
-	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCheckpoints).Delete([]byte(name)) })
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bucketCheckpoints).Delete([]byte(name)); err != nil {
+			return err
+		}
+		if b := tx.Bucket(bucketEntries); b != nil {
+			return b.Delete([]byte(name))
+		}
+		return nil
+	})
 }
 
 // Get reads a checkpoint inside a transaction of the caller's.
@@ -199,22 +268,57 @@ func Get(tx *bbolt.Tx, name string) (int64, bool) {
 	if b == nil {
 		return 0, false
 	}
-	v := b.Get([]byte(name))
-	if len(v) != 8 {
-		return 0, false
-	}
-	return int64(binary.BigEndian.Uint64(v)), true
+	c, ok := GetCheckpoint(tx, name)
+	return c.Sequence, ok
 }
 
-// Put writes a checkpoint inside a read-write transaction of the caller's.
+// GetCheckpoint reads a checkpoint, with the event id of its entry,
+// inside a transaction of the caller's.
+func GetCheckpoint(tx *bbolt.Tx, name string) (subscription.Checkpoint, bool) {
+	b := tx.Bucket(bucketCheckpoints)
+	if b == nil {
+		return subscription.Checkpoint{}, false
+	}
+	v := b.Get([]byte(name))
+	if len(v) != 8 {
+		return subscription.Checkpoint{}, false
+	}
+	c := subscription.Checkpoint{Sequence: int64(binary.BigEndian.Uint64(v))}
+	if e := tx.Bucket(bucketEntries); e != nil {
+		if w := e.Get([]byte(name)); len(w) > 8 && string(w[:8]) == string(v) {
+			c.EventID = string(w[8:])
+		}
+	}
+	return c, true
+}
+
+// Put writes a checkpoint (without an event id) inside a read-write
+// transaction of the caller's.
 func Put(tx *bbolt.Tx, name string, seq int64) error {
+	return PutCheckpoint(tx, name, subscription.Checkpoint{Sequence: seq})
+}
+
+// PutCheckpoint writes a checkpoint, with the event id of its entry,
+// inside a read-write transaction of the caller's.
+func PutCheckpoint(tx *bbolt.Tx, name string, c subscription.Checkpoint) error {
 	b, err := tx.CreateBucketIfNotExists(bucketCheckpoints)
 	if err != nil {
 		return err
 	}
-	v := make([]byte, 8)
-	binary.BigEndian.PutUint64(v, uint64(seq))
-	return b.Put([]byte(name), v)
+	v := make([]byte, 8+len(c.EventID))
+	binary.BigEndian.PutUint64(v, uint64(c.Sequence))
+	copy(v[8:], c.EventID)
+	if err := b.Put([]byte(name), v[:8]); err != nil {
+		return err
+	}
+	e, err := tx.CreateBucketIfNotExists(bucketEntries)
+	if err != nil {
+		return err
+	}
+	if c.EventID == "" {
+		return e.Delete([]byte(name))
+	}
+	return e.Put([]byte(name), v)
 }
 
 // Apply returns an entry handler that runs fn and writes the checkpoint of
@@ -245,7 +349,7 @@ func (s *Store) Apply(name string, fn func(ctx context.Context, tx *bbolt.Tx, en
 			if err := fn(ctx, tx, e); err != nil {
 				return err
 			}
-			return Put(tx, name, e.Sequence)
+			return PutCheckpoint(tx, name, subscription.CheckpointOf(e))
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/subscription"
@@ -96,6 +97,8 @@ type runner struct {
 	onAssign    func([]int)
 	giveUp      time.Duration
 	now         func() time.Time
+	registry    prometheus.Registerer // Metrics
+	metrics     *groupMetrics         // nil without Metrics
 
 	running map[int]*running
 	exits   chan *running
@@ -138,6 +141,13 @@ func NewMember(coord Coordinator, group, member string, partitions int, newSub N
 		if o != nil {
 			o(r)
 		}
+	}
+	if r.registry != nil {
+		g, err := newGroupMetrics(r.registry)
+		if err != nil {
+			return nil, fmt.Errorf("group %q: %w", group, err)
+		}
+		r.metrics = g
 	}
 	return &Member{r: r}, nil
 }
@@ -205,6 +215,7 @@ func (m *Member) Run(ctx context.Context) error {
 	}
 	err = r.loop(ctx, ms)
 	r.stop(r.held())
+	r.observe(ctx, true)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stopTimeout)
 	defer cancel()
 	if cerr := ms.Close(cctx); cerr != nil && !errors.Is(cerr, ErrClosed) {
@@ -247,6 +258,7 @@ func (r *runner) loop(ctx context.Context, m Membership) error {
 			if err := r.reconcile(ctx, m, st); err != nil {
 				return err
 			}
+			r.observe(ctx, false)
 		}
 		select {
 		case <-ctx.Done():

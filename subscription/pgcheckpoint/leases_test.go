@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sourced-go/sourced/subscription"
 	"github.com/sourced-go/sourced/subscription/group"
 	"github.com/sourced-go/sourced/subscription/pgcheckpoint"
 	"github.com/sourced-go/sourced/transport"
@@ -138,7 +139,7 @@ func TestFencing(t *testing.T) {
 	require.ErrorIs(t, cpa.Park(ctx, name, entry(2), assert.AnError), group.ErrFenced)
 	tx, err := p.Begin(ctx)
 	require.NoError(t, err)
-	require.ErrorIs(t, s.SaveFenced(ctx, tx, name, pgcheckpoint.Position{Sequence: 2}, fa), group.ErrFenced)
+	require.ErrorIs(t, s.SaveFenced(ctx, tx, name, subscription.Checkpoint{Sequence: 2}, fa), group.ErrFenced)
 	require.NoError(t, tx.Rollback(ctx))
 	seq, _, err := s.Load(ctx, name)
 	require.NoError(t, err)
@@ -170,7 +171,7 @@ func TestSyncSkipsALeaseLockedByAStoppedWrite(t *testing.T) {
 	stuck, err := p.Begin(ctx)
 	require.NoError(t, err)
 	defer stuck.Rollback(ctx)
-	require.NoError(t, s.SaveFenced(ctx, stuck, "g#0/4", pgcheckpoint.Position{Sequence: 1}, fa[0]))
+	require.NoError(t, s.SaveFenced(ctx, stuck, "g#0/4", subscription.Checkpoint{Sequence: 1}, fa[0]))
 
 	b, err := s.Join(ctx, "g", "b", 4)
 	require.NoError(t, err)

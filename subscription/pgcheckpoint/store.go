@@ -16,6 +16,14 @@
 // generation is still the claim's, and fail with group.ErrFenced when
 // another member has claimed the partition since, so a member paused past
 // its lease can never commit after it resumes.
+//
+// Checkpoints record the entry they stand on (subscription.EntryCheckpoints:
+// the sequence number and the entry's first event id), for the
+// subscription's stale-checkpoint check. Save never moves a checkpoint
+// back; ResetTo (subscription.Reset, ResetGroup) does, refused while a
+// live lease of the group holds the partition. CheckFence lets a
+// partition's holder fence writes of its own outside Apply (the clear
+// function of subscription.Rebuild).
 package pgcheckpoint
 
 import (
@@ -98,9 +106,11 @@ type Store struct {
 }
 
 var (
-	_ subscription.Checkpoints = (*Store)(nil)
-	_ subscription.Parker      = (*Store)(nil)
-	_ group.Coordinator        = (*Store)(nil)
+	_ subscription.Checkpoints      = (*Store)(nil)
+	_ subscription.EntryCheckpoints = (*Store)(nil)
+	_ subscription.Resetter         = (*Store)(nil)
+	_ subscription.Parker           = (*Store)(nil)
+	_ group.Coordinator             = (*Store)(nil)
 )
 
 // New uses pool (which it never closes), creating or migrating the schema.
@@ -205,37 +215,38 @@ func (s *Store) WithFence(f group.Fence) *Store {
 // Fence returns the fence this view checks (the zero Fence for none).
 func (s *Store) Fence() group.Fence { return s.fence }
 
-// Position is where a checkpoint stands.
-type Position struct {
-	// Sequence is the sequence number of the last entry handled.
-	Sequence int64
-	// FirstEventID is the EventID of the first event of that entry, or ""
-	// when the checkpoint was saved without it (Save rather than Apply).
-	FirstEventID string
-}
-
 // Load implements subscription.Checkpoints.
 func (s *Store) Load(ctx context.Context, name string) (int64, bool, error) {
-	p, ok, err := s.Position(ctx, name)
-	return p.Sequence, ok, err
+	c, ok, err := s.LoadCheckpoint(ctx, name)
+	return c.Sequence, ok, err
 }
 
-// Position returns the checkpoint of the subscription called name, with
-// the entry it stands on.
-func (s *Store) Position(ctx context.Context, name string) (Position, bool, error) {
-	var p Position
+// LoadCheckpoint implements subscription.EntryCheckpoints: the checkpoint
+// of the subscription called name, with the first event id of the entry
+// it stands on ("" when saved without it).
+func (s *Store) LoadCheckpoint(ctx context.Context, name string) (subscription.Checkpoint, bool, error) {
+	var c subscription.Checkpoint
 	var id *string
-	err := s.pool.QueryRow(ctx, "SELECT seq, first_event_id FROM "+s.s+".checkpoints WHERE name = $1", name).Scan(&p.Sequence, &id)
+	err := s.pool.QueryRow(ctx, "SELECT seq, first_event_id FROM "+s.s+".checkpoints WHERE name = $1", name).Scan(&c.Sequence, &id)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Position{}, false, nil
+		return subscription.Checkpoint{}, false, nil
 	}
 	if err != nil {
-		return Position{}, false, fmt.Errorf("pgcheckpoint: loading checkpoint %q: %w", name, err)
+		return subscription.Checkpoint{}, false, fmt.Errorf("pgcheckpoint: loading checkpoint %q: %w", name, err)
 	}
 	if id != nil {
-		p.FirstEventID = *id
+		c.EventID = *id
 	}
-	return p, true, nil
+	return c, true, nil
+}
+
+// SaveCheckpoint implements subscription.EntryCheckpoints, as Save does
+// with the entry's event id.
+func (s *Store) SaveCheckpoint(ctx context.Context, name string, c subscription.Checkpoint) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return s.SaveFenced(ctx, tx, name, c, s.fence)
+	})
+	return permanentIfFenced(err)
 }
 
 // Save implements subscription.Checkpoints. It never moves a checkpoint
@@ -243,7 +254,7 @@ func (s *Store) Position(ctx context.Context, name string) (Position, bool, erro
 // the view's fence.
 func (s *Store) Save(ctx context.Context, name string, seq int64) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		return s.SaveFenced(ctx, tx, name, Position{Sequence: seq}, s.fence)
+		return s.SaveFenced(ctx, tx, name, subscription.Checkpoint{Sequence: seq}, s.fence)
 	})
 	return permanentIfFenced(err)
 }
@@ -251,14 +262,15 @@ func (s *Store) Save(ctx context.Context, name string, seq int64) error {
 // SaveFenced writes a checkpoint inside a transaction of the caller's,
 // first checking (and locking against a claim until the transaction ends)
 // that fence is still the current claim of its partition; the zero Fence
-// checks nothing. It never moves a checkpoint back.
-func (s *Store) SaveFenced(ctx context.Context, tx pgx.Tx, name string, pos Position, fence group.Fence) error {
+// checks nothing. It never moves a checkpoint back; a save at the
+// checkpoint's sequence number without an event id keeps the one it has.
+func (s *Store) SaveFenced(ctx context.Context, tx pgx.Tx, name string, pos subscription.Checkpoint, fence group.Fence) error {
 	if err := s.checkFence(ctx, tx, fence); err != nil {
 		return err
 	}
 	var id *string
-	if pos.FirstEventID != "" {
-		id = &pos.FirstEventID
+	if pos.EventID != "" {
+		id = &pos.EventID
 	}
 	_, err := tx.Exec(ctx, "INSERT INTO "+s.s+".checkpoints AS c (name, seq, first_event_id) VALUES ($1, $2, $3) "+
 		"ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = now(), "+
@@ -329,15 +341,8 @@ func (s *Store) Apply(name string, fn func(ctx context.Context, tx pgx.Tx, entry
 			if err := fn(ctx, tx, e); err != nil {
 				return err
 			}
-			return s.SaveFenced(ctx, tx, name, Position{Sequence: e.Sequence, FirstEventID: firstEventID(e)}, group.Fence{})
+			return s.SaveFenced(ctx, tx, name, subscription.CheckpointOf(e), group.Fence{})
 		})
 		return permanentIfFenced(err)
 	}
-}
-
-func firstEventID(e transport.FeedEntry) string {
-	if len(e.Events) == 0 {
-		return ""
-	}
-	return e.Events[0].EventID
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sourced-go/sourced/internal/pgtest"
+	"github.com/sourced-go/sourced/subscription"
 	"github.com/sourced-go/sourced/subscription/pgcheckpoint"
 	"github.com/sourced-go/sourced/transport"
 )
@@ -92,13 +93,19 @@ func TestCheckpoints(t *testing.T) {
 	// Apply records the entry the checkpoint stands on.
 	e := entry(9)
 	require.NoError(t, s.Apply("list", func(context.Context, pgx.Tx, transport.FeedEntry) error { return nil })(ctx, e))
-	pos, ok, err := s.Position(ctx, "list")
+	pos, ok, err := s.LoadCheckpoint(ctx, "list")
 	require.NoError(t, err)
 	require.True(t, ok)
-	assert.Equal(t, pgcheckpoint.Position{Sequence: 9, FirstEventID: e.Events[0].EventID}, pos)
+	assert.Equal(t, subscription.Checkpoint{Sequence: 9, EventID: e.Events[0].EventID}, pos)
 	require.NoError(t, s.Save(ctx, "list", 9)) // the subscription's page-end save keeps the id
-	pos, _, _ = s.Position(ctx, "list")
-	assert.Equal(t, e.Events[0].EventID, pos.FirstEventID)
+	pos, _, _ = s.LoadCheckpoint(ctx, "list")
+	assert.Equal(t, e.Events[0].EventID, pos.EventID)
+	require.NoError(t, s.SaveCheckpoint(ctx, "list", subscription.Checkpoint{Sequence: 8, EventID: "x"}))
+	pos, _, _ = s.LoadCheckpoint(ctx, "list")
+	assert.Equal(t, subscription.Checkpoint{Sequence: 9, EventID: e.Events[0].EventID}, pos, "never moves back")
+	require.NoError(t, s.SaveCheckpoint(ctx, "list", subscription.Checkpoint{Sequence: 10, EventID: "y"}))
+	pos, _, _ = s.LoadCheckpoint(ctx, "list")
+	assert.Equal(t, subscription.Checkpoint{Sequence: 10, EventID: "y"}, pos)
 
 	require.NoError(t, s.Reset(ctx, "list"))
 	_, ok, err = s.Load(ctx, "list")

@@ -9,9 +9,9 @@ package orderlist
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
-	"sync/atomic"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -27,8 +27,9 @@ const Name = "order-list"
 
 var (
 	bucketRows = []byte("order-list")
+	// bucketMeta held, in lists written by older versions, the event id
+	// of the last entry applied (the checkpoint keeps it now).
 	bucketMeta = []byte("order-list-meta")
-	keyMarker  = []byte("marker")
 )
 
 // Row is one order in the list.
@@ -73,12 +74,14 @@ func (l *List) Close() error { return l.db.Close() }
 
 // CatchUp applies every order batch stored after the list's checkpoint,
 // up to the end of the feed (the first read that says there is no more),
-// and returns the checkpoint it started from and how many batches it
-// applied. It does not wait for the feed's head: after the newest batches
-// are deleted the head stays above every entry still readable. When the feed entry at the
-// checkpoint is not the one the list applied last, the store is not the one
-// the list was built from (a local server restarted on memory, say), and
-// the list is rebuilt from scratch.
+// and returns the checkpoint it started from (0 when it rebuilt the list)
+// and how many batches it applied. It does not wait for the feed's head
+// to be reached by an entry: after the newest batches are deleted the head
+// stays above every entry still readable. When the feed no longer holds
+// the entry at the list's checkpoint, the store is not the one the list
+// was built from (a local server restarted on memory, say): the
+// subscription's stale-checkpoint check finds it, and the list is rebuilt
+// from scratch (subscription.OnStale(subscription.Rebuild(...))).
 func (l *List) CatchUp(ctx context.Context, feed transport.Feeder) (from int64, applied int, err error) {
 	head, err := feed.FeedHead(ctx, transport.Scope{Type: "order"})
 	if err != nil {
@@ -88,91 +91,38 @@ func (l *List) CatchUp(ctx context.Context, feed transport.Feeder) (from int64, 
 	if err != nil {
 		return 0, 0, err
 	}
-	if from > 0 {
-		same, err := l.sameStore(ctx, feed, from)
-		if err != nil {
-			return 0, 0, err
-		}
-		if !same {
-			if err := l.reset(ctx); err != nil {
-				return 0, 0, err
-			}
-			from = 0
-		}
-	}
-	if from >= head {
-		return from, 0, nil
-	}
-	ends := &untilEnd{Feeder: feed}
-	sub, err := subscription.New(ends, Name, l.cps, subscription.Feed("order"))
+	rebuilt := false
+	sub, err := subscription.New(feed, Name, l.cps, subscription.Feed("order"),
+		subscription.OnStale(subscription.Rebuild(func(context.Context) error {
+			rebuilt = true
+			return l.clear()
+		})))
 	if err != nil {
 		return from, 0, err
 	}
-	apply := l.cps.Apply(sub.Name(), func(_ context.Context, tx *bbolt.Tx, e transport.FeedEntry) error {
+	sub.OnEntry(l.cps.Apply(sub.Name(), func(_ context.Context, tx *bbolt.Tx, e transport.FeedEntry) error {
 		applied++
 		return applyEntry(tx, e)
-	})
-	stop := func() { go func() { _ = sub.Close(context.WithoutCancel(ctx)) }() }
-	ends.stop = stop
-	sub.OnEntry(func(ctx context.Context, e transport.FeedEntry) error {
-		if err := apply(ctx, e); err != nil {
-			return err
-		}
-		if end := ends.end.Load(); end > 0 && e.Sequence >= end {
-			stop()
-		}
-		return nil
-	})
-	return from, applied, sub.Run(ctx)
+	}))
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(ctx) }()
+	// A read that reaches the end of the feed counts as caught up to the
+	// head it saw, so this returns after deletes too.
+	awaitErr := sub.Await(ctx, head)
+	closeErr := sub.Close(context.WithoutCancel(ctx))
+	err = errors.Join(<-done, closeErr)
+	if err == nil && awaitErr != nil {
+		err = awaitErr
+	}
+	if rebuilt {
+		from = 0
+	}
+	return from, applied, err
 }
 
-// untilEnd is the feed as CatchUp's subscription reads it: reads do not
-// wait, and the first page that says there is no more marks the end (its
-// last entry), or stops the subscription at once when it is empty.
-type untilEnd struct {
-	transport.Feeder
-	end  atomic.Int64
-	stop func()
-}
-
-// ReadFeed reads without waiting and notes where the feed ends.
-func (u *untilEnd) ReadFeed(ctx context.Context, q transport.FeedQuery) (transport.FeedPage, error) {
-	q.Wait = 0
-	p, err := u.Feeder.ReadFeed(ctx, q)
-	if err != nil || p.HasMore {
-		return p, err
-	}
-	if len(p.Entries) == 0 {
-		u.stop()
-	} else {
-		u.end.Store(p.Entries[len(p.Entries)-1].Sequence)
-	}
-	return p, nil
-}
-
-// sameStore reports whether the feed's entry at the checkpoint is the one
-// the list applied last.
-func (l *List) sameStore(ctx context.Context, feed transport.Feeder, checkpoint int64) (bool, error) {
-	var marker string
-	if err := l.db.View(func(tx *bbolt.Tx) error {
-		if b := tx.Bucket(bucketMeta); b != nil {
-			marker = string(b.Get(keyMarker))
-		}
-		return nil
-	}); err != nil {
-		return false, err
-	}
-	p, err := feed.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}, Since: checkpoint - 1, Limit: 1})
-	if err != nil {
-		return false, err
-	}
-	return len(p.Entries) == 1 && p.Entries[0].Sequence == checkpoint && len(p.Entries[0].Events) > 0 &&
-		p.Entries[0].Events[0].EventID == marker, nil
-}
-
-// reset empties the list and forgets its checkpoint.
-func (l *List) reset(ctx context.Context) error {
-	err := l.db.Update(func(tx *bbolt.Tx) error {
+// clear empties the list, for a rebuild.
+func (l *List) clear() error {
+	return l.db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{bucketRows, bucketMeta} {
 			if tx.Bucket(name) != nil {
 				if err := tx.DeleteBucket(name); err != nil {
@@ -182,10 +132,6 @@ func (l *List) reset(ctx context.Context) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return l.cps.Reset(ctx, Name)
 }
 
 // applyEntry changes the rows for one stored batch.
@@ -200,6 +146,18 @@ func applyEntry(tx *bbolt.Tx, e transport.FeedEntry) error {
 			return err
 		}
 	}
+	if err := row.apply(e); err != nil {
+		return err
+	}
+	v, err := json.Marshal(row)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(e.AggregateID), v)
+}
+
+// apply changes the row for one stored batch of its order.
+func (row *Row) apply(e transport.FeedEntry) error {
 	for _, ev := range e.Events {
 		switch ev.EventType {
 		case "OrderPlaced":
@@ -222,18 +180,7 @@ func applyEntry(tx *bbolt.Tx, e transport.FeedEntry) error {
 			row.Status = "canceled"
 		}
 	}
-	v, err := json.Marshal(row)
-	if err != nil {
-		return err
-	}
-	if err := b.Put([]byte(e.AggregateID), v); err != nil {
-		return err
-	}
-	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-	if err != nil || len(e.Events) == 0 {
-		return err
-	}
-	return meta.Put(keyMarker, []byte(e.Events[0].EventID))
+	return nil
 }
 
 // Rows returns the list, ordered by id, and its totals.

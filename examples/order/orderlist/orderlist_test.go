@@ -60,3 +60,42 @@ func TestCatchUpEndsAtTheEndNotTheHead(t *testing.T) {
 	assert.NoError(t, bounded2.Err())
 	assert.Equal(t, 0, applied)
 }
+
+// TestCatchUpRebuildsForANewStore: a list built from one store and caught
+// up against another (a local server restarted on memory: fewer entries,
+// or as many but others) is rebuilt from the new store, not trusted.
+func TestCatchUpRebuildsForANewStore(t *testing.T) {
+	ctx := context.Background()
+	place := func(store *memory.Transport, n int) {
+		for range n {
+			ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+			data := fmt.Sprintf(`{"customerId":%q,"orderAmount":100}`, uuid.NewString())
+			require.NoError(t, store.Store(ctx, ref, []transport.Event{{EventType: "OrderPlaced", Data: []byte(data)}}, transport.MustNotExist))
+		}
+	}
+	list, err := orderlist.Open(filepath.Join(t.TempDir(), "list.db"))
+	require.NoError(t, err)
+	defer list.Close()
+	first := memory.New()
+	place(first, 3)
+	from, applied, err := list.CatchUp(ctx, first)
+	require.NoError(t, err)
+	assert.Equal(t, int64(0), from)
+	assert.Equal(t, 3, applied)
+
+	for _, n := range []int{1, 3} { // head below the checkpoint; same head, other entries
+		store := memory.New()
+		place(store, n)
+		from, applied, err = list.CatchUp(ctx, store)
+		require.NoError(t, err)
+		assert.Equal(t, int64(0), from, "rebuilt")
+		assert.Equal(t, n, applied)
+		rows, totals, err := list.Rows()
+		require.NoError(t, err)
+		assert.Len(t, rows, n, "only the new store's orders")
+		assert.Equal(t, n, totals.Orders)
+		seq, err := list.Checkpoint(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, int64(n), seq)
+	}
+}

@@ -13,6 +13,10 @@ type Info struct {
 	// Handlers is how many handlers it runs (entry, typed and all-event
 	// handlers).
 	Handlers int
+	// Rebuilding is set while the subscription rebuilds after a stale
+	// checkpoint: a checkpoint store's ResetTo lets it reset its own name,
+	// which it holds as it runs.
+	Rebuilding bool
 }
 
 type key struct{}
