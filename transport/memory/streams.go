@@ -13,9 +13,10 @@ import (
 
 // The layout below is chosen for a store of millions of aggregates: the
 // garbage collector's work grows with the pointers and objects the store
-// holds, so an aggregate with one batch costs one allocation of its own
-// (the batch's bytes), its stream lives by value in a large chunk, and the
-// id index and the feed hold no pointers at all.
+// holds, so a small aggregate has no allocation of its own (its id and its
+// batches' bytes go into shared blocks, see arena), its stream lives by
+// value in a large chunk, and the id index and the feed hold no pointers
+// at all.
 
 // streamChunk is how many streams one chunk of a scope holds.
 const streamChunk = 1024
