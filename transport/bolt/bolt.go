@@ -91,6 +91,7 @@ type Transport struct {
 
 	tokens *deletetoken.Registry
 	signal commitsignal.Signal // notified after every commit
+	group  committer           // the queue of the group commit
 }
 
 var (
@@ -509,56 +510,10 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	return page, nil
 }
 
-// appendBatch writes one batch in tx, checking the expected version. The
-// store time is taken here, inside the transaction, and never goes back
-// for an aggregate even if the clock does.
-func (t *Transport) appendBatch(tx *bbolt.Tx, op string, ref transport.Ref, data []byte, events int, expected transport.ExpectedVersion, now time.Time) error {
-	scopes, err := rootBucket(tx, bucketScopes)
-	if err != nil {
-		return err
-	}
-	scope, err := scopes.CreateBucketIfNotExists(scopeKey(ref.Scope()))
-	if err != nil {
-		return err
-	}
-	b := scope.Bucket([]byte(ref.ID))
-	var m aggMeta
-	if b != nil {
-		if m, err = readMeta(b, ref.Type, []byte(ref.ID)); err != nil {
-			return err
-		}
-		if err := checkVersion(b, ref.Type, []byte(ref.ID), m); err != nil {
-			return err
-		}
-	}
-	if !expected.Check(m.version) {
-		e := transport.NewError(op, ref, transport.ErrConflict)
-		e.Expected = expected
-		return e
-	}
-	if b == nil {
-		if b, err = scope.CreateBucket([]byte(ref.ID)); err != nil {
-			return err
-		}
-	}
-	if now.Before(m.updated) {
-		now = m.updated
-	}
-	seq, err := recordFeed(tx, ref, m.version+1, now)
-	if err != nil {
-		return err
-	}
-	putHeader(data, seq, now)
-	if err := b.Put(versionKey(m.version+1), data); err != nil {
-		return err
-	}
-	if err := addEvents(b, events); err != nil {
-		return err
-	}
-	return writeMeta(b, aggMeta{version: m.version + 1, updated: now})
-}
-
-// Store implements transport.Transport: one fsynced transaction per batch.
+// Store implements transport.Transport: the batch is on disk, fsynced,
+// when Store returns. Concurrent Stores and StoreBulks share one
+// transaction and one fsync (group commit, see group.go); each gets its
+// own answer.
 func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []transport.Event, expected transport.ExpectedVersion) error {
 	const op = "store"
 	if err := transport.CheckStore(ref, events, expected); err != nil {
@@ -568,41 +523,34 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 		return err
 	}
 	data := encodeBatch(events)
-	err := t.update(func(tx *bbolt.Tx) error {
-		return t.appendBatch(tx, op, ref, data, len(events), expected, t.now())
-	})
-	if err != nil {
+	w := &write{ctx: ctx, op: op, ref: ref, size: len(data),
+		batches: []pendingBatch{{id: ref.ID, data: data, events: len(events), expected: expected}}}
+	if err := t.submit(w); err != nil {
 		return storeFailed(op, ref, err)
 	}
 	t.signal.Notify(ref.Tenant, ref.Type)
 	return nil
 }
 
-// StoreBulk implements transport.Transport: every batch in one transaction.
+// StoreBulk implements transport.Transport: every batch or none, with one
+// store time, committed like Store (possibly in a transaction shared with
+// other callers).
 func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batches []transport.Batch) error {
 	const op = "store bulk"
 	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
 	if err := transport.CheckStoreBulk(scope, batches); err != nil {
 		return err
 	}
-	data := make([][]byte, len(batches))
+	w := &write{ctx: ctx, op: op, ref: sref, batches: make([]pendingBatch, len(batches))}
 	for i, b := range batches {
-		data[i] = encodeBatch(b.Events)
+		data := encodeBatch(b.Events)
+		w.batches[i] = pendingBatch{id: b.AggregateID, data: data, events: len(b.Events), expected: b.Expected}
+		w.size += len(data)
 	}
 	if err := canceled(ctx, op, sref); err != nil {
 		return err
 	}
-	err := t.update(func(tx *bbolt.Tx) error {
-		now := t.now()
-		for i, b := range batches {
-			ref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}
-			if err := t.appendBatch(tx, op, ref, data[i], len(b.Events), b.Expected, now); err != nil {
-				return err // the transaction rolls back: all or nothing
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := t.submit(w); err != nil {
 		return storeFailed(op, sref, err)
 	}
 	t.signal.Notify(scope.Tenant, scope.Type)

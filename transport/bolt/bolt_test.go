@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -98,6 +99,9 @@ func TestMain(m *testing.M) {
 	case "append":
 		appendForever(os.Getenv("SOURCED_BOLT_PATH"))
 		return
+	case "append-many":
+		appendConcurrently(os.Getenv("SOURCED_BOLT_PATH"))
+		return
 	case "open":
 		openAndSay(os.Getenv("SOURCED_BOLT_PATH"))
 		return
@@ -152,6 +156,59 @@ func appendForever(path string) {
 		fmt.Fprintf(out, "ack %d\n", v)
 		_ = out.Flush()
 	}
+}
+
+// journalRefs are the aggregates the concurrent crash test appends to,
+// one per writer.
+var journalRefs = func() []transport.Ref {
+	refs := make([]transport.Ref, 8)
+	for i := range refs {
+		refs[i] = transport.Ref{Type: "journal", ID: fmt.Sprintf("5d1c7e20-94b3-4f6a-8c2d-1e0f3a5b7c%02d", i)}
+	}
+	return refs
+}()
+
+// appendConcurrently appends as appendForever does, from one goroutine per
+// journalRefs aggregate at once (so that their batches are committed in
+// shared transactions), and prints "ack <writer> <version>" once Store
+// returned.
+func appendConcurrently(path string) {
+	tr, err := bolt.Open(path)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	ctx := context.Background()
+	var mu sync.Mutex
+	out := bufio.NewWriter(os.Stdout)
+	for w, ref := range journalRefs {
+		go func() {
+			v := int64(0)
+			if p, err := tr.Load(ctx, ref, 0, 0); err == nil {
+				for p.HasMore {
+					p, _ = tr.Load(ctx, ref, p.Version, 0)
+				}
+				v = p.Version
+			}
+			for {
+				n := int(v%5) + 1
+				batch := make([]transport.Event, n)
+				for i := range batch {
+					batch[i] = transport.Event{EventType: "Entry", Data: []byte(fmt.Sprintf(`{"v":%d,"i":%d,"n":%d}`, v+1, i, n))}
+				}
+				if err := tr.Store(ctx, ref, batch, transport.Exactly(v)); err != nil {
+					fmt.Println("error", err)
+					os.Exit(1)
+				}
+				v++
+				mu.Lock()
+				fmt.Fprintf(out, "ack %d %d\n", w, v)
+				_ = out.Flush()
+				mu.Unlock()
+			}
+		}()
+	}
+	select {}
 }
 
 func child(t *testing.T, mode, path string) (*exec.Cmd, *bufio.Scanner) {
@@ -226,46 +283,113 @@ func TestCrashKeepsEveryAcknowledgedBatch(t *testing.T) {
 
 		tr, err := bolt.Open(path)
 		require.NoError(t, err)
-		var events []transport.Event
-		version := int64(0)
-		for since := int64(0); ; {
-			p, err := tr.Load(context.Background(), crashRef, since, 0)
-			if acked == 0 && err != nil {
-				break
-			}
-			require.NoError(t, err)
-			events = append(events, p.Events...)
-			version = p.Version
-			if !p.HasMore {
-				break
-			}
-			since = p.Version
-		}
+		version := checkJournal(t, tr, crashRef, acked, round)
 		require.NoError(t, tr.Close())
-
-		assert.GreaterOrEqual(t, version, acked, "round %d: every acknowledged batch survived", round)
-		// Every stored batch is whole, in order, without gaps.
-		next := int64(1)
-		for i := 0; i < len(events); {
-			var e struct{ V, I, N int64 }
-			require.NoError(t, json.Unmarshal(events[i].Data, &e))
-			require.Equal(t, next, e.V, "round %d: no version gap", round)
-			require.Equal(t, int64(0), e.I, "a batch starts at its first event")
-			require.LessOrEqual(t, int64(i)+e.N, int64(len(events)), "round %d: batch %d is partial", round, e.V)
-			for j := int64(0); j < e.N; j++ {
-				var f struct{ V, I, N int64 }
-				require.NoError(t, json.Unmarshal(events[i+int(j)].Data, &f))
-				require.Equal(t, e.V, f.V)
-				require.Equal(t, j, f.I)
-			}
-			i += int(e.N)
-			next++
-		}
-		assert.Equal(t, version, next-1)
 		t.Logf("round %d: %d acknowledged, %d on disk", round, acked, version)
 		total = version
 	}
 	assert.Positive(t, total, "the child made progress")
+}
+
+// checkJournal loads the aggregate an appending child wrote: it holds at
+// least acked batches, each whole, in order, without a gap. It returns the
+// aggregate's version.
+func checkJournal(t *testing.T, tr *bolt.Transport, ref transport.Ref, acked int64, round int) int64 {
+	t.Helper()
+	var events []transport.Event
+	version := int64(0)
+	for since := int64(0); ; {
+		p, err := tr.Load(context.Background(), ref, since, 0)
+		if acked == 0 && err != nil {
+			break
+		}
+		require.NoError(t, err)
+		events = append(events, p.Events...)
+		version = p.Version
+		if !p.HasMore {
+			break
+		}
+		since = p.Version
+	}
+	assert.GreaterOrEqual(t, version, acked, "round %d: every acknowledged batch of %s survived", round, ref.ID)
+	next := int64(1)
+	for i := 0; i < len(events); {
+		var e struct{ V, I, N int64 }
+		require.NoError(t, json.Unmarshal(events[i].Data, &e))
+		require.Equal(t, next, e.V, "round %d: no version gap", round)
+		require.Equal(t, int64(0), e.I, "a batch starts at its first event")
+		require.LessOrEqual(t, int64(i)+e.N, int64(len(events)), "round %d: batch %d is partial", round, e.V)
+		for j := int64(0); j < e.N; j++ {
+			var f struct{ V, I, N int64 }
+			require.NoError(t, json.Unmarshal(events[i+int(j)].Data, &f))
+			require.Equal(t, e.V, f.V)
+			require.Equal(t, j, f.I)
+		}
+		i += int(e.N)
+		next++
+	}
+	assert.Equal(t, version, next-1)
+	return version
+}
+
+// TestCrashWithConcurrentWritersKeepsEveryAcknowledgedBatch kills a child
+// appending from eight goroutines at once (its batches committed in shared
+// transactions) with SIGKILL at random moments, three times; after each
+// kill every aggregate holds every acknowledged batch whole, and nothing
+// partial.
+func TestCrashWithConcurrentWritersKeepsEveryAcknowledgedBatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 22))
+	progress := int64(0)
+	for round := 0; round < 3; round++ {
+		cmd, out := child(t, "append-many", path)
+		acked := make([]int64, len(journalRefs))
+		lines := make(chan [2]int64)
+		go func() {
+			defer close(lines)
+			for out.Scan() {
+				var w, v int64
+				if _, err := fmt.Sscanf(out.Text(), "ack %d %d", &w, &v); err == nil {
+					lines <- [2]int64{w, v}
+				}
+			}
+		}()
+		var deadline <-chan time.Time
+		giveUp := time.After(30 * time.Second)
+	read:
+		for {
+			select {
+			case a, ok := <-lines:
+				if !ok {
+					break read
+				}
+				acked[a[0]] = max(acked[a[0]], a[1])
+				if deadline == nil {
+					deadline = time.After(time.Duration(150+rng.IntN(200)) * time.Millisecond)
+				}
+			case <-deadline:
+				break read
+			case <-giveUp:
+				break read
+			}
+		}
+		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+		for a := range lines {
+			acked[a[0]] = max(acked[a[0]], a[1])
+		}
+		_ = cmd.Wait()
+
+		tr, err := bolt.Open(path)
+		require.NoError(t, err)
+		total := int64(0)
+		for w, ref := range journalRefs {
+			total += checkJournal(t, tr, ref, acked[w], round)
+		}
+		require.NoError(t, tr.Close())
+		t.Logf("round %d: acknowledged %v, %d batches on disk", round, acked, total)
+		progress = total
+	}
+	assert.Positive(t, progress, "the child made progress")
 }
 
 func ExampleOpen() {

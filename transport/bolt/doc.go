@@ -55,12 +55,21 @@
 // commits to its feed (its type, or any type for transport.AllTypes), and at
 // once with ErrClosed when the transport closes.
 //
-// One Store is one bbolt read-write transaction: it checks the expected
-// version, takes the store time (never earlier than the aggregate's last),
-// writes the batch under version+1 and the new meta, and commits with
-// fsync. StoreBulk writes every batch in one transaction. Delete tokens
-// live in memory only: they expire after ten minutes anyway, and a restart
-// simply forgets them.
+// A Store checks the expected version, takes the store time (never
+// earlier than the aggregate's last), writes the batch under version+1 and
+// the new meta, and commits with fsync. StoreBulk writes all its batches
+// or none. Concurrent Stores and StoreBulks are committed together (group
+// commit): the first caller commits at once, alone, and callers arriving
+// during that commit queue and go into the next transaction together, up
+// to 256 calls or 4 MiB, one fsync for all of them, with no fixed delay
+// (a lone writer never waits). Each caller still gets its own answer: a
+// conflict, damage or a panic in one call's write never fails another
+// (a call that fails after it began writing makes the group run again
+// without it), and a caller whose context ends while queued gets its
+// error with nothing stored, or, once its write is in a transaction, that
+// transaction's answer. Deletes keep their own transaction; bbolt's single
+// writer orders them with the groups. Delete tokens live in memory only:
+// they expire after ten minutes anyway, and a restart simply forgets them.
 //
 // # Opening, damage, sharing the file
 //

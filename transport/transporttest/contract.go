@@ -25,6 +25,7 @@ func (s *suite) contract(t *testing.T) {
 	t.Run("PagesAreCopies", s.pagesAreCopies)
 	t.Run("DeleteRacingStores", s.deleteRacingStores)
 	t.Run("AnyUnderContention", s.anyUnderContention)
+	t.Run("IndependentAnswers", s.independentAnswers)
 	t.Run("BulkInOppositeOrders", s.bulkOppositeOrders)
 	t.Run("BulkCap", s.bulkCap)
 	t.Run("PageBytes", s.pageBytes)
@@ -271,6 +272,100 @@ func (s *suite) anyUnderContention(t *testing.T) {
 	assert.Zero(t, failed, "stores with expected version Any that failed (first: %v)", first)
 	_, v := loadAll(t, tr, ref, 0)
 	assert.Equal(t, int64(writers*each-failed), v)
+}
+
+// independentAnswers: stores running at once each get their own answer (a
+// transport that commits several callers' batches together must keep them
+// apart): a conflicting store or bulk store among good ones fails alone,
+// with nothing of it stored, and every good one is stored whole, once.
+func (s *suite) independentAnswers(t *testing.T) {
+	tr := s.newT(t)
+	ctx := context.Background()
+	scope := transport.Scope{Type: "answer"}
+	rounds, writers := 6, max(s.cfg.writers*2, 8)
+	if s.cfg.skipBig {
+		rounds = 3
+	}
+	type outcome struct {
+		ids  []string // aggregates it wrote to
+		bad  bool     // meant to conflict
+		err  error
+		bulk bool
+	}
+	existing := transport.Ref{Type: scope.Type, ID: uuid.NewString()}
+	store(t, tr, existing, transport.MustNotExist, ev("Answered", `{"n":0}`))
+	var all []outcome
+	for r := 0; r < rounds; r++ {
+		out := make([]outcome, writers)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range out {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				o := outcome{ids: []string{uuid.NewString()}}
+				<-start
+				switch w % 4 {
+				case 0: // a conflict: expects a version the new aggregate does not have
+					o.bad = true
+					o.err = tr.Store(ctx, transport.Ref{Type: scope.Type, ID: o.ids[0]}, []transport.Event{ev("Answered", `{"bad":true}`)}, transport.Exactly(5))
+				case 1: // a bulk store whose second batch conflicts with the aggregate stored before the round
+					o.bad, o.bulk = true, true
+					o.ids = append(o.ids, existing.ID)
+					o.err = tr.StoreBulk(ctx, scope, []transport.Batch{
+						{AggregateID: o.ids[0], Events: []transport.Event{ev("Answered", `{"bad":true}`)}},
+						{AggregateID: existing.ID, Expected: transport.MustNotExist, Events: []transport.Event{ev("Answered", `{"bad":true}`)}},
+					})
+					o.ids = o.ids[:1]
+				case 2: // a good bulk store of two new aggregates
+					o.bulk = true
+					o.ids = append(o.ids, uuid.NewString())
+					o.err = tr.StoreBulk(ctx, scope, []transport.Batch{
+						{AggregateID: o.ids[0], Expected: transport.MustNotExist, Events: []transport.Event{ev("Answered", `{"good":1}`)}},
+						{AggregateID: o.ids[1], Expected: transport.MustNotExist, Events: []transport.Event{ev("Answered", `{"good":2}`), ev("Answered", `{"good":3}`)}},
+					})
+				default: // a good store
+					o.err = tr.Store(ctx, transport.Ref{Type: scope.Type, ID: o.ids[0]}, []transport.Event{ev("Answered", `{"good":0}`)}, transport.MustNotExist)
+				}
+				out[w] = o
+			}(w)
+		}
+		close(start)
+		wg.Wait()
+		all = append(all, out...)
+	}
+	good := 1 // the aggregate stored before the rounds
+	for i, o := range all {
+		if o.bad {
+			assert.ErrorIs(t, o.err, transport.ErrConflict, "store %d (bulk %v), meant to conflict", i, o.bulk)
+		} else {
+			assert.NoError(t, o.err, "store %d (bulk %v) beside conflicting ones", i, o.bulk)
+		}
+		for _, id := range o.ids {
+			ok, err := tr.Exists(ctx, transport.Ref{Type: scope.Type, ID: id})
+			require.NoError(t, err)
+			assert.Equal(t, !o.bad, ok, "store %d (bulk %v, meant to conflict %v): aggregate %s stored", i, o.bulk, o.bad, id)
+			if !o.bad {
+				good++
+			}
+		}
+	}
+	_, v := loadAll(t, tr, existing, 0)
+	assert.Equal(t, int64(1), v, "the aggregate the bad bulk stores named is unchanged")
+	f, ok := tr.(transport.Feeder)
+	if !ok {
+		return
+	}
+	entries := readFeed(t, f, transport.FeedQuery{Feed: scope})
+	assert.Len(t, entries, good, "feed entries: one per good batch, none of a failed store")
+	seen := map[string]bool{}
+	for _, e := range entries {
+		assert.False(t, seen[e.AggregateID], "aggregate %s twice in the feed", e.AggregateID)
+		seen[e.AggregateID] = true
+		for _, x := range e.Events {
+			assert.NotContains(t, string(x.Data), "bad", "an event of a failed store reached the feed")
+		}
+	}
 }
 
 // bulkOppositeOrders: two bulk stores naming the same aggregates in opposite
