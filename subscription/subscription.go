@@ -688,7 +688,7 @@ func (s *Subscription) call(ctx context.Context, e *transport.FeedEntry, env eve
 	err := retry.Run(ctx, func() error {
 		attempts++
 		err := recovered(fn)
-		if errors.Is(err, ErrSetup) {
+		if errors.Is(err, ErrSetup) || stops(err) {
 			return backoff.Permanent(err)
 		}
 		return err
@@ -706,7 +706,7 @@ func (s *Subscription) call(ctx context.Context, e *transport.FeedEntry, env eve
 		return false, errAborted
 	}
 	herr := &eventbus.HandlerError{Subscription: s.name, Event: env, Err: err}
-	if s.failure.parker == nil || errors.Is(err, ErrSetup) {
+	if s.failure.parker == nil || errors.Is(err, ErrSetup) || stops(err) {
 		// A set-up that cannot be exact stops the subscription: parking
 		// would only park every entry.
 		s.log.Error("subscription handler failed, stopping", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
@@ -719,6 +719,14 @@ func (s *Subscription) call(ctx context.Context, e *transport.FeedEntry, env eve
 	s.log.Error("subscription handler failed, entry parked", zap.String("subscription", s.name), zap.Int64("sequence", e.Sequence),
 		zap.Int("attempts", attempts), zap.Error(herr))
 	return true, nil
+}
+
+// stops reports whether err stops the subscription whatever the failure
+// policy: group.ErrFenced (a handler whose commit was fenced did not fail
+// on a bad entry; the partition goes to its new owner, which applies it).
+func stops(err error) bool {
+	var st interface{ StopsSubscription() bool }
+	return errors.As(err, &st) && st.StopsSubscription()
 }
 
 // recovered runs fn, turning a panic into an error wrapping

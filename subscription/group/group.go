@@ -41,13 +41,24 @@ import (
 	"fmt"
 )
 
+// fencedError is ErrFenced: its StopsSubscription tells package
+// subscription (which cannot import this one) not to park the entry.
+type fencedError struct{}
+
+func (fencedError) Error() string { return "group: partition lease lost (fenced)" }
+
+// StopsSubscription marks the error as one that stops a subscription.
+func (fencedError) StopsSubscription() bool { return true }
+
 var (
 	// ErrPartitionCount: a member joined a group with a partition count
 	// other than the one the group was created with.
 	ErrPartitionCount = errors.New("group: partition count differs from the group's")
 	// ErrFenced: a member tried to commit for a partition whose lease it
-	// no longer holds (another member claimed it since).
-	ErrFenced = errors.New("group: partition lease lost (fenced)")
+	// no longer holds (another member claimed it since). A subscription
+	// handler failing with it stops the subscription (not retried, never
+	// parked: the entry is not bad, the member lost the right to apply it).
+	ErrFenced error = fencedError{}
 	// ErrInvalid: Join was given an empty group or member name or a
 	// partition count below 1.
 	ErrInvalid = errors.New("group: invalid argument")

@@ -1,0 +1,75 @@
+package subscription_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/subscription"
+	"github.com/sourced-go/sourced/subscription/group"
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/memory"
+)
+
+// A handler whose commit was fenced (the member lost its partition) did
+// not fail on a bad entry: under Park nothing is parked, the checkpoint
+// does not move, and Run returns the error (errors.Is group.ErrFenced),
+// so that group.Run drops the partition and the new owner applies the
+// entries. This holds for a page handler (whose fenced page falls back
+// to one entry at a time) and for an entry handler, with the error marked
+// permanent (as pgcheckpoint's fenced Update does) or not (a user's store
+// fenced with group.Memory.Check).
+func TestFencedHandlerIsNotParked(t *testing.T) {
+	for _, permanent := range []bool{true, false} {
+		for _, kind := range []string{"page", "entry"} {
+			t.Run(fmt.Sprintf("%s/permanent=%v", kind, permanent), func(t *testing.T) {
+				tr := memory.New()
+				storeN(t, tr, 3)
+				cps := subscription.NewMemoryCheckpoints()
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				parked := &cancelParker{cancel: cancel}
+				sub, err := subscription.New(tr, "fenced", cps, subscription.Wait(time.Second), subscription.Retry(noRetry),
+					subscription.OnFailure(subscription.Park(parked)))
+				require.NoError(t, err)
+				fenced := func() error {
+					err := fmt.Errorf("commit: %w", group.ErrFenced)
+					if permanent {
+						return backoff.Permanent(err)
+					}
+					return err
+				}
+				if kind == "page" {
+					sub.OnPage(func(context.Context, []transport.FeedEntry) error { return fenced() }, subscription.WritesCheckpoint())
+				} else {
+					sub.OnEntry(func(context.Context, transport.FeedEntry) error { return fenced() })
+				}
+				err = sub.Run(ctx)
+				require.ErrorIs(t, err, group.ErrFenced, "Run stops with the fence error")
+				parked.mu.Lock()
+				assert.Empty(t, parked.got, "a fenced entry is not a bad entry: nothing parked")
+				parked.mu.Unlock()
+				_, ok, err := cps.Load(context.Background(), "fenced")
+				require.NoError(t, err)
+				assert.False(t, ok, "the checkpoint did not move past entries never applied")
+			})
+		}
+	}
+}
+
+// cancelParker records what is parked and ends Run (cancel): a test whose
+// entries are wrongly parked fails rather than waiting for new entries.
+type cancelParker struct {
+	parkRecorder
+	cancel func()
+}
+
+func (p *cancelParker) Park(ctx context.Context, name string, e transport.FeedEntry, cause error) error {
+	p.cancel()
+	return p.parkRecorder.Park(ctx, name, e, cause)
+}
