@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -72,4 +73,39 @@ type cancelParker struct {
 func (p *cancelParker) Park(ctx context.Context, name string, e transport.FeedEntry, cause error) error {
 	p.cancel()
 	return p.parkRecorder.Park(ctx, name, e, cause)
+}
+
+// Reset to a sequence number of the tenant's feed (the numbers are the
+// tenant's, whatever the type) beyond the last entry of a type feed's
+// type is no stale checkpoint: the subscription of the type feed starts
+// there and handles what follows, rather than failing with
+// ErrStaleCheckpoint (or, with Rebuild, clearing a healthy read model).
+func TestResetPastTheTypesHeadIsNotStale(t *testing.T) {
+	tr := memory.New()
+	put(t, tr, transport.Ref{Type: "order", ID: uuid.NewString()}, "OrderPlaced", OrderPlaced{Total: 1})       // 1
+	put(t, tr, transport.Ref{Type: "customer", ID: uuid.NewString()}, "CustomerJoined", OrderPlaced{Total: 2}) // 2
+	put(t, tr, transport.Ref{Type: "customer", ID: uuid.NewString()}, "CustomerJoined", OrderPlaced{Total: 3}) // 3
+	cps := subscription.NewMemoryCheckpoints()
+	require.NoError(t, subscription.Reset(context.Background(), cps, "orders", 3))
+	sub, err := subscription.New(tr, "orders", cps, subscription.Feed("order"), subscription.Wait(time.Second), subscription.Retry(noRetry))
+	require.NoError(t, err)
+	got := make(chan int64, 10)
+	sub.OnEntry(func(_ context.Context, e transport.FeedEntry) error { got <- e.Sequence; return nil })
+	awaitCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(context.Background()); cancel() }()
+	if err := sub.Await(awaitCtx, 3); err != nil {
+		require.NoError(t, <-done, "Run ended before it reached the reset position")
+	}
+	put(t, tr, transport.Ref{Type: "order", ID: uuid.NewString()}, "OrderPlaced", OrderPlaced{Total: 4}) // 4
+	require.NoError(t, sub.Await(awaitCtx, 4))
+	require.NoError(t, sub.Close(context.Background()))
+	require.NoError(t, <-done)
+	close(got)
+	var seqs []int64
+	for s := range got {
+		seqs = append(seqs, s)
+	}
+	assert.Equal(t, []int64{4}, seqs, "only what follows the reset position")
 }

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/subscription/internal/runinfo"
+	"github.com/sourced-go/sourced/transport"
 )
 
 // ErrStaleCheckpoint: Run found, as it started, that the feed no longer
@@ -68,14 +69,21 @@ func (s *Subscription) saveCheckpoint(ctx context.Context, c Checkpoint) error {
 // staleness returns why the feed no longer holds the entry c stands on,
 // "" when it does (or cannot tell), and the feed's head. A checkpoint
 // without an event id (saved by a store that does not keep it, by
-// FromHead, or by a reset) is checked against the head only. An entry
+// FromHead, or by a reset) is checked against the tenant's head only. An entry
 // that is missing at c's sequence number (deleted with its aggregate) is
 // not stale by itself: the feed's numbers are never reused.
 func (s *Subscription) staleness(ctx context.Context, c Checkpoint) (string, int64, error) {
 	if c.Sequence <= 0 {
 		return "", 0, nil
 	}
-	head, err := s.feed.FeedHead(ctx, s.query.Feed)
+	scope := s.query.Feed
+	if c.EventID == "" {
+		// A checkpoint set by Reset (or FromHead) may stand on any number
+		// of the tenant's feed, past the last entry of a type feed's type:
+		// only the tenant's head tells that it is gone.
+		scope.Type = transport.AllTypes
+	}
+	head, err := s.feed.FeedHead(ctx, scope)
 	if err != nil {
 		return "", 0, err
 	}
