@@ -8,6 +8,8 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -108,4 +110,21 @@ func TestResetPastTheTypesHeadIsNotStale(t *testing.T) {
 		seqs = append(seqs, s)
 	}
 	assert.Equal(t, []int64{4}, seqs, "only what follows the reset position")
+}
+
+// A subscription whose Run fails at its start (here a stale checkpoint)
+// or never runs leaves no series behind: a lag of 0 for it would say it
+// is up to date.
+func TestMetricsNoSeriesLeftByAFailedStart(t *testing.T) {
+	tr := memory.New()
+	cps := subscription.NewMemoryCheckpoints()
+	require.NoError(t, cps.Save(context.Background(), "stale", 5)) // the feed is empty: stale
+	reg := prometheus.NewRegistry()
+	sub, err := subscription.New(tr, "stale", cps, subscription.Metrics(reg), subscription.Retry(noRetry))
+	require.NoError(t, err)
+	sub.OnEntry(func(context.Context, transport.FeedEntry) error { return nil })
+	require.ErrorIs(t, sub.Run(context.Background()), subscription.ErrStaleCheckpoint)
+	n, err := testutil.GatherAndCount(reg, "sourced_subscription_lag", "sourced_subscription_position", "sourced_subscription_head")
+	require.NoError(t, err)
+	assert.Zero(t, n, "no series for a subscription that failed at its start")
 }

@@ -52,14 +52,17 @@ func newMetrics(reg prometheus.Registerer, name string, p transport.Partition) (
 		}
 		m.vecs[i] = v
 	}
-	m.position = m.vecs[0].WithLabelValues(m.labels...)
-	m.head = m.vecs[1].WithLabelValues(m.labels...)
-	m.lag = m.vecs[2].WithLabelValues(m.labels...)
 	return m, nil
 }
 
 func (m *metrics) started(pos int64) {
 	if m != nil {
+		// The series are made once Run has started (not in New): a
+		// subscription that never runs, or fails at its start, leaves none
+		// behind (forget removes them when Run returns).
+		m.position = m.vecs[0].WithLabelValues(m.labels...)
+		m.head = m.vecs[1].WithLabelValues(m.labels...)
+		m.lag = m.vecs[2].WithLabelValues(m.labels...)
 		m.position.Set(float64(pos))
 	}
 }
