@@ -128,3 +128,24 @@ func TestMetricsNoSeriesLeftByAFailedStart(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, n, "no series for a subscription that failed at its start")
 }
+
+// ResetGroup with a partition count other than the one the group's bolt
+// checkpoints were kept with is refused and changes nothing: it used to
+// write checkpoints under the other count, after which the group itself
+// could no longer start (its Load refused the mixed counts with ErrSetup).
+func TestBoltResetGroupOtherPartitionCountRefused(t *testing.T) {
+	ctx := context.Background()
+	_, cps := boltStore(t)
+	for i := range 4 {
+		require.NoError(t, cps.SaveCheckpoint(ctx, subscription.PartitionName("orders", 4, i), subscription.Checkpoint{Sequence: 5}))
+	}
+	err := subscription.ResetGroup(ctx, cps, "orders", 2, 0)
+	require.ErrorIs(t, err, subscription.ErrReset)
+	for i := range 4 {
+		c, ok, err := cps.LoadCheckpoint(ctx, subscription.PartitionName("orders", 4, i))
+		require.NoError(t, err, "the group with its own count still starts")
+		require.True(t, ok)
+		assert.Equal(t, int64(5), c.Sequence, "nothing changed")
+	}
+	require.NoError(t, subscription.ResetGroup(ctx, cps, "orders", 4, 0), "the group's own count resets")
+}

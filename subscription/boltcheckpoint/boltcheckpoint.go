@@ -173,7 +173,9 @@ func (s *Store) SaveCheckpoint(_ context.Context, name string, c subscription.Ch
 
 // ResetTo implements subscription.Resetter: the checkpoints of names are
 // set to seq in one transaction, refused with subscription.ErrNameInUse
-// when one of them runs on this Store.
+// when one of them runs on this Store, and with subscription.ErrReset
+// when a name's subscription has checkpoints under another partition
+// count (ResetGroup with the wrong count).
 func (s *Store) ResetTo(ctx context.Context, seq int64, names ...string) error {
 	if err := subscription.CheckReset(seq, names...); err != nil {
 		return err
@@ -187,6 +189,12 @@ func (s *Store) ResetTo(ctx context.Context, seq int64, names ...string) error {
 	}
 	return s.db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range names {
+			// A reset under another partition count than the one the
+			// checkpoints were kept with would stop the subscription from
+			// starting (Load refuses mixed counts): refused.
+			if err := samePartitions(tx, name); err != nil {
+				return fmt.Errorf("%w: %w", subscription.ErrReset, err)
+			}
 			if err := Put(tx, name, seq); err != nil {
 				return err
 			}
