@@ -28,6 +28,9 @@ func (s *Store) ResetTo(ctx context.Context, seq int64, names ...string) error {
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		for _, name := range names {
+			if err := s.sameGroupCount(ctx, tx, name); err != nil {
+				return err
+			}
 			if subscription.RebuildingItself(ctx, name) {
 				// The subscription rebuilding itself holds its own
 				// partition: its fence is checked instead.
@@ -53,10 +56,35 @@ func (s *Store) ResetTo(ctx context.Context, seq int64, names ...string) error {
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, subscription.ErrNameInUse) {
+	if err != nil && !errors.Is(err, subscription.ErrNameInUse) && !errors.Is(err, subscription.ErrReset) {
 		return fmt.Errorf("pgcheckpoint: resetting %q to %d: %w", names, seq, permanentIfFenced(err))
 	}
 	return err
+}
+
+// sameGroupCount refuses (ErrReset) a checkpoint name whose partition
+// count (from its suffix, 1 without one) is not the count of the consumer
+// group of that name: ResetGroup with the wrong count would write
+// checkpoints no member reads, and the replay would never come.
+func (s *Store) sameGroupCount(ctx context.Context, tx pgx.Tx, name string) error {
+	grp, _ := groupPartition(name)
+	count := 1
+	if grp != name {
+		_, cnt, _ := strings.Cut(name[len(grp)+1:], "/")
+		count, _ = strconv.Atoi(cnt)
+	}
+	var stored int
+	err := tx.QueryRow(ctx, "SELECT partitions FROM "+s.s+".groups WHERE name = $1", grp).Scan(&stored)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if stored != count {
+		return fmt.Errorf("%w: checkpoint %q is of %d partition(s), but group %q has %d: use ResetGroup with the group's count", subscription.ErrReset, name, count, grp, stored)
+	}
+	return nil
 }
 
 // groupPartition returns the consumer group and partition a checkpoint
