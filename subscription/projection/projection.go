@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -181,7 +182,9 @@ func (p *Projection[Tx]) entry(ctx context.Context, tx Tx, tenant string, e *tra
 
 // Checkpoints returns store as the checkpoint store of a subscription (for
 // a Store that is not one already): each call is a transaction of its
-// own. Save never moves a checkpoint back.
+// own. Save never moves a checkpoint back; ResetTo (subscription.Reset,
+// Rebuild) does, through SetCheckpoint (refused with ErrReset when that
+// does not write what it is given).
 func Checkpoints[Tx any](store Store[Tx]) subscription.EntryCheckpoints {
 	return storeCheckpoints[Tx]{store}
 }
@@ -217,5 +220,28 @@ func (c storeCheckpoints[Tx]) SaveCheckpoint(ctx context.Context, name string, c
 			return err
 		}
 		return c.s.SetCheckpoint(ctx, tx, name, cp)
+	})
+}
+
+// ResetTo implements subscription.Resetter (Reset, and Rebuild after a
+// stale checkpoint): the checkpoints of names are set to seq, without an
+// event id, in one transaction. It cannot tell whether one of the
+// subscriptions runs: stop them first.
+func (c storeCheckpoints[Tx]) ResetTo(ctx context.Context, seq int64, names ...string) error {
+	if err := subscription.CheckReset(seq, names...); err != nil {
+		return err
+	}
+	return c.s.Update(ctx, func(ctx context.Context, tx Tx) error {
+		for _, name := range names {
+			if err := c.s.SetCheckpoint(ctx, tx, name, subscription.Checkpoint{Sequence: seq}); err != nil {
+				return err
+			}
+			// A SetCheckpoint that never moves back (pgcheckpoint's) would
+			// leave the checkpoint where it was: refused, not a silent no-op.
+			if cur, ok, err := c.s.Checkpoint(ctx, tx, name); err != nil || !ok || cur.Sequence != seq {
+				return errors.Join(err, fmt.Errorf("%w: %q: the store's SetCheckpoint did not move the checkpoint to %d", subscription.ErrReset, name, seq))
+			}
+		}
+		return nil
 	})
 }
