@@ -97,3 +97,64 @@ func TestGroupWhoseCommitFailsAnswersEachAlone(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), p.Version)
 }
+
+// A group run again without a write that failed halfway keeps the type
+// index and the feed's counts of the writes it stored, and nothing of the
+// one it left out; a leader whose own write is refused still commits the
+// others.
+func TestRerunGroupKeepsTypeFeedsAndCounts(t *testing.T) {
+	h := newGroupHarness(t)
+	ctx := context.Background()
+	old := newRef()
+	require.NoError(t, h.tr.Store(ctx, old, groupEvent, transport.MustNotExist))
+	// A plain value where the aggregate's bucket would go (damage): the
+	// check finds no aggregate, the write fails creating its bucket, after
+	// the batch before it in the bulk was written, feed entry and all.
+	poisoned := uuid.NewString()
+	require.NoError(t, h.tr.db.Update(func(tx *bbolt.Tx) error {
+		sb, err := tx.Bucket(bucketScopes).CreateBucketIfNotExists(scopeKey(transport.Scope{Type: "invoice"}))
+		if err != nil {
+			return err
+		}
+		return sb.Put([]byte(poisoned), []byte("not a bucket"))
+	}))
+	seen := len(h.commitSizes())
+	release := h.hold(seen)
+	leadDone := h.store(ctx, newRef(), transport.MustNotExist)
+	h.waitCommit(seen)
+
+	refused := h.store(ctx, old, transport.MustNotExist) // leads the group, refused
+	h.waitQueued(1)
+	a := transport.Ref{Type: "invoice", ID: uuid.NewString()}
+	aDone := h.store(ctx, a, transport.MustNotExist)
+	h.waitQueued(1)
+	bad := h.bulk(ctx, transport.Scope{Type: "invoice"}, batchOf(uuid.NewString(), transport.MustNotExist), batchOf(poisoned, transport.MustNotExist))
+	h.waitQueued(1)
+	b := transport.Ref{Type: "order", ID: uuid.NewString()}
+	bDone := h.store(ctx, b, transport.MustNotExist)
+	h.waitQueued(1)
+	c := transport.Ref{Type: "invoice", ID: uuid.NewString()}
+	cDone := h.bulk(ctx, transport.Scope{Type: "invoice"}, batchOf(c.ID, transport.MustNotExist))
+	h.waitQueued(1)
+	release()
+	require.NoError(t, <-leadDone)
+	require.ErrorIs(t, <-refused, transport.ErrConflict)
+	require.NoError(t, <-aDone)
+	require.ErrorIs(t, <-bad, transport.ErrUnavailable)
+	require.NoError(t, <-bDone)
+	require.NoError(t, <-cDone)
+	assert.Equal(t, []int{1, 3}, h.commitSizes()[seen:])
+
+	p, err := h.tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "invoice"}})
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 2)
+	assert.Equal(t, []string{a.ID, c.ID}, []string{p.Entries[0].AggregateID, p.Entries[1].AggregateID})
+	assert.Equal(t, p.Entries[0].Sequence+2, p.Entries[1].Sequence, "b's entry between them, nothing of the bulk left out")
+	assert.Equal(t, p.Entries[1].Sequence, p.Head)
+	infos, err := h.tr.FeedOverview(ctx, "")
+	require.NoError(t, err)
+	assert.Equal(t, []transport.FeedInfo{
+		{AggregateType: "invoice", Aggregates: 2, Batches: 2, Events: 2},
+		{AggregateType: "order", Aggregates: 3, Batches: 3, Events: 3},
+	}, infos)
+}
