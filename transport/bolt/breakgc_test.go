@@ -3,9 +3,13 @@ package bolt
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -157,4 +161,116 @@ func TestRerunGroupKeepsTypeFeedsAndCounts(t *testing.T) {
 		{AggregateType: "invoice", Aggregates: 2, Batches: 2, Events: 2},
 		{AggregateType: "order", Aggregates: 3, Batches: 3, Events: 3},
 	}, infos)
+}
+
+// Writers race on a few aggregates with Store and StoreBulk, expecting
+// the versions they loaded, some with contexts that end at once or while
+// they wait: afterwards each aggregate holds exactly the acknowledged
+// batches, once each, in versions that follow each other, and the feed
+// numbers them without gap or repeat.
+func TestRacingWritersOnSharedAggregates(t *testing.T) {
+	h := newGroupHarness(t)
+	ctx := context.Background()
+	ids := []string{uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()}
+	scope := transport.Scope{Type: "order"}
+	var mu sync.Mutex
+	acked := map[string]bool{} // tokens of acknowledged batches
+	sent := map[string]bool{}
+	var wg sync.WaitGroup
+	for w := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				c, cancel := context.WithCancel(ctx)
+				switch i % 5 {
+				case 3:
+					cancel()
+				case 4:
+					go cancel()
+				}
+				token := func(id string) string { return fmt.Sprintf("%s-%d-%d", id, w, i) }
+				version := func(id string) int64 {
+					p, err := h.tr.Load(ctx, transport.Ref{Type: "order", ID: id}, 0, 0)
+					if err != nil {
+						return 0
+					}
+					for p.HasMore {
+						p, err = h.tr.Load(ctx, transport.Ref{Type: "order", ID: id}, p.Version, 0)
+						require.NoError(t, err)
+					}
+					return p.Version
+				}
+				event := func(id string) []transport.Event {
+					return []transport.Event{{EventType: "Noted", Data: []byte(`"` + token(id) + `"`)}}
+				}
+				a, b := ids[(w+i)%len(ids)], ids[(w+2*i+1)%len(ids)]
+				var err error
+				var tokens []string
+				if i%2 == 0 || a == b {
+					tokens = []string{token(a)}
+					exp := transport.Exactly(version(a))
+					if i%7 == 0 {
+						exp = transport.Any
+					}
+					mu.Lock()
+					sent[token(a)] = true
+					mu.Unlock()
+					err = h.tr.Store(c, transport.Ref{Type: "order", ID: a}, event(a), exp)
+				} else {
+					tokens = []string{token(a), token(b)}
+					mu.Lock()
+					sent[token(a)], sent[token(b)] = true, true
+					mu.Unlock()
+					err = h.tr.StoreBulk(c, scope, []transport.Batch{
+						{AggregateID: a, Events: event(a), Expected: transport.Exactly(version(a))},
+						{AggregateID: b, Events: event(b), Expected: transport.Exactly(version(b))},
+					})
+				}
+				cancel()
+				if err == nil {
+					mu.Lock()
+					for _, tk := range tokens {
+						acked[tk] = true
+					}
+					mu.Unlock()
+				} else if !errors.Is(err, transport.ErrConflict) && !errors.Is(err, context.Canceled) {
+					t.Errorf("unexpected error: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	found := map[string]int{}
+	total := 0
+	for _, id := range ids {
+		ref := transport.Ref{Type: "order", ID: id}
+		var since int64
+		for {
+			p, err := h.tr.Load(ctx, ref, since, 0)
+			if errors.Is(err, transport.ErrNotFound) {
+				break
+			}
+			require.NoError(t, err)
+			for _, e := range p.Events {
+				var tk string
+				require.NoError(t, json.Unmarshal(e.Data, &tk))
+				found[tk]++
+			}
+			total += int(p.Version - since)
+			since = p.Version
+			if !p.HasMore {
+				break
+			}
+		}
+	}
+	for tk, n := range found {
+		assert.Equal(t, 1, n, "batch %s stored once", tk)
+		assert.True(t, acked[tk], "batch %s stored only if acknowledged", tk)
+	}
+	for tk := range acked {
+		assert.Equal(t, 1, found[tk], "acknowledged batch %s is stored", tk)
+	}
+	assert.Len(t, feedIDs(t, h.tr, 0), total, "one feed entry per batch, numbered without gaps")
+	t.Logf("%d of %d batches acknowledged, in %d transactions", len(acked), len(sent), len(h.commitSizes()))
 }
