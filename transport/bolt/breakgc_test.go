@@ -274,3 +274,31 @@ func TestRacingWritersOnSharedAggregates(t *testing.T) {
 	assert.Len(t, feedIDs(t, h.tr, 0), total, "one feed entry per batch, numbered without gaps")
 	t.Logf("%d of %d batches acknowledged, in %d transactions", len(acked), len(sent), len(h.commitSizes()))
 }
+
+// A transaction in which every write was refused commits nothing: it is
+// rolled back, as a conflicting Store's transaction was before the group
+// commit, instead of committing an empty transaction (a meta and freelist
+// page written, an fsync) to say no.
+func TestRefusedWritesCommitNothing(t *testing.T) {
+	h := newGroupHarness(t)
+	ctx := context.Background()
+	ref := newRef()
+	require.NoError(t, h.tr.Store(ctx, ref, groupEvent, transport.MustNotExist))
+	before := h.txID()
+	require.ErrorIs(t, h.tr.Store(ctx, ref, groupEvent, transport.Exactly(5)), transport.ErrConflict)
+	require.ErrorIs(t, h.tr.StoreBulk(ctx, ref.Scope(), []transport.Batch{batchOf(ref.ID, transport.MustNotExist)}), transport.ErrConflict)
+	assert.Equal(t, before, h.txID(), "a lone conflict commits no transaction")
+
+	seen := len(h.commitSizes())
+	release := h.hold(seen)
+	leadDone := h.store(ctx, newRef(), transport.MustNotExist)
+	h.waitCommit(seen)
+	c1 := h.store(ctx, ref, transport.MustNotExist)
+	c2 := h.store(ctx, ref, transport.Exactly(0))
+	h.waitQueued(2)
+	release()
+	require.NoError(t, <-leadDone)
+	require.ErrorIs(t, <-c1, transport.ErrConflict)
+	require.ErrorIs(t, <-c2, transport.ErrConflict)
+	assert.Equal(t, before+1, h.txID(), "the leader's transaction, none for the group of conflicts")
+}

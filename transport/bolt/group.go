@@ -108,6 +108,11 @@ type groupHooks struct {
 // write that failed after writing.
 var errRetryGroup = errors.New("a write of the group failed halfway")
 
+// errAllRefused rolls back a group's transaction in which every write was
+// refused: there is nothing to commit, and an empty commit would still
+// write pages and fsync.
+var errAllRefused = errors.New("every write of the group was refused")
+
 // submit commits w with whatever else is queued and returns w's answer.
 func (t *Transport) submit(w *write) error {
 	g := &t.group
@@ -319,6 +324,9 @@ func (t *Transport) commitGroup(ws []*write) error {
 					}
 					n++
 				}
+				if n == 0 {
+					return errAllRefused
+				}
 				if h := t.group.hooks.commit; h != nil {
 					h(tx, n)
 				}
@@ -327,6 +335,9 @@ func (t *Transport) commitGroup(ws []*write) error {
 		})
 		if errors.Is(err, errRetryGroup) {
 			continue
+		}
+		if errors.Is(err, errAllRefused) {
+			return nil // each write has its refusal
 		}
 		for _, w := range ws {
 			if !w.out && !w.refused {
