@@ -23,7 +23,7 @@ const MaxFeedWait = 60 * time.Second
 // once a reader has seen sequence number N, no batch with a number at or
 // below N can appear later. One aggregate's batches are numbered in
 // version order; across aggregates the order is the transport's (commit
-// order in memory and bolt, transaction order in postgres). A transport must make that true
+// order in memory and bolt, and in postgres too, by numbering run). A transport must make that true
 // even when writers commit concurrently, because a reader that has moved
 // past a number never looks back. A batch is in the feed when the Store
 // (or StoreBulk) that wrote it returns. The feed of one aggregate type

@@ -2,10 +2,12 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,10 +15,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/sourced-go/sourced/aggregate"
 	"github.com/sourced-go/sourced/repository"
 	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/postgres"
 	"github.com/sourced-go/sourced/transport/transporttest"
 )
 
@@ -255,4 +259,107 @@ func BenchmarkFeedHeadUnderWrites(b *testing.B) {
 	b.StopTimer()
 	stop()
 	wg.Wait()
+}
+
+// BenchmarkFeedLatency: how long a batch takes from the start of its Store
+// to a feed reader of another Transport (another process, say) that waits
+// on the feed: p50 and p99 over the iterations, with the database quiet
+// and with an unrelated transaction open the whole time (it wrote a row
+// and sits idle in its transaction, as a forgotten session or a long
+// batch job would):
+//
+//	go test -run '^$' -bench FeedLatency -benchtime 200x ./transport/postgres/
+//
+// With SOURCED_PG_STORED_WHILE_OPEN=n, a third case first stores (and
+// numbers) n batches while the unrelated transaction is open: VACUUM
+// cannot remove the rows the numbering deleted or updated meanwhile, and
+// every run reads past them.
+func BenchmarkFeedLatency(b *testing.B) {
+	cases := []struct {
+		name   string
+		open   bool
+		stored int
+	}{{"quiet", false, 0}, {"unrelated_tx_open", true, 0}}
+	if n := envInt("SOURCED_PG_STORED_WHILE_OPEN", 0); n > 0 {
+		cases = append(cases, struct {
+			name   string
+			open   bool
+			stored int
+		}{fmt.Sprintf("unrelated_tx_open_%d_stored", n), true, n})
+	}
+	for _, c := range cases {
+		open := c.open
+		b.Run(c.name, func(b *testing.B) {
+			writer := fresh(b)
+			reader := sameStore(b, writer)
+			ctx := context.Background()
+			if open {
+				conn, err := pgx.Connect(ctx, database(b))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer conn.Close(ctx)
+				if _, err := conn.Exec(ctx, "BEGIN; CREATE TEMP TABLE nightly (n int); INSERT INTO nightly VALUES (1)"); err != nil {
+					b.Fatal(err)
+				}
+				defer func() { _, _ = conn.Exec(ctx, "ROLLBACK") }()
+			}
+			scope := transport.Scope{Type: "counter"}
+			for i := 0; i < c.stored; i += 1000 {
+				bulk := make([]transport.Batch, min(1000, c.stored-i))
+				for j := range bulk {
+					bulk[j] = transport.Batch{AggregateID: uuid.NewString(), Events: oneEvent}
+				}
+				if err := writer.StoreBulk(ctx, scope, bulk); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := writer.FeedHead(ctx, scope); err != nil { // numbered as it goes
+					b.Fatal(err)
+				}
+			}
+			since, err := reader.FeedHead(ctx, scope)
+			if err != nil {
+				b.Fatal(err)
+			}
+			waiting := make(chan struct{}, 1)
+			postgres.SetAfterRead(reader, func() {
+				select {
+				case waiting <- struct{}{}:
+				default:
+				}
+			})
+			var latencies []time.Duration
+			for b.Loop() {
+				got := make(chan transport.FeedPage, 1)
+				go func() {
+					p, err := reader.ReadFeed(ctx, transport.FeedQuery{Feed: scope, Since: since, Wait: 10 * time.Second})
+					if err != nil {
+						b.Error(err)
+					}
+					got <- p
+				}()
+				<-waiting // its first read found nothing: it waits
+				start := time.Now()
+				if err := writer.Store(ctx, transport.Ref{Type: "counter", ID: uuid.NewString()}, oneEvent, transport.MustNotExist); err != nil {
+					b.Fatal(err)
+				}
+				p := <-got
+				latencies = append(latencies, time.Since(start))
+				if len(p.Entries) != 1 {
+					b.Fatalf("the waiting reader did not get the batch (%d entries)", len(p.Entries))
+				}
+				since = p.Entries[0].Sequence
+				select {
+				case <-waiting: // the wake-up's read
+				default:
+				}
+			}
+			slices.Sort(latencies)
+			at := func(q float64) float64 {
+				return float64(latencies[int(q*float64(len(latencies)-1))].Microseconds()) / 1000
+			}
+			b.ReportMetric(at(0.50), "p50_ms")
+			b.ReportMetric(at(0.99), "p99_ms")
+		})
+	}
 }

@@ -13,10 +13,10 @@
 // read, so a role without CREATE rights can open it; a newer one is refused
 // with ErrSchemaTooNew). Tables: batches (one row per stored batch, its
 // events framed byte for byte in a bytea, so Data and EncryptedData come
-// back exactly as given; never updated), feed
-// (a narrow row per numbered batch), feed_counter, feed_stats,
-// delete_tokens (so two-step deletes survive a restart) and
-// schema_migrations.
+// back exactly as given; never updated), pending (the batches still
+// without a feed number), feed (a narrow row per numbered batch),
+// feed_counter, feed_stats, delete_tokens (so two-step deletes survive a
+// restart) and schema_migrations.
 //
 // # Concurrency
 //
@@ -45,46 +45,95 @@
 // A sequence number taken when a batch is inserted would be unsafe: two
 // transactions take 7 and 8, the one with 8 commits first, a reader sees 8
 // and moves past 7, and 7 commits afterwards, skipped for good. Here a
-// batch is inserted without a number and with the id of its transaction
-// (pg_current_xact_id). A sequencer gives numbers afterwards, in one short
-// transaction of its own: it takes an advisory lock (so sequencers take
-// turns), takes the batches without a number whose transaction is older
-// than the oldest transaction still running (pg_snapshot_xmin: every one
-// of them has committed or rolled back, and no older one can commit
-// later), and numbers them in transaction order. A number is therefore
-// only ever given once everything before it is settled, and readers read
-// numbered batches only: nothing can appear behind a position a reader has
-// passed. TestNoSkipWhenTheLowerCommitsLast forces the bad interleaving.
-// (A bulk store follows a version only when that version's transaction is
-// older than its own, so an aggregate's versions are in order in the
-// feed; otherwise it fails with ErrConflict, and a retry, in a newer
-// transaction, goes through.)
+// batch is inserted without a number, and the same statement writes a row
+// naming it (its transaction's id, pg_current_xact_id, and its id) into
+// pending: the two commit together or not at all. A sequencer gives
+// numbers afterwards, in one short transaction of its own: it takes an
+// advisory lock (so sequencers take turns), and one statement, whose
+// snapshot is taken after the lock, numbers the pending rows it sees (the
+// batches that have committed), in (transaction id, id) order after the
+// last number given, writes their feed rows and deletes their pending
+// rows. Readers read numbered batches only.
+//
+// No number falls behind one already given: each run starts after the
+// last one's commit and numbers above the counter it left, and a run's
+// numbers become visible together, at its commit. A batch that commits
+// later gets a later number, whatever its transaction id. So nothing can
+// appear behind a position a reader has passed.
+// TestNoSkipWhenTheLowerCommitsLast forces the interleaving: the store
+// with the lower transaction id commits last and is numbered after the
+// other, which was in the feed as soon as it had committed.
+//
+// No transaction but a batch's own holds it back: an unrelated one, an
+// idle-in-transaction session, a transaction in another database, even a
+// store of ours that is still open (its own batches come when it
+// commits) change nothing for the others (an earlier release waited for
+// every transaction older than a batch, anywhere on the server).
+//
+// The feed is therefore in commit order, roughly (by numbering runs; in
+// (transaction id, id) order within one), not in transaction order. One
+// aggregate's batches are nonetheless always in version order, because
+// the store path orders them. Version n+1 is inserted only from the row
+// of version n seen by the inserting statement (storeExactly; storeAny
+// from the last version, under the aggregate's lock taken exclusively, so
+// that every earlier store of the aggregate has ended), and only when
+// version n's transaction is older than the inserting one (tx <
+// pg_current_xact_id()). The row is seen in a READ COMMITTED statement, so
+// version n had committed before version n+1's transaction did; a
+// sequencer's snapshot that holds n+1 as committed holds n too (PostgreSQL
+// makes transactions visible in the order they end, and n ended first).
+// So when a run sees n+1 pending, n is either numbered already or pending
+// in the same run, where its lower transaction id sorts it first. A run
+// that numbers a bounded chunk takes a prefix of that order (see below),
+// so it never takes n+1 without n. A bulk store's batches all carry one
+// transaction id, each of a different aggregate (a second version of one
+// aggregate in the same transaction fails the older-transaction check,
+// ErrConflict, and a retry goes through); a bulk store that took its
+// transaction id before another writer stored the version it follows
+// fails the same way, so its version cannot be numbered before its
+// predecessor. A delete takes its target's lock exclusively (so no store
+// of it is in flight) and the sequencers' lock, and deletes the target's
+// pending rows with its batches; counts lose only the numbered ones (the
+// batches with no pending row). TestVersionsAscendUnderConcurrency races
+// writers of all three kinds on a few aggregates.
 //
 // Writers never wait for the feed. After a commit, the transport's
-// background sequencer numbers what has settled (commits arriving within
+// background sequencer numbers what has committed (commits arriving within
 // 5 ms share one run, see WithSequencerDelay), and every WithSequencerInterval (100 ms by default)
 // it looks for batches that other processes left without numbers. A
 // batch is nevertheless in the feed once its Store has returned, for any
 // reader in any process: ReadFeed, FeedHead and FeedOverview first check,
-// in the same round trip as their query, whether some committed batch still
-// lacks its number, and if so run the sequencer themselves and, while a
-// transaction older than such a batch is still open, wait for it (up to
-// 30 s or the context's end, then the read goes on without it and logs a
-// warning). Sequence numbers are global to the database (unique and
-// rising per tenant; a tenant's feed skips the others' numbers) and never
-// reused. A long-running transaction anywhere on the server, in any
-// database (transaction ids are the cluster's), holds the feed back until
-// it ends (its xid is the horizon): keep transactions short, and watch for
-// idle-in-transaction sessions.
+// in the same round trip as their query, whether pending holds a committed
+// row, and if so run the sequencer themselves in that round trip before
+// they read (again while a backlog takes more than one run); they never
+// wait for another transaction. Sequence numbers are global to the
+// database (unique and rising per tenant; a tenant's feed skips the
+// others' numbers) and never reused. A run numbers at most 10,000 batches
+// (more when one transaction alone stored more: a transaction's batches
+// are never split), always a prefix of the pending rows in (transaction
+// id, id) order.
 //
-// The feed is in transaction order, not commit order: of two batches that
-// commit close together, the one whose transaction began first comes first.
-// One aggregate's batches are always in version order.
+// A run looks for pending rows only where unnumbered ones can be: at or
+// past scan_from (kept in feed_counter: the end of the last run's
+// snapshot, pg_snapshot_xmax, or where a chunked run stopped) and in
+// scan_also (the transactions still open below it then, pg_snapshot_xip).
+// Any other transaction below scan_from had ended by that snapshot, so
+// its batches, if it committed, were visible to that run and taken. The
+// pending rows the runs deleted lie below, and are never read again,
+// however long an open transaction keeps VACUUM from removing them; a
+// run deletes its rows by address and finds each batch by its key, so no
+// run scans pending or batches. Feed reads check the same places.
 //
 // The guarantee needs stores to commit durably (synchronous_commit on or
-// local, PostgreSQL's default): the sequencer's own commits need not wait
-// for the flush because a numbering lost in a crash is given again to the
-// same batches, which holds only if no batch it numbered can be lost.
+// local, PostgreSQL's default). A run's own commit waits for the flush
+// unless every transaction below the highest one it numbered has ended
+// (the snapshot's xmin is above it): then what it numbered is all there
+// will ever be below that id, a numbering lost in a crash (only one that
+// no later commit flushed can be) comes out the same when the sequencer
+// runs again, and the commit need not wait. Otherwise a store still open
+// below it could commit before a crash and be numbered first the second
+// time round, after a reader had seen (and checkpointed past) the lost
+// numbers; so that run waits for its flush.
 //
 // A feed read that waits (FeedQuery.Wait) wakes when this process numbers
 // batches and, through LISTEN/NOTIFY on the channel "<schema>_feed", when

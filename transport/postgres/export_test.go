@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -11,10 +10,6 @@ import (
 
 // SetBeforeCommit makes every store call f just before COMMIT (tests only).
 func SetBeforeCommit(t *Transport, f func(ctx context.Context, tx pgx.Tx)) { t.beforeCommit = f }
-
-// SetOnPending makes a feed read call f each time it finds a committed
-// batch that must wait for an older open transaction (tests only).
-func SetOnPending(t *Transport, f func()) { t.onPending = f }
 
 // SetBeforeBatch makes a store of several batches call f before it writes
 // batch i (tests only).
@@ -33,10 +28,6 @@ func MigrateTo(ctx context.Context, pool *pgxpool.Pool, schema string, upTo int)
 	t := &Transport{pool: pool, schema: schema, log: zap.NewNop()}
 	return t.migrateTo(ctx, upTo)
 }
-
-// SetMaxNumberWait sets how long a feed read waits for an older open
-// transaction (tests only).
-func SetMaxNumberWait(t *Transport, d time.Duration) { t.maxWait = d }
 
 // SetAfterRead makes ReadFeed call f after each of its reads (tests only).
 func SetAfterRead(t *Transport, f func()) { t.afterRead = f }

@@ -28,10 +28,10 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 		if first {
 			// What committed before this call must be in its answer.
 			first = false
-			page, err = settled(ctx, t, func(p prelude) (transport.FeedPage, bool, string, error) { return t.readFeed(ctx, q, p) })
+			page, err = settled(ctx, t, func(p prelude) (transport.FeedPage, bool, error) { return t.readFeed(ctx, q, p) })
 		} else {
 			// Woken by a numbering: what is numbered is what is new.
-			page, _, _, err = t.readFeed(ctx, q, prelude{})
+			page, _, err = t.readFeed(ctx, q, prelude{})
 		}
 		if t.afterRead != nil {
 			t.afterRead()
@@ -48,7 +48,7 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 	// The wait ended without a wake-up: a last read, which settles as the
 	// first did, so that whatever committed while the read waited is in
 	// the answer, however its wake-up went missing.
-	page, err = settled(ctx, t, func(p prelude) (transport.FeedPage, bool, string, error) { return t.readFeed(ctx, last, p) })
+	page, err = settled(ctx, t, func(p prelude) (transport.FeedPage, bool, error) { return t.readFeed(ctx, last, p) })
 	if err != nil {
 		return transport.FeedPage{}, failed(op, ref, err, false)
 	}
@@ -58,46 +58,39 @@ func (t *Transport) ReadFeed(ctx context.Context, q transport.FeedQuery) (transp
 // prelude is what a feed read sends before its own statements, in the
 // same round trip.
 type prelude struct {
-	check  bool    // ask whether some committed batch has no number yet
-	settle bool    // first run the sequencer, and ask about since
-	since  *string // the snapshot a settling read asks about; nil: the run's own
+	check  bool // ask whether some committed batch has no number yet
+	settle bool // first run the sequencer
 }
 
 // settled runs read, which tells whether some committed batch has no feed
 // number yet. If one has none, it reads again after a numbering run of its
-// own in the same round trip, and again, waiting in between, while a batch
-// that had committed by then must wait for an older transaction (see
-// settleWait): so what committed before the read began is in its answer,
-// whichever process stored it.
+// own in the same round trip (and again while the backlog takes more than
+// one run): the run takes its snapshot after this call began, so what
+// committed before the read began is in its answer, whichever process
+// stored it. It never waits for another transaction: an open one holds
+// back its own batches only, which are not committed yet.
 //
 // Under a stream of writes the check nearly always finds a batch of the
 // last few milliseconds without its number; so once it has, reads settle
 // straight away, until a numbering run finds nothing to do.
-func settled[T any](ctx context.Context, t *Transport, read func(p prelude) (T, bool, string, error)) (T, error) {
+func settled[T any](ctx context.Context, t *Transport, read func(p prelude) (T, bool, error)) (T, error) {
 	var v T
 	var err error
 	if !t.busy.Load() {
 		var pending bool
-		v, pending, _, err = read(prelude{check: true})
+		v, pending, err = read(prelude{check: true})
 		if err != nil || !pending {
 			return v, err
 		}
 		t.busy.Store(true)
 	}
-	w := t.newSettleWait()
-	defer w.stop()
-	p := prelude{settle: true}
 	for {
-		changed := t.signal.Changed()
-		var snapshot string
-		var pending bool
-		v, pending, snapshot, err = read(p)
-		if err != nil || !pending {
+		var more bool
+		v, more, err = read(prelude{settle: true})
+		if err != nil || !more {
 			return v, err
 		}
-		p.since = &snapshot
-		again, err := w.wait(ctx, changed)
-		if !again {
+		if err := ctx.Err(); err != nil {
 			return v, err
 		}
 	}
@@ -105,13 +98,14 @@ func settled[T any](ctx context.Context, t *Transport, read func(p prelude) (T, 
 
 // send sends the prelude and b as one round trip, b's statements in one
 // read-only transaction with one snapshot (so a page and its head agree),
-// and reads the prelude's answers. The caller reads b's results and
-// closes them.
-func (t *Transport) send(ctx context.Context, b *pgx.Batch, p prelude) (res pgx.BatchResults, pending bool, snapshot string, err error) {
+// and reads the prelude's answers: with check, whether a committed batch
+// has no number; with settle, whether the run left more to number. The
+// caller reads b's results and closes them.
+func (t *Transport) send(ctx context.Context, b *pgx.Batch, p prelude) (res pgx.BatchResults, pending bool, err error) {
 	own := b.QueuedQueries
 	b.QueuedQueries = nil
 	if p.settle {
-		t.queueSequencer(b, p.since, true)
+		t.queueSequencer(b)
 	}
 	b.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 	if p.check {
@@ -120,20 +114,20 @@ func (t *Transport) send(ctx context.Context, b *pgx.Batch, p prelude) (res pgx.
 	b.QueuedQueries = append(b.QueuedQueries, own...)
 	b.Queue("COMMIT")
 	res = t.pool.SendBatch(ctx, b)
-	fail := func(err error) (pgx.BatchResults, bool, string, error) {
+	fail := func(err error) (pgx.BatchResults, bool, error) {
 		_ = res.Close()
-		return nil, false, "", err
+		return nil, false, err
 	}
 	if p.settle {
-		r, still, snap, err := t.readSequencer(res, true)
+		r, err := t.readSequencer(res)
 		if err != nil {
 			return fail(err)
 		}
 		t.saw(r)
-		if r.numbered == 0 && !still {
+		if r.numbered == 0 && !r.more {
 			t.busy.Store(false) // nothing was waiting: check first again
 		}
-		pending, snapshot = still, snap
+		pending = r.more
 	}
 	if _, err := res.Exec(); err != nil { // BEGIN
 		return fail(err)
@@ -143,10 +137,10 @@ func (t *Transport) send(ctx context.Context, b *pgx.Batch, p prelude) (res pgx.
 			return fail(err)
 		}
 	}
-	return res, pending, snapshot, nil
+	return res, pending, nil
 }
 
-func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, p prelude) (transport.FeedPage, bool, string, error) {
+func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, p prelude) (transport.FeedPage, bool, error) {
 	limit := transport.PageLimit(q.Limit)
 	types := q.EventTypes
 	if types == nil {
@@ -165,14 +159,14 @@ func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, p prelu
 		batch.Queue(t.q.feedType, q.Feed.Tenant, q.Since, limit+1, count, number, types, q.Feed.Type)
 		batch.Queue(t.q.headType, q.Feed.Tenant, q.Feed.Type)
 	}
-	res, pending, snapshot, err := t.send(ctx, batch, p)
+	res, pending, err := t.send(ctx, batch, p)
 	if err != nil {
-		return page, false, "", err
+		return page, false, err
 	}
 	defer res.Close()
 	rows, err := res.Query()
 	if err != nil {
-		return page, false, "", err
+		return page, false, err
 	}
 	var e transport.FeedEntry
 	var payload, legacy []byte
@@ -198,12 +192,12 @@ func (t *Transport) readFeed(ctx context.Context, q transport.FeedQuery, p prelu
 		return nil
 	})
 	if err != nil && !errors.Is(err, errPageFull) {
-		return page, false, "", err
+		return page, false, err
 	}
 	if err := res.QueryRow().Scan(&page.Head); err != nil {
-		return page, false, "", err
+		return page, false, err
 	}
-	return page, pending, snapshot, nil
+	return page, pending, nil
 }
 
 // FeedHead implements transport.Feeder.
@@ -213,20 +207,20 @@ func (t *Transport) FeedHead(ctx context.Context, feed transport.Scope) (int64, 
 	if err := transport.CheckFeedHead(feed); err != nil {
 		return 0, err
 	}
-	head, err := settled(ctx, t, func(p prelude) (int64, bool, string, error) {
+	head, err := settled(ctx, t, func(p prelude) (int64, bool, error) {
 		b := &pgx.Batch{}
 		if feed.Type == transport.AllTypes {
 			b.Queue(t.q.headAll, feed.Tenant)
 		} else {
 			b.Queue(t.q.headType, feed.Tenant, feed.Type)
 		}
-		res, pending, snapshot, err := t.send(ctx, b, p)
+		res, pending, err := t.send(ctx, b, p)
 		if err != nil {
-			return 0, false, "", err
+			return 0, false, err
 		}
 		defer res.Close()
 		var head int64
-		return head, pending, snapshot, res.QueryRow().Scan(&head)
+		return head, pending, res.QueryRow().Scan(&head)
 	})
 	if err != nil {
 		return 0, failed(op, ref, err, false)
@@ -241,17 +235,17 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 	if err := transport.CheckFeedOverview(tenant); err != nil {
 		return nil, err
 	}
-	infos, err := settled(ctx, t, func(p prelude) ([]transport.FeedInfo, bool, string, error) {
+	infos, err := settled(ctx, t, func(p prelude) ([]transport.FeedInfo, bool, error) {
 		b := &pgx.Batch{}
 		b.Queue(t.q.overview, tenant)
-		res, pending, snapshot, err := t.send(ctx, b, p)
+		res, pending, err := t.send(ctx, b, p)
 		if err != nil {
-			return nil, false, "", err
+			return nil, false, err
 		}
 		defer res.Close()
 		rows, err := res.Query()
 		if err != nil {
-			return nil, false, "", err
+			return nil, false, err
 		}
 		infos := []transport.FeedInfo{}
 		var i transport.FeedInfo
@@ -259,7 +253,7 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 			infos = append(infos, i)
 			return nil
 		})
-		return infos, pending, snapshot, err
+		return infos, pending, err
 	})
 	if err != nil {
 		return nil, failed(op, ref, err, false)

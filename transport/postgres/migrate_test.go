@@ -88,6 +88,65 @@ func TestUpgradeFromTheFirstSchema(t *testing.T) {
 	assert.Equal(t, []int64{1, 3, 5}, seqs, "b's entries leave the feed; the others keep their numbers")
 }
 
+// TestUpgradeFromSchema3 (issue 23): a schema at version 3, with batches
+// numbered below its horizon and one stored at or past it (committed, not
+// numbered yet), is migrated to version 4: the numbered keep their
+// numbers, the other becomes pending and is numbered next, once.
+func TestUpgradeFromSchema3(t *testing.T) {
+	url := database(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	schema := fmt.Sprintf("up%d_%d", os.Getpid(), schemas.Add(1))
+	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 3))
+
+	s := pgx.Identifier{schema}.Sanitize()
+	a, b := uuid.NewString(), uuid.NewString()
+	insert := func(id string, version int64) {
+		_, err := pool.Exec(ctx, `INSERT INTO `+s+`.batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events)
+			VALUES ('', 'order', $1, $2, now(), 1, '{OrderPlaced}', 0, '[{"eventId":"`+uuid.NewString()+`","eventType":"OrderPlaced"}]')`, id, version)
+		require.NoError(t, err)
+	}
+	insert(a, 1)
+	insert(b, 1)
+	// What the version 3 sequencer left: these two numbered, the horizon
+	// past them.
+	for _, q := range []string{
+		`INSERT INTO ` + s + `.feed (tenant, seq, aggregate_type, tx, batch_id)
+			SELECT tenant, row_number() OVER (ORDER BY tx, id), aggregate_type, tx, id FROM ` + s + `.batches`,
+		`INSERT INTO ` + s + `.feed_stats (tenant, aggregate_type, aggregates, batches, events, head) VALUES ('', 'order', 2, 2, 2, 2)`,
+		`UPDATE ` + s + `.feed_counter SET seq = 2, horizon = (SELECT (max(tx)::text::bigint + 1)::text::xid8 FROM ` + s + `.batches)`,
+	} {
+		_, err := pool.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+	insert(a, 2) // left without a number
+
+	tr, err := postgres.Open(ctx, url, postgres.WithSchema(schema))
+	require.NoError(t, err)
+	defer tr.Close()
+	feed := transport.Scope{Type: "order"}
+	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: feed})
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 3)
+	for i, want := range []struct {
+		id      string
+		version int64
+	}{{a, 1}, {b, 1}, {a, 2}} {
+		assert.Equal(t, int64(i+1), p.Entries[i].Sequence)
+		assert.Equal(t, want.id, p.Entries[i].AggregateID)
+		assert.Equal(t, want.version, p.Entries[i].Version)
+	}
+	infos, err := tr.FeedOverview(ctx, "")
+	require.NoError(t, err)
+	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 2, Batches: 3, Events: 3}}, infos)
+	var pending, feedRows int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+s+`.pending), (SELECT count(*) FROM `+s+`.feed)`).Scan(&pending, &feedRows))
+	assert.Equal(t, 0, pending)
+	assert.Equal(t, 3, feedRows, "nothing numbered twice")
+}
+
 // TestMigration2BlocksStores measures how long migration 2 keeps stores
 // waiting on a store of SOURCED_PG_MIGRATION_ROWS batches (skipped
 // without it): a writer inserts one batch at a time, as a store of the

@@ -47,7 +47,7 @@ var ErrSchemaTooNew = errors.New("postgres transport: the database schema is new
 // SchemaVersion is the newest schema migration this release knows and
 // applies: Open and New bring an older schema up to it, and refuse a newer
 // one with ErrSchemaTooNew.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // maxIdentifier is PostgreSQL's longest identifier, in bytes (NAMEDATALEN-1).
 const maxIdentifier = 63
@@ -133,7 +133,6 @@ type Transport struct {
 	signal  commitsignal.Signal // broadcast when batches get numbers
 	kick    chan struct{}       // wakes the sequencer after a local commit
 	gather  time.Duration       // how long the sequencer lets commits gather
-	maxWait time.Duration       // how long a feed read waits for an older transaction
 	busy    atomic.Bool         // feed reads have lately found batches to number
 	lastSeq atomic.Int64        // the highest feed number this process has seen given
 
@@ -146,7 +145,6 @@ type Transport struct {
 	origin string // this Transport's name in its notifications
 
 	beforeCommit func(ctx context.Context, tx pgx.Tx) // tests only
-	onPending    func()                               // tests only
 	beforeBatch  func(i int)                          // tests only
 	afterRead    func()                               // tests only
 	onRun        atomic.Pointer[func(numbered int64)] // tests only
@@ -193,7 +191,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Transport, e
 
 func newTransport(ctx context.Context, pool *pgxpool.Pool, own bool, opts []Option) (*Transport, error) {
 	t := &Transport{pool: pool, ownPool: own, schema: DefaultSchema, log: zap.NewNop(), now: time.Now,
-		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), gather: gatherTime, maxWait: maxNumberWait, origin: uuid.NewString()}
+		interval: 100 * time.Millisecond, kick: make(chan struct{}, 1), gather: gatherTime, origin: uuid.NewString()}
 	for _, o := range opts {
 		if o != nil {
 			o(t)
@@ -332,7 +330,8 @@ func (t *Transport) migrateTo(ctx context.Context, upTo int) error {
 			if err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, strings.ReplaceAll(string(body), "{{schema}}", s)); err != nil {
+			sql := strings.NewReplacer("{{schema}}", s, "{{sequencer_lock}}", strconv.FormatInt(lockKey("sourced.sequencer."+t.schema), 10)).Replace(string(body))
+			if _, err := tx.Exec(ctx, sql); err != nil {
 				return fmt.Errorf("migration %d: %w", v, err)
 			}
 			if _, err := tx.Exec(ctx, "INSERT INTO "+s+".schema_migrations (version) VALUES ($1)", v); err != nil {
@@ -388,7 +387,7 @@ func idHash(id string) int64 {
 	return int64(h.Sum32())
 }
 
-// sequencer numbers settled batches in the background: soon after a
+// sequencer numbers committed batches in the background: soon after a
 // local commit (commits that arrive together share a run), and every
 // interval for batches that other processes stored and did not number.
 // Feed readers never depend on it: they settle what they need themselves
@@ -460,15 +459,15 @@ func (t *Transport) sequencer() {
 // since Open (each is retried with backoff): for metrics and health checks.
 func (t *Transport) SequencerFailures() int64 { return t.failures.Load() }
 
-// sequence gives feed numbers to the batches whose transactions are all
-// settled, in transaction order, a bounded chunk per run and as many runs
-// as there are chunks (see queueSequencer).
+// sequence gives feed numbers to the committed batches that have none,
+// in transaction order, a bounded chunk per run and as many runs as there
+// are chunks (see queueSequencer).
 func (t *Transport) sequence(ctx context.Context) error {
 	for {
 		b := &pgx.Batch{}
-		t.queueSequencer(b, nil, false)
+		t.queueSequencer(b)
 		res := t.pool.SendBatch(ctx, b)
-		run, _, _, err := t.readSequencer(res, false)
+		run, err := t.readSequencer(res)
 		if cerr := res.Close(); err == nil {
 			err = cerr
 		}
@@ -516,24 +515,19 @@ const sequencerTimeout = "60s"
 // advisory lock, numbers, moves the counter and notifies other processes.
 // It is a transaction of its own, READ COMMITTED whatever the session's
 // default, since each statement must take a snapshot of its own (the
-// numbering one after the lock), with its own timeouts. With pending, it
-// also asks whether a batch that had committed by the snapshot since (or,
-// when since is nil, by the snapshot the run starts with) still has no
-// number: an older transaction is still open.
-func (t *Transport) queueSequencer(b *pgx.Batch, since *string, pending bool) {
+// numbering one after the lock), with its own timeouts, and without JIT
+// compilation (the planner's estimates for its small tables can pass
+// jit_above_cost, and compiling costs far more than the run).
+func (t *Transport) queueSequencer(b *pgx.Batch) {
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true)")
-	b.Queue(t.q.lockAndMark, t.q.lock, since)
+	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true), set_config('jit', 'off', true)")
+	b.Queue(t.q.lockAndMark, t.q.lock)
 	b.Queue(t.q.sequence, t.q.channel, t.origin, t.chunk.Load())
-	if pending {
-		b.Queue(t.q.pendingSince)
-	}
 	b.Queue("COMMIT")
 }
 
-// readSequencer reads the results of queueSequencer: what the run did and,
-// with pending, the answer and the snapshot it was about.
-func (t *Transport) readSequencer(res pgx.BatchResults, pending bool) (r run, stillPending bool, snapshot string, err error) {
+// readSequencer reads the results of queueSequencer: what the run did.
+func (t *Transport) readSequencer(res pgx.BatchResults) (r run, err error) {
 	if _, err = res.Exec(); err != nil { // BEGIN
 		return
 	}
@@ -543,66 +537,13 @@ func (t *Transport) readSequencer(res pgx.BatchResults, pending bool) (r run, st
 	if _, err = res.Exec(); err != nil { // the lock
 		return
 	}
-	if err = res.QueryRow().Scan(&r.numbered, &r.seq, &r.more); err != nil {
+	var async *string // the commit's flush setting, when the run changed it
+	if err = res.QueryRow().Scan(&r.numbered, &r.seq, &r.more, &async); err != nil {
 		return
-	}
-	if pending {
-		if err = res.QueryRow().Scan(&snapshot, &stillPending); err != nil {
-			return
-		}
 	}
 	_, err = res.Exec() // COMMIT
 	return
 }
-
-// settleWait is the waiting of a feed read while a batch that had
-// committed before it began cannot have its number yet, because an older
-// transaction is still open. It waits until that transaction ends, ctx
-// ends or maxNumberWait has passed (then the read goes on without the
-// batch, and a warning is logged: the feed is held back).
-type settleWait struct {
-	t       *Transport
-	timeout *time.Timer
-	policy  *backoff.ExponentialBackOff
-}
-
-func (t *Transport) newSettleWait() *settleWait {
-	// The older transaction ends in this process (its store kicks the
-	// sequencer), in another (whose sequencer notifies), or is not a store
-	// at all: then only asking again tells. Stores are short, so ask again
-	// soon, then less and less often.
-	policy := backoff.NewExponentialBackOff()
-	policy.InitialInterval, policy.RandomizationFactor = time.Millisecond, 0
-	policy.MaxInterval, policy.MaxElapsedTime = t.interval, 0
-	return &settleWait{t: t, timeout: time.NewTimer(t.maxWait), policy: policy}
-}
-
-func (w *settleWait) stop() { w.timeout.Stop() }
-
-// wait returns true to ask again, false to read on without waiting more,
-// or ctx's error.
-func (w *settleWait) wait(ctx context.Context, changed <-chan struct{}) (bool, error) {
-	if w.t.onPending != nil {
-		w.t.onPending()
-	}
-	retry := time.NewTimer(w.policy.NextBackOff())
-	defer retry.Stop()
-	select {
-	case <-changed:
-	case <-retry.C:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-w.timeout.C:
-		w.t.log.Warn("postgres: stored batches still wait for their feed numbers; an old open transaction holds the feed back",
-			zap.Duration("waited", w.t.maxWait))
-		return false, nil
-	}
-	return true, nil
-}
-
-// maxNumberWait bounds how long a feed read waits for an older
-// transaction to settle.
-const maxNumberWait = 30 * time.Second
 
 // gatherTime is how long the background sequencer lets commits gather
 // before it numbers them, unless WithSequencerDelay says otherwise: at 32

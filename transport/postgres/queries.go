@@ -4,8 +4,8 @@ import "github.com/jackc/pgx/v5"
 
 // queries are the statements, with the schema written in once.
 type queries struct {
-	channel, lockAndMark, sequence, pendingSince, pendingNow string
-	lock                                                     int64
+	channel, lockAndMark, sequence, pendingNow string
+	lock                                       int64
 
 	load, storeNew, storeExactly, storeAny string
 	lockOne, lockAnyOne, lockMany          string
@@ -31,60 +31,89 @@ func newQueries(schema string) queries {
 	s := pgx.Identifier{schema}.Sanitize() + "."
 	lock := lockKey("sourced.sequencer." + schema)
 	same := `tenant = $1 AND aggregate_type = $2 AND aggregate_id = $3`
+	// Every store names its batch in pending, in its own transaction (so
+	// the row commits with the batch): the sequencer numbers what it finds
+	// there. The statement's count is the batches stored.
+	queue := `INSERT INTO ` + s + `pending (tx, id) SELECT tx, id FROM b`
 	return queries{
 		channel: schema + channelSuffix,
 		lock:    lock,
 		// The sequencers take turns under an advisory lock ($1), held to
-		// the end of the transaction; the snapshot a settling reader asks
-		// about ($2, or this statement's) is kept for pendingSince. The
-		// numbering is a function of the settled batches alone, so its
-		// commit need not wait for the flush: one lost in a crash (only one
-		// that no later commit flushed can be) comes out the same when the
-		// sequencer runs again.
-		lockAndMark: `SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true),
-			set_config('sourced.since', coalesce($2::text, pg_current_snapshot()::text), true)`,
+		// the end of the transaction.
+		lockAndMark: `SELECT pg_advisory_xact_lock($1)`,
 		// The sequencer's statement, run after it took the lock, so its
-		// snapshot sees what the sequencer before it committed (see the
-		// package doc). $1 is the notification channel, $2 this
-		// transport's origin. It returns how many batches it numbered.
+		// snapshot sees what the sequencer before it committed and every
+		// store committed by then (see the package doc). It numbers the
+		// committed pending batches in (tx, id) order, at most $3 of them
+		// (more when one transaction alone stored more: a transaction's
+		// batches are never split), and takes their pending rows, in this
+		// one statement. $1 is the notification channel, $2 this
+		// transport's origin. It returns how many batches it numbered, the
+		// last number, and whether more wait.
+		//
+		// Its commit waits for the flush (synchronous_commit as the
+		// session has it) unless the numbering is a function of settled
+		// batches alone: when every transaction below the highest one
+		// numbered has ended (pg_snapshot_xmin), a numbering lost in a
+		// crash (only one that no later commit flushed can be) comes out
+		// the same when the sequencer runs again, so it need not wait.
+		// Otherwise a store still open below it could commit before the
+		// crash and be numbered first the second time round, and a reader
+		// that saw the lost numbers would then miss it.
 		sequence: `WITH counter AS (
-				SELECT seq, horizon, pg_snapshot_xmin(pg_current_snapshot()) AS high FROM ` + s + `feed_counter
-			), pending AS NOT MATERIALIZED (
-				SELECT b.tx FROM ` + s + `batches b, counter c WHERE b.tx >= c.horizon AND b.tx < c.high
-				ORDER BY b.tx, b.id
+				SELECT seq, scan_from, scan_also FROM ` + s + `feed_counter
+			), waiting AS NOT MATERIALIZED (
+				` + scanPending(s) + `
+				ORDER BY tx, id
 			), kth AS (
-				SELECT tx FROM pending OFFSET $3 LIMIT 1
-			), upto AS (
-				-- The run numbers the batches of the transactions before
-				-- the $3+1-th pending batch's (all of them when there are no
-				-- more), or the first pending transaction's alone when it
-				-- holds more than $3.
-				SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM kth) THEN (SELECT high FROM counter)
-					WHEN (SELECT tx FROM kth) > (SELECT tx FROM pending LIMIT 1) THEN (SELECT tx FROM kth)
-					ELSE coalesce((SELECT min(b.tx) FROM ` + s + `batches b, counter c WHERE b.tx > (SELECT tx FROM kth) AND b.tx < c.high), (SELECT high FROM counter))
-				END AS high
+				SELECT tx FROM waiting OFFSET $3 LIMIT 1
+			), bound AS (
+				-- The run takes the transactions before the $3+1-th
+				-- pending batch's (all of them when there are no more), or
+				-- the first pending transaction alone when it holds more.
+				SELECT k.tx AS kth, k.tx = (SELECT tx FROM waiting LIMIT 1) AS alone FROM (SELECT) one LEFT JOIN kth k ON true
+			), chosen AS (
+				SELECT w.ctid FROM waiting w, bound
+				WHERE bound.kth IS NULL OR w.tx < bound.kth OR (bound.alone AND w.tx = bound.kth)
+			), taken AS (
+				-- By their row addresses: never a scan of pending, whose
+				-- deleted rows a long transaction keeps.
+				DELETE FROM ` + s + `pending WHERE ctid = ANY (ARRAY(SELECT ctid FROM chosen))
+				RETURNING tx, id
 			), settled AS (
+				-- Each batch by its key (LIMIT 1 keeps the planner from
+				-- joining otherwise, which could scan every batch).
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
-				FROM ` + s + `batches b, counter c
-				WHERE b.tx >= c.horizon AND b.tx < (SELECT high FROM upto)
+				FROM taken t CROSS JOIN LATERAL (
+					SELECT id, tx, tenant, aggregate_type, version, event_count FROM ` + s + `batches
+					WHERE tx = t.tx AND id = t.id LIMIT 1
+				) b, counter c
 			` + recordSettled(s) + `
+			), next AS (
+				-- Where the next run looks: past this snapshot's
+				-- transactions, but also at those still open below it; with
+				-- more to come, from the first transaction not taken.
+				SELECT coalesce(kth, pg_snapshot_xmax(pg_current_snapshot())) AS scan_from FROM bound
 			), moved AS (
-				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq), horizon = (SELECT high FROM upto)
-				WHERE (SELECT high FROM upto) > horizon
+				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq),
+					scan_from = (SELECT scan_from FROM next),
+					scan_also = ARRAY(SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) x WHERE x < (SELECT scan_from FROM next) ORDER BY x)
+				WHERE EXISTS (SELECT 1 FROM taken)
 				RETURNING CASE WHEN seq > (SELECT seq FROM counter) THEN pg_notify($1, $2) END
 			)
-			SELECT count(*), (SELECT seq FROM counter) + count(*), EXISTS (SELECT 1 FROM kth) FROM numbered`,
-		// Whether a batch that had committed by the marked snapshot still
-		// has no number: every batch of a transaction older than the
-		// horizon has one.
-		pendingSince: `SELECT current_setting('sourced.since'), EXISTS (SELECT 1 FROM ` + s + `batches
-			WHERE tx >= (SELECT horizon FROM ` + s + `feed_counter) AND pg_visible_in_snapshot(tx, current_setting('sourced.since')::pg_snapshot))`,
+			SELECT count(*), (SELECT seq FROM counter) + count(*), EXISTS (SELECT 1 FROM kth),
+				CASE WHEN (SELECT max(tx) FROM taken) < pg_snapshot_xmin(pg_current_snapshot())
+					THEN set_config('synchronous_commit', 'off', true) END
+			FROM numbered`,
 		// Whether any committed batch has no number yet (no lock taken).
-		pendingNow: `SELECT EXISTS (SELECT 1 FROM ` + s + `batches WHERE tx >= (SELECT horizon FROM ` + s + `feed_counter))`,
+		pendingNow: `WITH counter AS (
+				SELECT scan_from, scan_also FROM ` + s + `feed_counter
+			) SELECT EXISTS (` + scanPending(s) + `)`,
 
 		load: `SELECT version, payload, events FROM ` + s + `batches WHERE ` + same + ` AND version > $4 ORDER BY version LIMIT $5`,
 		// Version 1: a second writer of it breaks the unique key.
-		storeNew: `INSERT INTO ` + s + `batches ` + batchColumns + ` VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8)`,
+		storeNew: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + ` VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8)
+			RETURNING tx, id) ` + queue,
 		// Version $9 + 1 (with $9 > 0), only if version $9 is there: the
 		// row of version $9 is the source of the insert, so none is
 		// inserted without it; a second writer of $9 + 1 breaks the unique
@@ -94,19 +123,21 @@ func newQueries(schema string) queries {
 		// $9 was written, the feed would otherwise order $9 + 1 before $9.
 		// The time is never before the source's (clocks of processes
 		// differ): an aggregate's batches are dated in order.
-		storeExactly: `INSERT INTO ` + s + `batches ` + batchColumns + `
+		storeExactly: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + `
 			SELECT $1, $2, $3, $9 + 1, greatest($5, stored_at), $4, $6, $7, $8 FROM ` + s + `batches
-			WHERE ` + same + ` AND version = $9 AND tx < pg_current_xact_id()`,
+			WHERE ` + same + ` AND version = $9 AND tx < pg_current_xact_id()
+			RETURNING tx, id) ` + queue,
 		// The next version, whatever it is. Under the aggregate's lock
 		// taken exclusively (see lockAnyOne) no other store of it is in
 		// flight, so it cannot lose a race; the last version must be of an
 		// older transaction, as for storeExactly.
-		storeAny: `INSERT INTO ` + s + `batches ` + batchColumns + `
+		storeAny: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + `
 			SELECT $1, $2, $3, coalesce(last.version, 0) + 1, greatest($5, last.stored_at), $4, $6, $7, $8
 			FROM (SELECT) one LEFT JOIN LATERAL (
 				SELECT version, tx, stored_at FROM ` + s + `batches WHERE ` + same + ` ORDER BY version DESC LIMIT 1
 			) last ON true
-			WHERE last.tx IS NULL OR last.tx < pg_current_xact_id()`,
+			WHERE last.tx IS NULL OR last.tx < pg_current_xact_id()
+			RETURNING tx, id) ` + queue,
 		// The locks a store takes before it writes, each statement in
 		// its own: shared on its type ($1) and on its aggregate ($2),
 		// exclusive on the aggregate for an Any store. A delete takes the
@@ -140,19 +171,22 @@ func newQueries(schema string) queries {
 		// A delete runs under its target's lock (so no store of it is in
 		// flight, see lockOne) and the sequencers' lock, so no numbering runs
 		// beside it, and takes off the counts what was numbered: the
-		// batches older than the horizon. Feed rows of deleted batches stay
-		// behind, never joined again.
+		// batches not pending. Their pending rows go with them. Feed rows
+		// of deleted batches stay behind, never joined again.
 		deleteOne: []string{
 			`UPDATE ` + s + `feed_stats st SET aggregates = st.aggregates - d.aggregates, batches = st.batches - d.batches, events = st.events - d.events
 				FROM (SELECT count(*) FILTER (WHERE version = 1) AS aggregates, count(*) AS batches, coalesce(sum(event_count), 0) AS events
-					FROM ` + s + `batches WHERE ` + same + ` AND tx < (SELECT horizon FROM ` + s + `feed_counter)) d
+					FROM ` + s + `batches b WHERE ` + same + `
+					AND NOT EXISTS (SELECT 1 FROM ` + s + `pending p WHERE p.tx = b.tx AND p.id = b.id)) d
 				WHERE st.tenant = $1 AND st.aggregate_type = $2 AND d.batches > 0`,
+			`DELETE FROM ` + s + `pending p USING ` + s + `batches b WHERE p.tx = b.tx AND p.id = b.id AND b.tenant = $1 AND b.aggregate_type = $2 AND b.aggregate_id = $3`,
 			`DELETE FROM ` + s + `batches WHERE ` + same,
 		},
 		deleteType: []string{
 			// The head stays: numbers are never reused.
 			`UPDATE ` + s + `feed_stats SET aggregates = 0, batches = 0, events = 0 WHERE tenant = $1 AND aggregate_type = $2`,
 			`DELETE FROM ` + s + `feed WHERE tenant = $1 AND aggregate_type = $2`,
+			`DELETE FROM ` + s + `pending p USING ` + s + `batches b WHERE p.tx = b.tx AND p.id = b.id AND b.tenant = $1 AND b.aggregate_type = $2`,
 			`DELETE FROM ` + s + `batches WHERE tenant = $1 AND aggregate_type = $2`,
 		},
 
@@ -172,6 +206,19 @@ func newQueries(schema string) queries {
 		headAll:  `SELECT coalesce(max(head), 0) FROM ` + s + `feed_stats WHERE tenant = $1`,
 		headType: `SELECT coalesce((SELECT head FROM ` + s + `feed_stats WHERE tenant = $1 AND aggregate_type = $2), 0)`,
 	}
+}
+
+// scanPending selects the pending rows (ctid, tx, id) a numbering run may find
+// committed, given a CTE "counter" with feed_counter's scan_from and
+// scan_also: every pending row not numbered yet is of a transaction at or
+// past scan_from, or of one in scan_also (open below scan_from when the
+// last run that took rows took its snapshot; see the package doc). Rows
+// the runs deleted lie below, never read again, however long VACUUM must
+// keep them. s is the schema's quoted name with its dot.
+func scanPending(s string) string {
+	return `SELECT ctid, tx, id FROM ` + s + `pending WHERE tx >= (SELECT scan_from FROM counter)
+				UNION ALL
+				SELECT ctid, tx, id FROM ` + s + `pending WHERE tx = ANY ((SELECT scan_also FROM counter)::xid8[]) AND tx < (SELECT scan_from FROM counter)`
 }
 
 // recordSettled is the part of a numbering statement that the sequencer and

@@ -10,57 +10,55 @@ import (
 
 // restoredTx is the id every stored transaction id is rebased to after a
 // restore into another cluster: the lowest normal transaction id, below
-// that of every transaction the cluster will start. restoredHorizon, just
-// above it, is the horizon then: every batch is numbered.
-const (
-	restoredTx      = "3"
-	restoredHorizon = "4"
-)
+// that of every transaction the cluster will start.
+const restoredTx = "3"
 
 // restoreQueries are the statements of repairRestore.
 type restoreQueries struct {
-	check, number, rebaseBatches, rebaseFeed, horizon string
+	check, number, rebaseBatches, rebaseFeed string
 }
 
 func newRestoreQueries(schema string) restoreQueries {
 	s := pgx.Identifier{schema}.Sanitize() + "."
 	return restoreQueries{
 		// Whether the stored transaction ids are ahead of the cluster's:
-		// the horizon, or a batch's id (max off the (tx, id) index), at or
-		// past the first id the cluster has not given out yet. Never true
-		// in the cluster that wrote them.
-		check: `SELECT c.horizon > x.next OR coalesce((SELECT max(tx) FROM ` + s + `batches) >= x.next, false)
+		// where the sequencer looks from, or a batch's id (max off the (tx,
+		// id) index), at or past the first id the cluster has not given out
+		// yet. Never true in the cluster that wrote them.
+		check: `SELECT c.scan_from > x.next OR coalesce((SELECT max(tx) FROM ` + s + `batches) >= x.next, false)
 			FROM ` + s + `feed_counter c, (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS next) x`,
-		// Numbers every batch without a number (all of them committed in
-		// the cluster that wrote them) as the sequencer would have: in
-		// (tx, id) order after the last number.
+		// Numbers every pending batch (all of them committed in the
+		// cluster that wrote them) as the sequencer would have: in (tx, id)
+		// order after the last number. The sequencer looks from the
+		// rebased id on.
 		number: `WITH counter AS (
-				SELECT seq, horizon FROM ` + s + `feed_counter
+				SELECT seq FROM ` + s + `feed_counter
+			), taken AS (
+				DELETE FROM ` + s + `pending RETURNING tx, id
 			), settled AS (
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
-				FROM ` + s + `batches b, counter c WHERE b.tx >= c.horizon
+				FROM taken t JOIN ` + s + `batches b ON b.tx = t.tx AND b.id = t.id, counter c
 			` + recordSettled(s) + `
 			), moved AS (
-				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq)
+				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq),
+					scan_from = '` + restoredTx + `', scan_also = '{}'
 			)
 			SELECT count(*) FROM numbered`,
 		rebaseBatches: `UPDATE ` + s + `batches SET tx = '` + restoredTx + `' WHERE tx <> '` + restoredTx + `'`,
 		rebaseFeed:    `UPDATE ` + s + `feed SET tx = '` + restoredTx + `' WHERE tx <> '` + restoredTx + `'`,
-		horizon:       `UPDATE ` + s + `feed_counter SET horizon = '` + restoredHorizon + `'`,
 	}
 }
 
 // repairRestore mends a schema restored (pg_dump, pg_restore) into another
 // cluster than the one that wrote it. Its tables keep transaction ids
-// (batches.tx, feed.tx, feed_counter.horizon) of the old cluster, which a
-// new cluster gives out again from far below: new batches would fall below
-// the horizon and never be numbered, and a store after a batch of the old
-// cluster would find that batch's transaction not older than its own. When
-// the check (one query, no lock) finds the ids ahead of the cluster, it
-// numbers, in one transaction under the migrations' lock and the
-// sequencers', the batches the old cluster had not numbered yet, then
-// rebases every stored id to the lowest normal one, and the horizon just
-// above it: every batch is numbered, every new transaction is younger.
+// (batches.tx, feed.tx, pending.tx) of the old cluster, which a new
+// cluster gives out again from far below: a store after a batch of the old
+// cluster would find that batch's transaction not older than its own (and
+// fail with ErrConflict for ever). When the check (one query, no lock)
+// finds the ids ahead of the cluster, it numbers, in one transaction under
+// the migrations' lock and the sequencers', the batches the old cluster
+// had not numbered yet, then rebases every stored id to the lowest normal
+// one: every batch is numbered, every new transaction is younger.
 func (t *Transport) repairRestore(ctx context.Context) error {
 	q := newRestoreQueries(t.schema)
 	var ahead bool
@@ -89,9 +87,6 @@ func (t *Transport) repairRestore(ctx context.Context) error {
 			return fmt.Errorf("rebasing feed.tx: %w", err)
 		}
 		feed = tag.RowsAffected()
-		if _, err := tx.Exec(ctx, q.horizon); err != nil {
-			return err
-		}
 		if numbered > 0 {
 			if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", t.q.channel, t.origin); err != nil {
 				return err
