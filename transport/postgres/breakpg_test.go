@@ -1,0 +1,105 @@
+package postgres_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/postgres"
+)
+
+// TestChunkedRunsWithOpenStoresBelow (issue 23): numbering runs of two
+// batches at most, while bulk stores of one process stay open across
+// other processes' commits (their transactions below the runs' scan_from,
+// in scan_also), so runs stop mid-backlog with transactions open below
+// where they stopped. A tailing reader gets every batch once, numbers
+// without a gap, each aggregate's versions in order.
+func TestChunkedRunsWithOpenStoresBelow(t *testing.T) {
+	tr := fresh(t)
+	other, slow, reader := sameStore(t, tr), sameStore(t, tr), sameStore(t, tr)
+	for _, tp := range []*postgres.Transport{tr, other, slow, reader} {
+		postgres.SetSequencerChunk(tp, 2)
+	}
+	postgres.SetBeforeCommit(slow, func(ctx context.Context, tx pgx.Tx) {
+		time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond) // only to vary the interleavings
+	})
+	ctx := context.Background()
+	ids := make([]string, 5)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	const writers, rounds = 6, 15
+	var wg sync.WaitGroup
+	var stored atomic.Int64
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tp := []*postgres.Transport{tr, other, slow}[w%3]
+			for r := range rounds {
+				id := ids[(w+r)%len(ids)]
+				ref := transport.Ref{Type: "order", ID: id}
+				var err error
+				if tp == slow || r%2 == 0 {
+					next := ids[(w+r+1)%len(ids)]
+					err = tp.StoreBulk(ctx, transport.Scope{Type: "order"}, []transport.Batch{
+						{AggregateID: id, Events: placed}, {AggregateID: next, Events: placed}, {AggregateID: ids[(w+r+2)%len(ids)], Events: placed},
+					})
+					if err == nil {
+						stored.Add(2)
+					}
+				} else {
+					err = tp.Store(ctx, ref, placed, transport.Any)
+				}
+				if !assert.NoError(t, err) {
+					return
+				}
+				stored.Add(1)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	finished := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
+	last := map[string]int64{}
+	since, n := int64(0), int64(0)
+	for !finished() || n < stored.Load() {
+		p, err := reader.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}, Since: since, Wait: time.Second})
+		require.NoError(t, err)
+		for _, e := range p.Entries {
+			require.Equal(t, since+1, e.Sequence, "numbers without a gap")
+			require.Equal(t, last[e.AggregateID]+1, e.Version, "versions of %s in order", e.AggregateID)
+			last[e.AggregateID] = e.Version
+			since = e.Sequence
+			n++
+		}
+		if len(p.Entries) == 0 && finished() {
+			break
+		}
+	}
+	var total int64
+	for _, v := range last {
+		total += v
+	}
+	assert.Equal(t, stored.Load(), n, "every batch in the feed")
+	assert.Equal(t, n, total)
+	head, err := tr.FeedHead(ctx, transport.Scope{Type: "order"})
+	require.NoError(t, err)
+	assert.Equal(t, n, head)
+}
