@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -102,4 +103,68 @@ func TestChunkedRunsWithOpenStoresBelow(t *testing.T) {
 	head, err := tr.FeedHead(ctx, transport.Scope{Type: "order"})
 	require.NoError(t, err)
 	assert.Equal(t, n, head)
+}
+
+// TestDeletesWhileBatchesWait (issue 23): deletes of an aggregate and of a
+// type while some of their batches wait for a number (no sequencer runs
+// but the reads'), in two tenants: the counts lose only what was
+// numbered, what was deleted never reaches the feed, the other tenant's
+// waiting batch does, and numbering goes on after.
+func TestDeletesWhileBatchesWait(t *testing.T) {
+	tr := fresh(t)
+	postgres.StopBackground(tr)
+	ctx := context.Background()
+	uuids, names := map[string]string{}, map[string]string{}
+	order := func(tenant, name string) transport.Ref {
+		if uuids[name] == "" {
+			uuids[name] = uuid.NewString()
+			names[uuids[name]] = name
+		}
+		return transport.Ref{Tenant: tenant, Type: "order", ID: uuids[name]}
+	}
+	del := func(target transport.DeleteTarget) {
+		token, err := tr.RequestDelete(ctx, target)
+		require.NoError(t, err)
+		require.NoError(t, tr.ConfirmDelete(ctx, target, token))
+	}
+	ids := func(tenant string) []string {
+		p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Tenant: tenant, Type: transport.AllTypes}})
+		require.NoError(t, err)
+		out := []string{}
+		for _, e := range p.Entries {
+			out = append(out, fmt.Sprintf("%s/%d", names[e.AggregateID], e.Version))
+		}
+		return out
+	}
+	overview := func(tenant string) []transport.FeedInfo {
+		infos, err := tr.FeedOverview(ctx, tenant)
+		require.NoError(t, err)
+		return infos
+	}
+	store := func(ref transport.Ref) { require.NoError(t, tr.Store(ctx, ref, placed, transport.Any)) }
+
+	t1, t2 := uuid.NewString(), uuid.NewString()
+	store(order(t1, "a"))
+	require.Equal(t, []string{"a/1"}, ids(t1)) // numbered
+	store(order(t1, "a"))                      // a/2 waits
+	store(order(t1, "b"))                      // waits
+	store(order(t2, "c"))                      // waits, other tenant
+	del(transport.DeleteAggregate(order(t1, "a")))
+	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 1, Batches: 1, Events: 1}}, overview(t1))
+	assert.Equal(t, []string{"b/1"}, ids(t1))
+
+	store(order(t1, "d")) // waits
+	del(transport.DeleteAllOfType(transport.Scope{Tenant: t1, Type: "order"}))
+	assert.Empty(t, overview(t1))
+	assert.Empty(t, ids(t1))
+	assert.Equal(t, []string{"c/1"}, ids(t2))
+	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 1, Batches: 1, Events: 1}}, overview(t2))
+
+	delete(uuids, "a")
+	store(order(t1, "a")) // a new aggregate a
+	assert.Equal(t, []string{"a/1"}, ids(t1))
+	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 1, Batches: 1, Events: 1}}, overview(t1))
+	head, err := tr.FeedHead(ctx, transport.Scope{Tenant: t1, Type: "order"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(4), head, "a/1 1, b/1 2, c/1 3 (t2), d/1 none (deleted before its number), the new a/1 4")
 }
