@@ -39,7 +39,10 @@
 // either applies a batch and its checkpoint together, or neither. What
 // cannot stay exact is refused before anything is handled (ErrSetup): such
 // a handler beside other handlers, two of them, or a changed partition
-// count.
+// count. Package subscription/projection does the same with typed handlers
+// over any transactional store (bbolt, PostgreSQL, a user's own), one
+// transaction per page: it is a page handler (OnPage), which gets each
+// read whole and, when a page fails, each of its entries alone.
 //
 // # Lifecycle
 //

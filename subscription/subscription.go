@@ -175,6 +175,7 @@ type Subscription struct {
 	byType  map[string][]eventbus.Handler
 	all     []eventbus.Handler
 	entries []func(context.Context, transport.FeedEntry) error
+	pages   []pageHandler // OnPage (page.go)
 
 	started  atomic.Bool
 	position atomic.Int64
@@ -377,7 +378,7 @@ var errAborted = errors.New("handler stopped by Close")
 
 // handlers counts the subscription's handlers.
 func (s *Subscription) handlers() int {
-	n := len(s.entries) + len(s.all)
+	n := len(s.entries) + len(s.all) + len(s.pages)
 	for _, hs := range s.byType {
 		n += len(hs)
 	}
@@ -396,8 +397,11 @@ func (s *Subscription) Run(ctx context.Context) error {
 		return fmt.Errorf("subscription %q: %w", s.name, ErrRunning)
 	}
 	defer close(s.done)
-	if len(s.byType)+len(s.all)+len(s.entries) == 0 {
+	if s.handlers() == 0 {
 		return fmt.Errorf("subscription %q: %w", s.name, ErrNoHandlers)
+	}
+	if err := s.checkPages(); err != nil {
+		return err
 	}
 	if sc, ok := s.cps.(SelfCheckpointing); ok {
 		// Counts of checkpoint writers made per name are not used: one made
@@ -424,7 +428,7 @@ func (s *Subscription) Run(ctx context.Context) error {
 		case <-readCtx.Done():
 		}
 	}()
-	handleCtx, abort := context.WithCancel(runinfo.With(context.WithoutCancel(ctx), runinfo.Info{Name: s.name, Handlers: s.handlers()}))
+	handleCtx, abort := context.WithCancel(runinfo.With(context.WithoutCancel(ctx), runinfo.Info{Name: s.name, Handlers: s.handlers(), Tenant: s.query.Feed.Tenant}))
 	defer abort()
 	s.mu.Lock()
 	s.abort = abort
@@ -474,7 +478,28 @@ func (s *Subscription) Run(ctx context.Context) error {
 			return fmt.Errorf("subscription %q: %w", s.name, err)
 		}
 		all := true
-		for i := range page.Entries {
+		entries := page.Entries
+		if len(s.pages) > 0 {
+			entries = nil // the page handler had them all
+			// One call for the page, all or nothing (page.go).
+			last, written, err := s.handlePage(handleCtx, page.Entries)
+			if last.Sequence > pos {
+				pos, posID = last.Sequence, last.EventID
+				s.position.Store(pos)
+				s.moved.Broadcast()
+			}
+			saved = max(saved, written)
+			if err != nil {
+				if errors.Is(err, errAborted) {
+					return s.finish(saveCtx, Checkpoint{pos, posID}, saved)
+				}
+				if serr := s.save(saveCtx, Checkpoint{pos, posID}, saved); serr != nil {
+					err = errors.Join(err, serr)
+				}
+				return err
+			}
+		}
+		for i := range entries {
 			e := &page.Entries[i]
 			if err := s.handle(handleCtx, e); err != nil {
 				if errors.Is(err, errAborted) {
@@ -587,25 +612,9 @@ func (s *Subscription) finish(ctx context.Context, c Checkpoint, saved int64) er
 // handler that fails for good is parked or stops the subscription. With
 // Upcast, the entry's events are upcast first, once, for every handler.
 func (s *Subscription) handle(ctx context.Context, e *transport.FeedEntry) error {
-	if up := s.upcast[e.AggregateType]; up != nil && len(e.Events) > 0 {
-		cur := *e
-		cur.Events = make([]transport.Event, len(e.Events))
-		copy(cur.Events, e.Events)
-		parked, err := s.call(ctx, e, envelope(s.query.Feed.Tenant, e, nil), func() error {
-			for i := range cur.Events {
-				ev := &cur.Events[i]
-				typ, data, err := up.Upcast(e.Events[i].EventType, e.Events[i].Data)
-				if err != nil {
-					return fmt.Errorf("upcast %s (event %s): %w", e.Events[i].EventType, e.Events[i].EventID, err)
-				}
-				ev.EventType, ev.Data = typ, data
-			}
-			return nil
-		})
-		if err != nil || parked {
-			return err // a parked entry reaches no handler
-		}
-		e = &cur
+	e, parked, err := s.upcastEntry(ctx, e)
+	if err != nil || parked {
+		return err // a parked entry reaches no handler
 	}
 	for _, h := range s.entries {
 		env := envelope(s.query.Feed.Tenant, e, nil)
@@ -635,6 +644,39 @@ func (s *Subscription) handle(ctx context.Context, e *transport.FeedEntry) error
 		}
 	}
 	return nil
+}
+
+// upcastEntry returns e with its events upcast (e itself when its type has
+// no upcaster), retrying and then parking or stopping like a handler:
+// parked says the entry was parked.
+func (s *Subscription) upcastEntry(ctx context.Context, e *transport.FeedEntry) (_ *transport.FeedEntry, parked bool, _ error) {
+	up := s.upcast[e.AggregateType]
+	if up == nil || len(e.Events) == 0 {
+		return e, false, nil
+	}
+	var cur *transport.FeedEntry
+	parked, err := s.call(ctx, e, envelope(s.query.Feed.Tenant, e, nil), func() error {
+		var err error
+		cur, err = upcastCopy(up, e)
+		return err
+	})
+	return cur, parked, err
+}
+
+// upcastCopy returns a copy of e with its events upcast by up.
+func upcastCopy(up Upcaster, e *transport.FeedEntry) (*transport.FeedEntry, error) {
+	cur := *e
+	cur.Events = make([]transport.Event, len(e.Events))
+	copy(cur.Events, e.Events)
+	for i := range cur.Events {
+		ev := &cur.Events[i]
+		typ, data, err := up.Upcast(e.Events[i].EventType, e.Events[i].Data)
+		if err != nil {
+			return nil, fmt.Errorf("upcast %s (event %s): %w", e.Events[i].EventType, e.Events[i].EventID, err)
+		}
+		ev.EventType, ev.Data = typ, data
+	}
+	return &cur, nil
 }
 
 // call runs one handler with the retry policy, then applies the failure

@@ -272,14 +272,20 @@ func (s *Store) SaveFenced(ctx context.Context, tx pgx.Tx, name string, pos subs
 	if pos.EventID != "" {
 		id = &pos.EventID
 	}
-	_, err := tx.Exec(ctx, "INSERT INTO "+s.s+".checkpoints AS c (name, seq, first_event_id) VALUES ($1, $2, $3) "+
-		"ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = now(), "+
-		"first_event_id = CASE WHEN excluded.first_event_id IS NULL AND c.seq = excluded.seq THEN c.first_event_id ELSE excluded.first_event_id END "+
-		"WHERE c.seq <= excluded.seq", name, pos.Sequence, id)
+	_, err := tx.Exec(ctx, s.saveCheckpointSQL(), name, pos.Sequence, id)
 	if err != nil {
 		return fmt.Errorf("pgcheckpoint: saving checkpoint %q at %d: %w", name, pos.Sequence, err)
 	}
 	return nil
+}
+
+// saveCheckpointSQL writes a checkpoint ($1 name, $2 seq, $3 first event
+// id or NULL), never moving it back.
+func (s *Store) saveCheckpointSQL() string {
+	return "INSERT INTO " + s.s + ".checkpoints AS c (name, seq, first_event_id) VALUES ($1, $2, $3) " +
+		"ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = now(), " +
+		"first_event_id = CASE WHEN excluded.first_event_id IS NULL AND c.seq = excluded.seq THEN c.first_event_id ELSE excluded.first_event_id END " +
+		"WHERE c.seq <= excluded.seq"
 }
 
 // checkFence locks the partition's lease row against a claim (FOR SHARE)

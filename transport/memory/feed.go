@@ -14,11 +14,13 @@ import (
 // only the list of blocks (a pointer per 4096 entries).
 const feedBlockSize = 4096
 
-// slot is one feed entry as kept: the entry (Events nil once its aggregate
-// is deleted) and what its events count towards MaxPageBytes.
+// slot is one feed entry as kept: where its batch is (the stream at pos in
+// the scope numbered fid, and the batch's version). It holds no pointers,
+// so the collector does not scan the feed. version is 0 once the aggregate
+// is deleted.
 type slot struct {
-	entry transport.FeedEntry
-	bytes int
+	fid, pos uint32
+	version  int64
 }
 
 type feedBlock struct {
@@ -36,6 +38,21 @@ type feedLog struct {
 	last   int64                // the last sequence number given out
 	heads  map[string]int64     // per aggregate type
 	types  map[string]*seqIndex // per aggregate type: its entries' numbers
+	scopes []*scopeState        // by number (scopeState.fid); nil once deleted
+	fids   map[string]uint32    // per aggregate type: its scope's number
+}
+
+// addScope numbers a new scope of the tenant (a type deleted and stored
+// again keeps its number).
+func (f *feedLog) addScope(sc *scopeState) {
+	fid, ok := f.fids[sc.typ]
+	if !ok {
+		fid = uint32(len(f.scopes))
+		f.scopes = append(f.scopes, nil)
+		f.fids[sc.typ] = fid
+	}
+	f.scopes[fid] = sc
+	sc.fid = fid
 }
 
 // seqIndex lists the sequence numbers of one aggregate type's entries, in
@@ -65,7 +82,7 @@ func (x *seqIndex) after(since int64) int {
 func (t *Transport) feedLocked(tenant string) *feedLog {
 	f := t.feeds[tenant]
 	if f == nil {
-		f = &feedLog{heads: make(map[string]int64), types: make(map[string]*seqIndex)}
+		f = &feedLog{heads: make(map[string]int64), types: make(map[string]*seqIndex), fids: make(map[string]uint32)}
 		t.feeds[tenant] = f
 	}
 	return f
@@ -79,10 +96,10 @@ func (f *feedLog) slot(seq int64) *slot {
 	return &b.slots[(seq-1)%feedBlockSize]
 }
 
-// recordLocked adds the batch just appended to s to its tenant's feed and
-// returns its sequence number.
-func (t *Transport) recordLocked(ref transport.Ref, s *stream) int64 {
-	f := t.feedLocked(ref.Tenant)
+// recordLocked adds the batch of version v of the stream at pos of sc to
+// its tenant's feed and returns its sequence number.
+func (t *Transport) recordLocked(tenant string, sc *scopeState, pos uint32, v int64) int64 {
+	f := t.feedLocked(tenant)
 	f.last++
 	seq := f.last
 	i := (seq - 1) % feedBlockSize
@@ -90,27 +107,13 @@ func (t *Transport) recordLocked(ref transport.Ref, s *stream) int64 {
 		f.blocks = append(f.blocks, &feedBlock{})
 	}
 	b := f.blocks[len(f.blocks)-1]
-	v := s.version()
-	from := 0
-	if v > 1 {
-		from = s.batches[v-2].end
-	}
-	end := s.batches[v-1].end
-	events := s.events[from:end:end]
-	size := 0
-	for j := range events {
-		size += transport.EventBytes(&events[j])
-	}
-	b.slots[i] = slot{entry: transport.FeedEntry{
-		Sequence: seq, AggregateType: ref.Type, AggregateID: ref.ID, Version: v,
-		Stored: s.updated, Events: events,
-	}, bytes: size}
+	b.slots[i] = slot{fid: sc.fid, pos: pos, version: v}
 	b.live++
-	f.heads[ref.Type] = seq
-	x := f.types[ref.Type]
+	f.heads[sc.typ] = seq
+	x := f.types[sc.typ]
 	if x == nil {
 		x = &seqIndex{}
-		f.types[ref.Type] = x
+		f.types[sc.typ] = x
 	}
 	x.add(seq)
 	return seq
@@ -129,7 +132,7 @@ func (f *feedLog) forgetLocked(seqs iter.Seq[int64]) {
 			continue
 		}
 		sl := &b.slots[(seq-1)%feedBlockSize]
-		if sl.entry.Events == nil {
+		if sl.version == 0 {
 			continue
 		}
 		*sl = slot{}
@@ -140,10 +143,12 @@ func (f *feedLog) forgetLocked(seqs iter.Seq[int64]) {
 	}
 }
 
-// forgetType drops the type's index once all its aggregates are deleted.
-func (f *feedLog) forgetType(typ string) {
+// forgetScope drops a scope whose aggregates are all deleted, and its
+// type's index.
+func (f *feedLog) forgetScope(sc *scopeState) {
 	if f != nil {
-		delete(f.types, typ)
+		delete(f.types, sc.typ)
+		f.scopes[sc.fid] = nil
 	}
 }
 
@@ -178,26 +183,38 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 	}
 	page.Head = f.head(q.Feed.Type)
 	scanned := q.Since
-	var picked []*slot
-	size, events := 0, 0
+	var picked []int64 // sequence numbers
+	var scratch []transport.Event
+	var size int64
+	events := 0
 	// visit looks at the entry numbered seq; false stops the read.
 	visit := func(seq int64) bool {
 		sl := f.slot(seq)
-		if sl == nil || sl.entry.Events == nil || !q.Matches(&sl.entry) {
+		if sl == nil || sl.version == 0 {
 			scanned = seq
 			return true
 		}
-		if len(picked) == limit || (len(picked) > 0 && size+sl.bytes > transport.MaxPageBytes) {
+		e, b := f.entry(seq, sl)
+		if len(q.EventTypes) > 0 {
+			scratch = b.decode(scratch[:0])
+			e.Events = scratch
+		}
+		if !q.Matches(&e) {
+			scanned = seq
+			return true
+		}
+		if len(picked) == limit || (len(picked) > 0 && size+b.bytes > transport.MaxPageBytes) {
 			page.HasMore = true
 			return false
 		}
-		picked = append(picked, sl)
-		size += sl.bytes
-		events += len(sl.entry.Events)
+		picked = append(picked, seq)
+		size += b.bytes
+		events += int(b.events)
 		scanned = seq
 		return true
 	}
 	if q.Feed.Type == transport.AllTypes {
+		picked = make([]int64, 0, min(int64(limit), max(0, f.last-q.Since)))
 		for seq := q.Since + 1; seq <= f.last; seq++ {
 			if b := f.blocks[(seq-1)/feedBlockSize]; b == nil {
 				scanned = min(f.last, (seq-1)/feedBlockSize*feedBlockSize+feedBlockSize)
@@ -209,7 +226,9 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 			}
 		}
 	} else if x := f.types[q.Feed.Type]; x != nil {
-		for i := x.after(q.Since); i < x.n; i++ {
+		from := x.after(q.Since)
+		picked = make([]int64, 0, min(limit, x.n-from))
+		for i := from; i < x.n; i++ {
 			if !visit(x.at(i)) {
 				break
 			}
@@ -218,13 +237,23 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 	// Copies: the caller may change the page without changing the store.
 	page.Entries = make([]transport.FeedEntry, len(picked))
 	all := make([]transport.Event, 0, events)
-	for i, sl := range picked {
+	for i, seq := range picked {
+		e, b := f.entry(seq, f.slot(seq))
 		start := len(all)
-		all = append(all, sl.entry.Events...)
-		page.Entries[i] = sl.entry
-		page.Entries[i].Events = all[start:len(all):len(all)]
+		all = b.decode(all)
+		e.Events = all[start:len(all):len(all)]
+		page.Entries[i] = e
 	}
 	return page, scanned
+}
+
+// entry is the feed entry numbered seq, kept in sl, without its events,
+// and its batch.
+func (f *feedLog) entry(seq int64, sl *slot) (transport.FeedEntry, *batch) {
+	sc := f.scopes[sl.fid]
+	s := sc.at(sl.pos)
+	b := s.batch(sl.version)
+	return transport.FeedEntry{Sequence: seq, AggregateType: sc.typ, AggregateID: s.id, Version: sl.version, Stored: b.stored}, b
 }
 
 func (f *feedLog) head(feed string) int64 {

@@ -10,10 +10,13 @@
 // transport, so what it accepts the others accept.
 //
 // Storage is append-only per aggregate and the feed grows in fixed-size
-// blocks, so a store never copies what is already stored. Pages that Load
-// and ReadFeed return are the caller's (their Event and FeedEntry values are
-// copies); the Data of returned events is shared with the store and must be
-// treated as read-only.
+// blocks, so a store never copies what is already stored, and the cost of a
+// Create stays the same as the store grows to millions of aggregates: no
+// index is rebuilt at once, and the garbage collector has about one object
+// per stored batch to follow (see streams.go). Pages that Load and ReadFeed
+// return are the caller's (their Event and FeedEntry values are copies);
+// the Data of returned events is shared with the store and must be treated
+// as read-only.
 package memory
 
 import (
@@ -22,7 +25,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/sourced-go/sourced/internal/commitsignal"
@@ -61,6 +63,7 @@ type Transport struct {
 	tokens *deletetoken.Registry
 	feeds  map[string]*feedLog // by tenant
 	signal commitsignal.Signal // notified after every commit
+	arena  arena               // the buffers of small batches
 }
 
 var (
@@ -68,38 +71,6 @@ var (
 	_ transport.Lister    = (*Transport)(nil)
 	_ transport.Feeder    = (*Transport)(nil)
 )
-
-// scopeState is one tenant's aggregates of one type.
-type scopeState struct {
-	streams map[string]*stream
-	ids     sortedIDs // for List
-}
-
-// stream is one aggregate's history. events only grows (until a delete
-// drops the whole stream).
-type stream struct {
-	events  []transport.Event
-	batches []batchRef // batches[v-1] is the batch of version v
-	updated time.Time
-}
-
-// batchRef locates one batch: where its events end in the stream, and its
-// feed sequence number.
-type batchRef struct {
-	end int
-	seq int64
-}
-
-func (s *stream) version() int64 { return int64(len(s.batches)) }
-
-// seqs returns the feed sequence numbers of the stream's batches.
-func (s *stream) seqs(yield func(int64) bool) {
-	for _, b := range s.batches {
-		if !yield(b.seq) {
-			return
-		}
-	}
-}
 
 // New returns an empty in-memory transport.
 func New(opts ...Option) *Transport {
@@ -125,7 +96,8 @@ func canceled(ctx context.Context, op string, ref transport.Ref) error {
 
 func (t *Transport) stream(ref transport.Ref) *stream {
 	if sc := t.scopes[ref.Scope()]; sc != nil {
-		return sc.streams[ref.ID]
+		s, _ := sc.find(keyOf(ref.ID))
+		return s
 	}
 	return nil
 }
@@ -152,51 +124,23 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 		return transport.Page{Events: []transport.Event{}, Version: since}, nil
 	}
 	to := min(since+int64(limit), v)
-	from := 0
-	if since > 0 {
-		from = s.batches[since-1].end
-	}
 	// Cut the page where its bytes would pass MaxPageBytes.
-	last, size, start := since, 0, from
+	last, size, n := since, int64(0), 0
 	for last < to {
-		end := s.batches[last].end
-		n := 0
-		for i := start; i < end; i++ {
-			n += transport.EventBytes(&s.events[i])
-		}
-		if last > since && size+n > transport.MaxPageBytes {
+		b := s.batch(last + 1)
+		if last > since && size+b.bytes > transport.MaxPageBytes {
 			break
 		}
-		size += n
+		size += b.bytes
+		n += int(b.events)
 		last++
-		start = end
 	}
 	// A copy: the caller may change the page without changing the store.
-	events := make([]transport.Event, start-from)
-	copy(events, s.events[from:start])
+	events := make([]transport.Event, 0, n)
+	for ver := since + 1; ver <= last; ver++ {
+		events = s.batch(ver).decode(events)
+	}
 	return transport.Page{Events: events, Version: last, HasMore: last < v}, nil
-}
-
-// copyEvents makes the stored form of a batch: the caller keeps its slices,
-// missing ids are assigned.
-func copyEvents(dst []transport.Event, src []transport.Event) []transport.Event {
-	size := 0
-	for i := range src {
-		size += len(src[i].Data)
-	}
-	buf := make([]byte, 0, size)
-	for _, e := range src {
-		if e.EventID == "" {
-			e.EventID = uuid.NewString()
-		}
-		if e.Data != nil {
-			start := len(buf)
-			buf = append(buf, e.Data...)
-			e.Data = buf[start:len(buf):len(buf)]
-		}
-		dst = append(dst, e)
-	}
-	return dst
 }
 
 // Store implements transport.Transport.
@@ -220,8 +164,10 @@ func (t *Transport) store(op string, ref transport.Ref, events []transport.Event
 	defer t.mu.Unlock()
 	sc := t.scopes[ref.Scope()]
 	var s *stream
+	var pos uint32
+	key := keyOf(ref.ID)
 	if sc != nil {
-		s = sc.streams[ref.ID]
+		s, pos = sc.find(key)
 	}
 	current := int64(0)
 	if s != nil {
@@ -233,27 +179,40 @@ func (t *Transport) store(op string, ref transport.Ref, events []transport.Event
 		return e
 	}
 	if sc == nil {
-		sc = &scopeState{streams: make(map[string]*stream)}
-		t.scopes[ref.Scope()] = sc
+		sc = t.newScopeLocked(ref.Scope())
 	}
 	if s == nil {
-		s = &stream{}
-		sc.streams[ref.ID] = s
-		sc.ids.insert(ref.ID)
+		s, pos = sc.add(key, &t.arena)
 	}
-	t.appendLocked(ref, s, events, t.now())
+	t.appendLocked(ref.Tenant, sc, s, pos, events, t.now())
 	return nil
+}
+
+func (t *Transport) newScopeLocked(scope transport.Scope) *scopeState {
+	sc := newScope(scope.Type)
+	t.feedLocked(scope.Tenant).addScope(sc)
+	t.scopes[scope] = sc
+	return sc
 }
 
 // appendLocked stores a batch; its time never goes back for an aggregate,
 // even if the clock does.
-func (t *Transport) appendLocked(ref transport.Ref, s *stream, events []transport.Event, now time.Time) {
-	s.events = copyEvents(s.events, events)
-	s.batches = append(s.batches, batchRef{end: len(s.events)})
-	if now.After(s.updated) {
-		s.updated = now
+func (t *Transport) appendLocked(tenant string, sc *scopeState, s *stream, pos uint32, events []transport.Event, now time.Time) {
+	b := encodeBatch(events, &t.arena)
+	v := s.version() + 1
+	b.stored = now
+	if v > 1 {
+		if prev := s.updated(); !now.After(prev) {
+			b.stored = prev
+		}
 	}
-	s.batches[len(s.batches)-1].seq = t.recordLocked(ref, s)
+	b.seq = t.recordLocked(tenant, sc, pos, v)
+	if v == 1 {
+		s.first = b
+	} else {
+		s.more = append(s.more, b)
+	}
+	s.events += int64(b.events)
 }
 
 // StoreBulk implements transport.Transport.
@@ -280,7 +239,7 @@ func (t *Transport) storeBulk(op string, scope transport.Scope, batches []transp
 	for _, b := range batches {
 		current := int64(0)
 		if sc != nil {
-			if s := sc.streams[b.AggregateID]; s != nil {
+			if s, _ := sc.find(keyOf(b.AggregateID)); s != nil {
 				current = s.version()
 			}
 		}
@@ -291,18 +250,16 @@ func (t *Transport) storeBulk(op string, scope transport.Scope, batches []transp
 		}
 	}
 	if sc == nil {
-		sc = &scopeState{streams: make(map[string]*stream)}
-		t.scopes[scope] = sc
+		sc = t.newScopeLocked(scope)
 	}
 	now := t.now()
 	for _, b := range batches {
-		s := sc.streams[b.AggregateID]
+		key := keyOf(b.AggregateID)
+		s, pos := sc.find(key)
 		if s == nil {
-			s = &stream{}
-			sc.streams[b.AggregateID] = s
-			sc.ids.insert(b.AggregateID)
+			s, pos = sc.add(key, &t.arena)
 		}
-		t.appendLocked(transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}, s, b.Events, now)
+		t.appendLocked(scope.Tenant, sc, s, pos, b.Events, now)
 	}
 	return nil
 }
@@ -358,16 +315,14 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	switch {
 	case sc == nil:
 	case target.AllOfType:
-		for _, s := range sc.streams {
-			f.forgetLocked(s.seqs)
-		}
-		f.forgetType(target.Type)
+		sc.each(func(s *stream) { f.forgetLocked(s.seqs) })
+		f.forgetScope(sc)
 		delete(t.scopes, scope)
 	default:
-		if s := sc.streams[target.ID]; s != nil {
+		key := keyOf(target.ID)
+		if s, pos := sc.find(key); s != nil {
 			f.forgetLocked(s.seqs)
-			delete(sc.streams, target.ID)
-			sc.ids.remove(target.ID)
+			sc.remove(key, pos)
 		}
 	}
 	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))
@@ -415,9 +370,9 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 		ids, more = sc.ids.snapshotPage(skip, limit)
 	}
 	for _, id := range ids {
-		s := sc.streams[id]
+		s, _ := sc.find(keyOf(id))
 		page.Aggregates = append(page.Aggregates, transport.AggregateInfo{
-			AggregateID: id, AggregateType: scope.Type, AggregateVersion: s.version(), LastUpdatedAt: s.updated,
+			AggregateID: id, AggregateType: scope.Type, AggregateVersion: s.version(), LastUpdatedAt: s.updated(),
 		})
 	}
 	page.HasMore = more
@@ -436,14 +391,14 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 	defer t.mu.RUnlock()
 	infos := []transport.FeedInfo{}
 	for scope, sc := range t.scopes {
-		if scope.Tenant != tenant || len(sc.streams) == 0 {
+		if scope.Tenant != tenant || sc.live == 0 {
 			continue
 		}
-		info := transport.FeedInfo{AggregateType: scope.Type, Aggregates: int64(len(sc.streams))}
-		for _, s := range sc.streams {
+		info := transport.FeedInfo{AggregateType: scope.Type, Aggregates: int64(sc.live)}
+		sc.each(func(s *stream) {
 			info.Batches += s.version()
-			info.Events += int64(len(s.events))
-		}
+			info.Events += s.events
+		})
 		infos = append(infos, info)
 	}
 	sort.Slice(infos, func(i, j int) bool { return infos[i].AggregateType < infos[j].AggregateType })

@@ -13,6 +13,9 @@ type Info struct {
 	// Handlers is how many handlers it runs (entry, typed and all-event
 	// handlers).
 	Handlers int
+	// Tenant is the tenant of the feed it reads ("" for the default
+	// tenant), for the envelopes a page handler builds.
+	Tenant string
 	// Rebuilding is set while the subscription rebuilds after a stale
 	// checkpoint: a checkpoint store's ResetTo lets it reset its own name,
 	// which it holds as it runs.
