@@ -186,8 +186,8 @@ func BenchmarkWriters32(b *testing.B) {
 		// The same row as ours, into a table with the event store's key,
 		// and into a table defined like ours.
 		sameRow := func(table string) string {
-			return "INSERT INTO " + schema + "." + table + " (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events)" +
-				" VALUES ('', 'counter', md5(random()::text || :aid::text), 1, now(), 1, '{Incremented}', :aid, '" + benchJSON + "');"
+			return "INSERT INTO " + schema + "." + table + " (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events, tx)" +
+				" VALUES ('', 'counter', md5(random()::text || :aid::text), 1, now(), 1, '{Incremented}', :aid, '" + benchJSON + "', pg_current_xact_id());"
 		}
 		keyed, same := sameRow("pgbench_keyed"), sameRow("pgbench_batches")
 		for _, ddl := range []string{

@@ -19,8 +19,11 @@ type queries struct {
 
 // batchColumns are the columns a store writes: $1..$3 name the aggregate,
 // $4 is the event count, $5 the time, $6 the event types, $7 the id hash,
-// $8 the payload (see encodePayload).
-const batchColumns = `(tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload)`
+// $8 the payload (see encodePayload); then the writing transaction,
+// pg_current_xact_id(), given by every store (the column has no default
+// since migration 4, so that a store of an older release, which writes
+// no pending row, fails rather than leave its batch without a number).
+const batchColumns = `(tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload, tx)`
 
 // sequencerChunk is how many batches one numbering run numbers at most
 // (more when one transaction alone stored more): a backlog is numbered in
@@ -112,7 +115,7 @@ func newQueries(schema string) queries {
 
 		load: `SELECT version, payload, events FROM ` + s + `batches WHERE ` + same + ` AND version > $4 ORDER BY version LIMIT $5`,
 		// Version 1: a second writer of it breaks the unique key.
-		storeNew: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + ` VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8)
+		storeNew: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + ` VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8, pg_current_xact_id())
 			RETURNING tx, id) ` + queue,
 		// Version $9 + 1 (with $9 > 0), only if version $9 is there: the
 		// row of version $9 is the source of the insert, so none is
@@ -124,7 +127,7 @@ func newQueries(schema string) queries {
 		// The time is never before the source's (clocks of processes
 		// differ): an aggregate's batches are dated in order.
 		storeExactly: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + `
-			SELECT $1, $2, $3, $9 + 1, greatest($5, stored_at), $4, $6, $7, $8 FROM ` + s + `batches
+			SELECT $1, $2, $3, $9 + 1, greatest($5, stored_at), $4, $6, $7, $8, pg_current_xact_id() FROM ` + s + `batches
 			WHERE ` + same + ` AND version = $9 AND tx < pg_current_xact_id()
 			RETURNING tx, id) ` + queue,
 		// The next version, whatever it is. Under the aggregate's lock
@@ -132,7 +135,7 @@ func newQueries(schema string) queries {
 		// flight, so it cannot lose a race; the last version must be of an
 		// older transaction, as for storeExactly.
 		storeAny: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + `
-			SELECT $1, $2, $3, coalesce(last.version, 0) + 1, greatest($5, last.stored_at), $4, $6, $7, $8
+			SELECT $1, $2, $3, coalesce(last.version, 0) + 1, greatest($5, last.stored_at), $4, $6, $7, $8, pg_current_xact_id()
 			FROM (SELECT) one LEFT JOIN LATERAL (
 				SELECT version, tx, stored_at FROM ` + s + `batches WHERE ` + same + ` ORDER BY version DESC LIMIT 1
 			) last ON true

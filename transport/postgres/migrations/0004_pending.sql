@@ -19,8 +19,10 @@
 -- of a transaction at or past scan_from or in scan_also (the ones still
 -- open below it when the last run took its snapshot). The name changes:
 -- an older release's sequencer, which would number them a second time,
--- fails instead (stop older instances before an upgrade: their stores
--- write no pending row).
+-- fails instead. An older release's store, which writes no pending row,
+-- would leave its batch without a number for ever: batches.tx loses its
+-- default, so that store fails too (NOT NULL); this release's stores give
+-- the column pg_current_xact_id() themselves.
 SELECT pg_advisory_xact_lock({{sequencer_lock}});
 LOCK TABLE {{schema}}.batches IN SHARE MODE;
 CREATE TABLE {{schema}}.pending (
@@ -32,3 +34,4 @@ INSERT INTO {{schema}}.pending (tx, id)
     SELECT b.tx, b.id FROM {{schema}}.batches b, {{schema}}.feed_counter c WHERE b.tx >= c.horizon;
 ALTER TABLE {{schema}}.feed_counter RENAME COLUMN horizon TO scan_from;
 ALTER TABLE {{schema}}.feed_counter ADD COLUMN scan_also xid8[] NOT NULL DEFAULT '{}';
+ALTER TABLE {{schema}}.batches ALTER COLUMN tx DROP DEFAULT;

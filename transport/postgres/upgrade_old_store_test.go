@@ -1,0 +1,56 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/transport"
+	"github.com/sourced-go/sourced/transport/postgres"
+)
+
+// TestAnOlderReleaseStoreFailsAfterMigration4 (issue 23): a process of
+// the release before migration 4 still running after another process
+// migrated the schema (a rolling upgrade) stores with its own statement,
+// which writes no pending row. Its batch must not be stored and
+// acknowledged without ever reaching the feed: the store fails instead.
+// The statement is the schema-3 release's storeNew, word for word.
+func TestAnOlderReleaseStoreFailsAfterMigration4(t *testing.T) {
+	url := database(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	schema := fmt.Sprintf("old%d_%d", os.Getpid(), schemas.Add(1))
+	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 3))
+	s := pgx.Identifier{schema}.Sanitize() + "."
+	oldStoreNew := `INSERT INTO ` + s + `batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload) VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8)`
+	store := func(id string) error {
+		_, err := pool.Exec(ctx, oldStoreNew, "", "order", id, 1, "2026-12-02T00:00:00Z", []string{"OrderPlaced"}, 0, []byte{1})
+		return err
+	}
+	require.NoError(t, store(uuid.NewString()), "the old release stores at version 3")
+
+	tr, err := postgres.Open(ctx, url, postgres.WithSchema(schema)) // migrates to 4
+	require.NoError(t, err)
+	defer tr.Close()
+
+	late := uuid.NewString()
+	err = store(late)
+	if err == nil {
+		// Stored and acknowledged: then it must reach the feed.
+		p, rerr := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+		require.NoError(t, rerr)
+		ids := []string{}
+		for _, e := range p.Entries {
+			ids = append(ids, e.AggregateID)
+		}
+		require.Contains(t, ids, late, "an older release's store after migration 4 was acknowledged but never numbered")
+	}
+}
