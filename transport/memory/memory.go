@@ -323,6 +323,13 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 		if s, pos := sc.find(key); s != nil {
 			f.forgetLocked(s.seqs)
 			sc.remove(key, pos)
+			if sc.live == 0 {
+				// Its type's last aggregate: drop the scope as a delete of
+				// the whole type does, or its positions, id table and feed
+				// index would keep the size of the most it ever held.
+				f.forgetScope(sc)
+				delete(t.scopes, scope)
+			}
 		}
 	}
 	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))
