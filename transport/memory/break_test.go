@@ -253,3 +253,37 @@ func TestAgainstAModel(t *testing.T) {
 		check(round)
 	}
 }
+
+// TestAppendingToReturnedDataLeavesTheStoreAlone appends to and rewrites
+// the caller's own slices: the Data of a returned event has no room past
+// its end (an append copies, so neither the next event nor a neighbouring
+// batch in the same arena block changes), and what Store was given is
+// copied.
+func TestAppendingToReturnedDataLeavesTheStoreAlone(t *testing.T) {
+	ctx := context.Background()
+	tr := memory.New()
+	ref := transport.Ref{Type: "order", ID: uuid.NewString()}
+	other := transport.Ref{Type: "order", ID: uuid.NewString()}
+	in := []transport.Event{{EventType: "abc", Data: []byte(`{"a":1}`)}, {EventType: "abc", Data: []byte{}}}
+	require.NoError(t, tr.Store(ctx, ref, in, transport.MustNotExist))
+	require.NoError(t, tr.Store(ctx, other, []transport.Event{{EventType: "abc", Data: []byte(`2`)}}, transport.MustNotExist))
+	in[0].Data[1] = 'X' // the caller's own bytes
+	page, err := tr.Load(ctx, ref, 0, 0)
+	require.NoError(t, err)
+	var grown [][]byte
+	for i := range page.Events {
+		grown = append(grown, append(page.Events[i].Data, `xxxx`...))
+	}
+	require.Len(t, grown, 2)
+	page.Events[0].EventType = "changed"
+	again, err := tr.Load(ctx, ref, 0, 0)
+	require.NoError(t, err)
+	require.Equal(t, `{"a":1}`, string(again.Events[0].Data))
+	require.Equal(t, "abc", again.Events[0].EventType)
+	require.NotNil(t, again.Events[1].Data)
+	require.Empty(t, again.Events[1].Data)
+	require.Len(t, again.Events[0].EventID, 36)
+	o, err := tr.Load(ctx, other, 0, 0)
+	require.NoError(t, err)
+	require.Equal(t, `2`, string(o.Events[0].Data))
+}
