@@ -9,7 +9,7 @@ import (
 	"github.com/sourced-go/sourced/subscription/projection"
 )
 
-var _ projection.Store[*bbolt.Tx] = (*Store)(nil)
+var _ projection.ParkedStore[*bbolt.Tx] = (*Store)(nil)
 
 // Update implements projection.Store: fn runs in one read-write bbolt
 // transaction (one commit, one fsync).

@@ -127,19 +127,8 @@ func (s *Store) ListParked(ctx context.Context, name string) ([]Parked, error) {
 // the entry is applied once, or stays parked when fn fails.
 func (s *Store) Retry(ctx context.Context, name string, sequence int64, fn func(ctx context.Context, tx pgx.Tx, entry transport.FeedEntry) error) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var data []byte
-		err := tx.QueryRow(ctx, "DELETE FROM "+s.s+".parked WHERE name = $1 AND seq = $2 RETURNING entry", name, sequence).Scan(&data)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: %q sequence number %d", ErrNotParked, name, sequence)
-		}
+		e, err := s.TakeParked(ctx, tx, name, sequence)
 		if err != nil {
-			return err
-		}
-		e, err := decodeEntry(data)
-		if err != nil {
-			return err
-		}
-		if err := s.checkFence(ctx, tx, s.fence); err != nil {
 			return err
 		}
 		return fn(ctx, tx, e)

@@ -12,7 +12,7 @@ import (
 	"github.com/sourced-go/sourced/subscription/projection"
 )
 
-var _ projection.Store[pgx.Tx] = (*Store)(nil)
+var _ projection.ParkedStore[pgx.Tx] = (*Store)(nil)
 
 // Update implements projection.Store: fn runs in one transaction, which
 // first checks the view's fence (WithFence) and holds the lease row
@@ -86,7 +86,7 @@ func (b *Batch) Flush(ctx context.Context) error {
 // their statements (Batch.Queue).
 type Batched struct{ s *Store }
 
-var _ projection.Store[*Batch] = Batched{}
+var _ projection.ParkedStore[*Batch] = Batched{}
 
 // Batched returns the store (this view of it, with its fence) for
 // projections whose handlers queue their statements.

@@ -65,9 +65,10 @@
 // (a lone writer never waits). Each caller still gets its own answer: a
 // conflict, damage or a panic in one call's write never fails another
 // (a call that fails after it began writing makes the group run again
-// without it), and a caller whose context ends while queued gets its
-// error with nothing stored, or, once its write is in a transaction, that
-// transaction's answer. Deletes keep their own transaction; bbolt's single
+// without it; a transaction that fails as a whole, at its commit, runs
+// its calls again one by one), and a caller whose context ends while
+// queued gets its error with nothing stored, or, once its write is in a
+// transaction, that transaction's answer. Deletes keep their own transaction; bbolt's single
 // writer orders them with the groups. Delete tokens live in memory only:
 // they expire after ten minutes anyway, and a restart simply forgets them.
 //

@@ -29,7 +29,10 @@ import (
 // and leaves nothing behind. A write that fails after it began writing
 // (damage met halfway, a bbolt panic on a damaged page) cannot be undone
 // alone, so the whole transaction is rolled back, and the group runs
-// again without that write, which gets its error.
+// again without that write, which gets its error. A transaction that
+// fails as a whole (its commit, its fsync, bbolt on a damaged page that
+// only the commit touches) blames no write: its writes then run one by
+// one, each getting the answer it would have had alone.
 //
 // A caller whose context ends while its write is queued takes the write
 // out and gets the context's error: nothing of it is stored. Once a leader
@@ -104,6 +107,11 @@ type groupHooks struct {
 // errRetryGroup rolls a group's transaction back to run it again without a
 // write that failed after writing.
 var errRetryGroup = errors.New("a write of the group failed halfway")
+
+// errAllRefused rolls back a group's transaction in which every write was
+// refused: there is nothing to commit, and an empty commit would still
+// write pages and fsync.
+var errAllRefused = errors.New("every write of the group was refused")
 
 // submit commits w with whatever else is queued and returns w's answer.
 func (t *Transport) submit(w *write) error {
@@ -261,8 +269,33 @@ func (g *committer) handOver() {
 
 // commit writes the group in one transaction and sets each write's err.
 // A write that fails its check is refused alone; one that fails halfway
-// sends the group round again without it.
+// sends the group round again without it. When the transaction itself
+// fails (its commit, or bbolt on a damaged page only the commit touches),
+// no write is to blame and a refusal may rest on a write that was never
+// stored: each write of it then runs alone, in order, and gets the answer
+// it would have had without the group.
 func (t *Transport) commit(ws []*write) {
+	if t.commitGroup(ws) == nil {
+		return
+	}
+	left := ws[:0:0]
+	for _, w := range ws {
+		if !w.out {
+			left = append(left, w)
+		}
+	}
+	if len(left) < 2 {
+		return
+	}
+	for _, w := range left {
+		t.commitGroup([]*write{w})
+	}
+}
+
+// commitGroup is one round of commit: the group in one transaction, again
+// without each write that fails halfway. It returns the transaction's
+// error, nil when it committed or nothing was left to commit.
+func (t *Transport) commitGroup(ws []*write) error {
 	for {
 		left := 0
 		for _, w := range ws {
@@ -272,7 +305,7 @@ func (t *Transport) commit(ws []*write) {
 			}
 		}
 		if left == 0 {
-			return // every write failed halfway: nothing to commit
+			return nil // every write failed halfway: nothing to commit
 		}
 		err := guard(func() error {
 			return t.db.Update(func(tx *bbolt.Tx) error {
@@ -291,6 +324,9 @@ func (t *Transport) commit(ws []*write) {
 					}
 					n++
 				}
+				if n == 0 {
+					return errAllRefused
+				}
 				if h := t.group.hooks.commit; h != nil {
 					h(tx, n)
 				}
@@ -300,12 +336,15 @@ func (t *Transport) commit(ws []*write) {
 		if errors.Is(err, errRetryGroup) {
 			continue
 		}
+		if errors.Is(err, errAllRefused) {
+			return nil // each write has its refusal
+		}
 		for _, w := range ws {
 			if !w.out && !w.refused {
 				w.err = err // the commit's answer: nil, or nothing stored
 			}
 		}
-		return
+		return err
 	}
 }
 

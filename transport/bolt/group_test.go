@@ -31,7 +31,12 @@ type groupHarness struct {
 }
 
 func newGroupHarness(t *testing.T) *groupHarness {
-	tr, err := Open(filepath.Join(t.TempDir(), "events.db"))
+	return groupHarnessAt(t, filepath.Join(t.TempDir(), "events.db"))
+}
+
+// groupHarnessAt is newGroupHarness on the file at path.
+func groupHarnessAt(t *testing.T, path string) *groupHarness {
+	tr, err := Open(path)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tr.Close() })
 	h := &groupHarness{t: t, tr: tr, gates: map[int]chan struct{}{}, entered: make(chan int, 1000), queued: make(chan *write, 1000)}

@@ -107,3 +107,25 @@ func runWriters(b *testing.B, writers int, op func(w int, v int64) error) {
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/time.Since(began).Seconds(), "stores/s")
 }
+
+// BenchmarkConflictingStore runs a lone Store that conflicts: it commits
+// no transaction (no fsync), as before the group commit.
+func BenchmarkConflictingStore(b *testing.B) {
+	tr, err := bolt.Open(filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	ctx := context.Background()
+	ref := transport.Ref{Type: "counter", ID: uuid.NewString()}
+	if err := tr.Store(ctx, ref, []transport.Event{gcEvent}, transport.MustNotExist); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := tr.Store(ctx, ref, []transport.Event{gcEvent}, transport.Exactly(0)); err == nil {
+			b.Fatal("no conflict")
+		}
+	}
+}
