@@ -198,8 +198,12 @@ func (t *Transport) newScopeLocked(scope transport.Scope) *scopeState {
 // appendLocked stores a batch; its time never goes back for an aggregate,
 // even if the clock does.
 func (t *Transport) appendLocked(tenant string, sc *scopeState, s *stream, pos uint32, events []transport.Event, now time.Time) {
-	b := encodeBatch(events, &t.arena)
 	v := s.version() + 1
+	a := &t.arena
+	if v > 1 {
+		a = nil // an allocation of its own (see arena)
+	}
+	b := encodeBatch(events, a)
 	b.stored = now
 	if v > 1 {
 		if prev := s.updated(); !now.After(prev) {
