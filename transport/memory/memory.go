@@ -58,12 +58,13 @@ type Transport struct {
 	now func() time.Time
 	log *zap.Logger
 
-	mu     sync.RWMutex
-	scopes map[transport.Scope]*scopeState
-	tokens *deletetoken.Registry
-	feeds  map[string]*feedLog // by tenant
-	signal commitsignal.Signal // notified after every commit
-	arena  arena               // the buffers of small batches
+	mu      sync.RWMutex
+	scopes  map[transport.Scope]*scopeState
+	tokens  *deletetoken.Registry
+	feeds   map[string]*feedLog // by tenant
+	signal  commitsignal.Signal // notified after every commit
+	arena   arena               // ids and small first batches
+	appends arena               // small later batches
 }
 
 var (
@@ -201,7 +202,7 @@ func (t *Transport) appendLocked(tenant string, sc *scopeState, s *stream, pos u
 	v := s.version() + 1
 	a := &t.arena
 	if v > 1 {
-		a = nil // an allocation of its own (see arena)
+		a = &t.appends // apart from first batches (see arena)
 	}
 	b := encodeBatch(events, a)
 	b.stored = now
