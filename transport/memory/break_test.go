@@ -287,3 +287,60 @@ func TestAppendingToReturnedDataLeavesTheStoreAlone(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, `2`, string(o.Events[0].Data))
 }
+
+// TestListAgainstAModelAcrossChunks lists a scope of a few thousand ids
+// (several of List's 512-id chunks, splits and rebuilds) while ids are
+// created, deleted and re-created between Lists: every page is the
+// model's slice of the sorted live ids.
+func TestListAgainstAModelAcrossChunks(t *testing.T) {
+	ctx := context.Background()
+	tr := memory.New()
+	rng := rand.New(rand.NewPCG(5, 12))
+	scope := transport.Scope{Type: "order"}
+	var pool []string
+	for range 3000 {
+		id := uuid.NewString()
+		if rng.IntN(4) == 0 {
+			id = mixCase(id, rng.Uint64())
+		}
+		pool = append(pool, id)
+	}
+	live := map[string]bool{}
+	ev := []transport.Event{{EventType: "abc"}}
+	for round := range 30 {
+		for range 50 + rng.IntN(400) {
+			id := pool[rng.IntN(len(pool))]
+			ref := transport.Ref{Type: "order", ID: id}
+			if live[id] && rng.IntN(2) == 0 {
+				tok, err := tr.RequestDelete(ctx, transport.DeleteAggregate(ref))
+				require.NoError(t, err)
+				require.NoError(t, tr.ConfirmDelete(ctx, transport.DeleteAggregate(ref), tok))
+				delete(live, id)
+				continue
+			}
+			require.NoError(t, tr.Store(ctx, ref, ev, transport.Any))
+			live[id] = true
+		}
+		var want []string
+		for id := range live {
+			want = append(want, id)
+		}
+		slices.Sort(want)
+		for range 5 {
+			skip, limit := rng.IntN(len(want)+2), 1+rng.IntN(700)
+			lp, err := tr.List(ctx, scope, skip, limit)
+			require.NoError(t, err)
+			var got []string
+			for _, a := range lp.Aggregates {
+				got = append(got, a.AggregateID)
+			}
+			end := min(len(want), skip+limit)
+			var exp []string
+			if skip < len(want) {
+				exp = want[skip:end]
+			}
+			require.Equal(t, exp, got, "round %d: skip %d limit %d", round, skip, limit)
+			require.Equal(t, end < len(want), lp.HasMore, "round %d", round)
+		}
+	}
+}
