@@ -58,12 +58,13 @@ type Transport struct {
 	now func() time.Time
 	log *zap.Logger
 
-	mu     sync.RWMutex
-	scopes map[transport.Scope]*scopeState
-	tokens *deletetoken.Registry
-	feeds  map[string]*feedLog // by tenant
-	signal commitsignal.Signal // notified after every commit
-	arena  arena               // the buffers of small batches
+	mu      sync.RWMutex
+	scopes  map[transport.Scope]*scopeState
+	tokens  *deletetoken.Registry
+	feeds   map[string]*feedLog // by tenant
+	signal  commitsignal.Signal // notified after every commit
+	arena   arena               // ids and small first batches
+	appends arena               // small later batches
 }
 
 var (
@@ -198,8 +199,12 @@ func (t *Transport) newScopeLocked(scope transport.Scope) *scopeState {
 // appendLocked stores a batch; its time never goes back for an aggregate,
 // even if the clock does.
 func (t *Transport) appendLocked(tenant string, sc *scopeState, s *stream, pos uint32, events []transport.Event, now time.Time) {
-	b := encodeBatch(events, &t.arena)
 	v := s.version() + 1
+	a := &t.arena
+	if v > 1 {
+		a = &t.appends // apart from first batches (see arena)
+	}
+	b := encodeBatch(events, a)
 	b.stored = now
 	if v > 1 {
 		if prev := s.updated(); !now.After(prev) {
@@ -323,6 +328,13 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 		if s, pos := sc.find(key); s != nil {
 			f.forgetLocked(s.seqs)
 			sc.remove(key, pos)
+			if sc.live == 0 {
+				// Its type's last aggregate: drop the scope as a delete of
+				// the whole type does, or its positions, id table and feed
+				// index would keep the size of the most it ever held.
+				f.forgetScope(sc)
+				delete(t.scopes, scope)
+			}
 		}
 	}
 	t.log.Info("deleted", zap.String("target", target.String()), zap.String("tenant", target.Tenant))

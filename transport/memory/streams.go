@@ -211,14 +211,19 @@ func uvarintLen(n uint64) int { return (bits.Len64(n|1) + 6) / 7 }
 // allocation each: the collector has one object to mark per block, not one
 // per batch. The price: a block is freed only when none of its batches is
 // stored any more, so a deleted small aggregate's bytes (unreachable, never
-// read again) can stay in memory beside its neighbours, at most arenaBlock
-// bytes per aggregate that outlives its neighbours.
+// read again) can stay in memory beside neighbours still stored: each
+// stored small buffer keeps at most one block alive.
 const (
 	arenaBlock = 8 << 10
 	arenaMax   = 512 // larger batches get an allocation of their own
 )
 
-// arena hands out the buffers of small batches.
+// arena hands out the buffers of small batches. A transport has two: one
+// for ids and first batches, one for later batches (see appendLocked). In
+// one, an aggregate that lives on while its neighbours come and go would
+// keep a block alive per batch it receives (its batches spread over every
+// block that the churn of its neighbours fills); apart, its later batches
+// fill blocks of their own.
 type arena struct{ block []byte }
 
 // alloc returns an empty buffer with room for exactly n bytes, which no
