@@ -76,3 +76,37 @@ func TestRetryNeedsAParkedStore(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "keeps no parked entries")
 }
+
+// upcastPlaced renames the old event type OrderCreated to OrderPlaced.
+type upcastPlaced struct{}
+
+func (upcastPlaced) Type() string { return "order" }
+func (upcastPlaced) Upcast(typ string, data []byte) (string, []byte, error) {
+	if typ == "OrderCreated" {
+		return "OrderPlaced", data, nil
+	}
+	return typ, data, nil
+}
+
+// A parked entry of an old event type, retried with the subscription's
+// upcasters and tenant, reaches the typed handler upcast and with its
+// tenant; without them its old type reaches no handler.
+func TestRetryUpcastsAndNamesTheTenant(t *testing.T) {
+	ctx := context.Background()
+	_, cps := boltDB(t)
+	id := uuid.NewString()
+	entry := transport.FeedEntry{Sequence: 7, AggregateType: "order", AggregateID: id, Version: 1,
+		Events: []transport.Event{{EventID: uuid.NewString(), EventType: "OrderCreated", Data: []byte(`{"total":5}`)}}}
+	var got []eventbus.Envelope
+	p := projection.New(cps)
+	projection.On(p, func(_ context.Context, _ *bbolt.Tx, env eventbus.Envelope, e OrderPlaced) error {
+		assert.Equal(t, 5, e.Total)
+		got = append(got, env)
+		return nil
+	})
+	require.NoError(t, cps.Park(ctx, "orders", entry, errors.New("broken then")))
+	require.NoError(t, p.Retry(ctx, "orders", 7, projection.RetryUpcast(upcastPlaced{}), projection.RetryTenant("acme")))
+	require.Len(t, got, 1, "the old event type reached the handler of its current one")
+	assert.Equal(t, "acme", got[0].Tenant)
+	assert.Equal(t, "OrderPlaced", got[0].EventType)
+}
