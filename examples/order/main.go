@@ -153,13 +153,18 @@ func orderList(ctx context.Context, st *backend.Store, id string, p *printer) er
 	if err != nil {
 		return err
 	}
+	showRows(p, id, rows, totals)
+	return nil
+}
+
+// showRows prints the order id's row of the list and the list's totals.
+func showRows(p *printer, id string, rows []orderlist.Row, totals orderlist.Totals) {
 	for _, r := range rows {
 		if r.ID == id {
 			p.line("this order: %s, paid %s of %s, %s", r.Customer, money(r.Paid), money(r.Amount), r.Status)
 		}
 	}
 	p.line("all orders: %d, worth %s, paid %s, %d shipped", totals.Orders, money(totals.Amount), money(totals.Paid), totals.Shipped)
-	return nil
 }
 
 // orderListPostgres brings the order list in PostgreSQL up to date as a
@@ -182,12 +187,7 @@ func orderListPostgres(ctx context.Context, st *backend.Store, feed transport.Fe
 	if err != nil {
 		return err
 	}
-	for _, r := range rows {
-		if r.ID == id {
-			p.line("this order: %s, paid %s of %s, %s", r.Customer, money(r.Paid), money(r.Amount), r.Status)
-		}
-	}
-	p.line("all orders: %d, worth %s, paid %s, %d shipped", totals.Orders, money(totals.Amount), money(totals.Paid), totals.Shipped)
+	showRows(p, id, rows, totals)
 	return nil
 }
 

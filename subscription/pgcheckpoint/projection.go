@@ -2,8 +2,6 @@ package pgcheckpoint
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -32,19 +30,7 @@ func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx pgx.
 // Checkpoint implements projection.Store: the checkpoint of the
 // subscription called name, locked (FOR UPDATE) until tx ends.
 func (s *Store) Checkpoint(ctx context.Context, tx pgx.Tx, name string) (subscription.Checkpoint, bool, error) {
-	var c subscription.Checkpoint
-	var id *string
-	err := tx.QueryRow(ctx, "SELECT seq, first_event_id FROM "+s.s+".checkpoints WHERE name = $1 FOR UPDATE", name).Scan(&c.Sequence, &id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return subscription.Checkpoint{}, false, nil
-	}
-	if err != nil {
-		return subscription.Checkpoint{}, false, fmt.Errorf("pgcheckpoint: loading checkpoint %q: %w", name, err)
-	}
-	if id != nil {
-		c.EventID = *id
-	}
-	return c, true, nil
+	return scanCheckpoint(tx.QueryRow(ctx, "SELECT seq, first_event_id FROM "+s.s+".checkpoints WHERE name = $1 FOR UPDATE", name), name)
 }
 
 // SetCheckpoint implements projection.Store: it writes the checkpoint

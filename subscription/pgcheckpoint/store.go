@@ -225,9 +225,15 @@ func (s *Store) Load(ctx context.Context, name string) (int64, bool, error) {
 // of the subscription called name, with the first event id of the entry
 // it stands on ("" when saved without it).
 func (s *Store) LoadCheckpoint(ctx context.Context, name string) (subscription.Checkpoint, bool, error) {
+	return scanCheckpoint(s.pool.QueryRow(ctx, "SELECT seq, first_event_id FROM "+s.s+".checkpoints WHERE name = $1", name), name)
+}
+
+// scanCheckpoint reads a checkpoint row (seq, first_event_id), and false
+// when there is none.
+func scanCheckpoint(row pgx.Row, name string) (subscription.Checkpoint, bool, error) {
 	var c subscription.Checkpoint
 	var id *string
-	err := s.pool.QueryRow(ctx, "SELECT seq, first_event_id FROM "+s.s+".checkpoints WHERE name = $1", name).Scan(&c.Sequence, &id)
+	err := row.Scan(&c.Sequence, &id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return subscription.Checkpoint{}, false, nil
 	}
