@@ -512,12 +512,8 @@ func (s *Subscription) Run(ctx context.Context) error {
 				}
 				return err
 			}
-			pos = e.Sequence
-			if len(e.Events) > 0 {
-				posID = e.Events[0].EventID
-			} else {
-				posID = ""
-			}
+			c := CheckpointOf(*e)
+			pos, posID = c.Sequence, c.EventID
 			s.position.Store(pos)
 			s.moved.Broadcast()
 			if s.stopping(readCtx) {
