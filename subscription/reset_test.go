@@ -99,13 +99,12 @@ func TestResetRefused(t *testing.T) {
 			require.NoError(t, err)
 			sub.OnEntry(func(context.Context, transport.FeedEntry) error { return nil })
 			done := start(t, sub)
-			require.Eventually(t, func() bool {
-				release, err := cps.(subscription.Claimer).Claim("list#2/3")
-				if err == nil {
-					release()
-				}
-				return err != nil
-			}, 10*time.Second, time.Millisecond, "Run has claimed its name")
+			// Run has claimed its name once it stands at its checkpoint.
+			// (Probing with Claim would race Run's own claim and make it
+			// fail with ErrNameInUse.)
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			require.NoError(t, sub.Await(actx, 7), "Run has started from its checkpoint")
 
 			err = subscription.ResetGroup(ctx, cps, "list", 3, 0)
 			require.ErrorIs(t, err, subscription.ErrNameInUse)

@@ -76,11 +76,15 @@ func (h *groupHarness) waitCommit(i int) {
 
 // waitQueued waits until n writes queued, and returns them in queue order.
 func (h *groupHarness) waitQueued(n int) []*write {
-	ws := make([]*write, n)
-	for i := range ws {
-		ws[i] = <-h.queued
+	for range n {
+		<-h.queued
 	}
-	return ws
+	// The queue itself: the hook runs once a write is queued, so hooks of
+	// writes queued together can run in another order than the queue's.
+	g := &h.tr.group
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]*write(nil), g.queue...)
 }
 
 func (h *groupHarness) commitSizes() []int {
