@@ -445,7 +445,7 @@ func TestDeleteTokensByTheDatabaseClock(t *testing.T) {
 func TestOpenWithDataRightsOnly(t *testing.T) {
 	tr := fresh(t)
 	ctx := context.Background()
-	role := fmt.Sprintf("data_only_%d", os.Getpid())
+	role := fmt.Sprintf("data_only_%d_%s", os.Getpid(), uuid.NewString()[:8]) // a new role each run: -count=2 met the last one's grants
 	s := pgx.Identifier{tr.Schema()}.Sanitize()
 	for _, q := range []string{
 		"DROP ROLE IF EXISTS " + role,
