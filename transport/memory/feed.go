@@ -196,7 +196,7 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 		}
 		e, b := f.entry(seq, sl)
 		if len(q.EventTypes) > 0 {
-			scratch = b.decode(scratch[:0])
+			scratch = b.decode(&t.blocks, scratch[:0])
 			e.Events = scratch
 		}
 		if !q.Matches(&e) {
@@ -240,7 +240,7 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 	for i, seq := range picked {
 		e, b := f.entry(seq, f.slot(seq))
 		start := len(all)
-		all = b.decode(all)
+		all = b.decode(&t.blocks, all)
 		e.Events = all[start:len(all):len(all)]
 		page.Entries[i] = e
 	}
@@ -252,8 +252,8 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 func (f *feedLog) entry(seq int64, sl *slot) (transport.FeedEntry, *batch) {
 	sc := f.scopes[sl.fid]
 	s := sc.at(sl.pos)
-	b := s.batch(sl.version)
-	return transport.FeedEntry{Sequence: seq, AggregateType: sc.typ, AggregateID: s.id, Version: sl.version, Stored: b.stored}, b
+	b := sc.batch(s, sl.version)
+	return transport.FeedEntry{Sequence: seq, AggregateType: sc.typ, AggregateID: sc.id(s), Version: sl.version, Stored: storedTime(b.stored)}, b
 }
 
 func (f *feedLog) head(feed string) int64 {

@@ -3,6 +3,7 @@ package memory
 import (
 	"slices"
 	"sort"
+	"strings"
 )
 
 const (
@@ -13,70 +14,104 @@ const (
 	idBlock = 4096
 )
 
-// sortedIDs keeps a scope's aggregate ids in order for List without making
-// Create pay for it. A new id goes to a pending list (fixed-size blocks, so
-// adding never copies what is there). The first List after new ids sorts
-// them into the sorted chunks (at most idChunk ids each, so an insert moves
-// one chunk's worth, never the whole set); a page is found by walking the
-// chunks' lengths.
-type sortedIDs struct {
-	chunks  [][]string
-	n       int // ids in chunks
-	pending [][]string
-	p       int // ids pending
+// idSource gives the id of the stream at a position (its scope).
+type idSource interface {
+	idAt(pos uint32) string
 }
 
-func (s *sortedIDs) insert(id string) {
+// sortedIDs keeps a scope's aggregate ids in order for List without making
+// Create pay for it. It holds the streams' positions, not their ids (no
+// pointer per aggregate for the collector to follow), and reads an id
+// through its scope (idSource) to compare it: a position is in the list
+// exactly while its stream is stored, so it is taken out (remove) before
+// its stream is dropped and its position reused.
+//
+// A new position goes to a pending list (fixed-size blocks, so adding
+// never copies what is there). The first List after new ids sorts them
+// into the sorted chunks (at most idChunk each, so an insert moves one
+// chunk's worth, never the whole set); a page is found by walking the
+// chunks' lengths.
+type sortedIDs struct {
+	chunks  [][]uint32
+	n       int // positions in chunks
+	pending [][]uint32
+	p       int // positions pending
+}
+
+// keyed is a position with its id, to sort by.
+type keyed struct {
+	id  string
+	pos uint32
+}
+
+func byID(a, b keyed) int { return strings.Compare(a.id, b.id) }
+
+// sortedKeys returns the positions in lists with their ids, sorted.
+func sortedKeys(src idSource, n int, lists ...[][]uint32) []keyed {
+	all := make([]keyed, 0, n)
+	for _, list := range lists {
+		for _, b := range list {
+			for _, pos := range b {
+				all = append(all, keyed{src.idAt(pos), pos})
+			}
+		}
+	}
+	slices.SortFunc(all, byID)
+	return all
+}
+
+// insert adds the position of a new stream.
+func (s *sortedIDs) insert(pos uint32) {
 	if len(s.pending) == 0 || len(s.pending[len(s.pending)-1]) == idBlock {
-		s.pending = append(s.pending, make([]string, 0, idBlock))
+		s.pending = append(s.pending, make([]uint32, 0, idBlock))
 	}
 	b := &s.pending[len(s.pending)-1]
-	*b = append(*b, id)
+	*b = append(*b, pos)
 	s.p++
 }
 
 // ready reports whether page can answer without a merge first.
 func (s *sortedIDs) ready() bool { return s.p == 0 }
 
-// merge sorts the pending ids into the chunks.
-func (s *sortedIDs) merge() {
+// merge sorts the pending positions into the chunks.
+func (s *sortedIDs) merge(src idSource) {
 	if s.p == 0 {
 		return
 	}
-	add := make([]string, 0, s.p)
-	for _, b := range s.pending {
-		add = append(add, b...)
-	}
-	slices.Sort(add)
+	add := sortedKeys(src, s.p, s.pending)
 	// Keep the first block for the next ids.
 	first := s.pending[0]
-	clear(first)
 	clear(s.pending[1:])
 	s.pending, s.p = append(s.pending[:0], first[:0]), 0
 	if len(add) < s.n/8 {
-		for _, id := range add {
-			s.put(id)
+		for _, k := range add {
+			s.put(src, k.id, k.pos)
 		}
 		return
 	}
 	// Many new ids: merge the two sorted lists and cut them into chunks
 	// anew, half full so that later inserts find room.
-	all := make([]string, 0, s.n+len(add))
+	all := make([]uint32, 0, s.n+len(add))
 	i := 0
 	for _, c := range s.chunks {
-		for _, id := range c {
-			for i < len(add) && add[i] < id {
-				all = append(all, add[i])
-				i++
+		for _, pos := range c {
+			if i < len(add) {
+				id := src.idAt(pos)
+				for i < len(add) && add[i].id < id {
+					all = append(all, add[i].pos)
+					i++
+				}
 			}
-			all = append(all, id)
+			all = append(all, pos)
 		}
 	}
-	all = append(all, add[i:]...)
+	for _, k := range add[i:] {
+		all = append(all, k.pos)
+	}
 	s.chunks = s.chunks[:0]
 	for len(all) > 0 {
 		k := min(len(all), idChunk/2)
-		c := make([]string, k, idChunk)
+		c := make([]uint32, k, idChunk)
 		copy(c, all[:k])
 		s.chunks = append(s.chunks, c)
 		all = all[k:]
@@ -85,52 +120,62 @@ func (s *sortedIDs) merge() {
 }
 
 // find returns the chunk that holds id or would.
-func (s *sortedIDs) find(id string) int {
+func (s *sortedIDs) find(src idSource, id string) int {
 	i := sort.Search(len(s.chunks), func(i int) bool {
 		c := s.chunks[i]
-		return c[len(c)-1] >= id
+		return src.idAt(c[len(c)-1]) >= id
 	})
 	return min(i, len(s.chunks)-1)
 }
 
-// put inserts one id into the chunks.
-func (s *sortedIDs) put(id string) {
+// search returns where id is or would be in chunk c, and whether it is.
+func search(src idSource, c []uint32, id string) (int, bool) {
+	return slices.BinarySearchFunc(c, id, func(pos uint32, id string) int {
+		return strings.Compare(src.idAt(pos), id)
+	})
+}
+
+// put inserts one position, of id, into the chunks.
+func (s *sortedIDs) put(src idSource, id string, pos uint32) {
 	s.n++
 	if len(s.chunks) == 0 {
-		c := make([]string, 1, idChunk)
-		c[0] = id
+		c := make([]uint32, 1, idChunk)
+		c[0] = pos
 		s.chunks = append(s.chunks, c)
 		return
 	}
-	ci := s.find(id)
+	ci := s.find(src, id)
 	c := s.chunks[ci]
-	j, _ := slices.BinarySearch(c, id)
+	j, _ := search(src, c, id)
 	if len(c) < idChunk {
-		s.chunks[ci] = slices.Insert(c, j, id)
+		s.chunks[ci] = slices.Insert(c, j, pos)
 		return
 	}
-	lo := make([]string, idChunk/2, idChunk)
-	hi := make([]string, idChunk-idChunk/2, idChunk)
+	lo := make([]uint32, idChunk/2, idChunk)
+	hi := make([]uint32, idChunk-idChunk/2, idChunk)
 	copy(lo, c[:idChunk/2])
 	copy(hi, c[idChunk/2:])
 	if j <= len(lo) {
-		lo = slices.Insert(lo, j, id)
+		lo = slices.Insert(lo, j, pos)
 	} else {
-		hi = slices.Insert(hi, j-len(lo), id)
+		hi = slices.Insert(hi, j-len(lo), pos)
 	}
 	s.chunks[ci] = lo
 	s.chunks = slices.Insert(s.chunks, ci+1, hi)
 }
 
-func (s *sortedIDs) remove(id string) {
-	s.merge()
+// remove takes out the position of a stream about to be dropped: its id
+// must still be readable through src.
+func (s *sortedIDs) remove(src idSource, pos uint32) {
+	s.merge(src)
 	if len(s.chunks) == 0 {
 		return
 	}
-	ci := s.find(id)
+	id := src.idAt(pos)
+	ci := s.find(src, id)
 	c := s.chunks[ci]
-	j, ok := slices.BinarySearch(c, id)
-	if !ok {
+	j, ok := search(src, c, id)
+	if !ok || c[j] != pos {
 		return
 	}
 	s.n--
@@ -142,23 +187,23 @@ func (s *sortedIDs) remove(id string) {
 	s.chunks[ci] = c
 }
 
-// page returns up to limit ids after skipping skip, and whether more
-// follow; pending ids must be merged first (see ready).
-func (s *sortedIDs) page(skip, limit int) ([]string, bool) {
+// page returns the positions of up to limit ids after skipping skip, and
+// whether more follow; pending ids must be merged first (see ready).
+func (s *sortedIDs) page(skip, limit int) ([]uint32, bool) {
 	if skip >= s.n {
 		return nil, false
 	}
-	out := make([]string, 0, min(limit, s.n-skip))
+	out := make([]uint32, 0, min(limit, s.n-skip))
 	for _, c := range s.chunks {
 		if skip >= len(c) {
 			skip -= len(c)
 			continue
 		}
-		for _, id := range c[skip:] {
+		for _, pos := range c[skip:] {
 			if len(out) == limit {
 				return out, true
 			}
-			out = append(out, id)
+			out = append(out, pos)
 		}
 		skip = 0
 	}
@@ -168,18 +213,15 @@ func (s *sortedIDs) page(skip, limit int) ([]string, bool) {
 // snapshotPage is page for a reader that cannot merge (it holds only the
 // read lock): it sorts a copy of everything. Rare: it runs only when ids
 // arrive between List's merge and its read.
-func (s *sortedIDs) snapshotPage(skip, limit int) ([]string, bool) {
-	all := make([]string, 0, s.n+s.p)
-	for _, c := range s.chunks {
-		all = append(all, c...)
-	}
-	for _, b := range s.pending {
-		all = append(all, b...)
-	}
-	slices.Sort(all)
+func (s *sortedIDs) snapshotPage(src idSource, skip, limit int) ([]uint32, bool) {
+	all := sortedKeys(src, s.n+s.p, s.chunks, s.pending)
 	if skip >= len(all) {
 		return nil, false
 	}
 	end := min(skip+limit, len(all))
-	return all[skip:end], end < len(all)
+	out := make([]uint32, 0, end-skip)
+	for _, k := range all[skip:end] {
+		out = append(out, k.pos)
+	}
+	return out, end < len(all)
 }

@@ -10,27 +10,55 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// testIDs is an idSource: the id at a position is the element there.
+type testIDs []string
+
+func (t testIDs) idAt(pos uint32) string { return t[pos] }
+
+// ids returns the ids at positions.
+func (t testIDs) ids(positions []uint32) []string {
+	var out []string
+	for _, p := range positions {
+		out = append(out, t[p])
+	}
+	return out
+}
+
 func TestSortedIDsKeepsOrder(t *testing.T) {
 	var s sortedIDs
-	set := map[string]bool{}
+	var src testIDs
+	set := map[string]uint32{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 5000; i++ {
 		id := fmt.Sprintf("%08x", rng.Uint32())
-		if set[id] {
+		if _, ok := set[id]; ok {
 			continue
 		}
-		set[id] = true
-		s.insert(id)
+		set[id] = uint32(len(src))
+		src = append(src, id)
+		s.insert(set[id])
 	}
 	i := 0
-	for id := range set {
+	var freed []uint32
+	for id, pos := range set {
 		if i%3 == 0 {
-			s.remove(id)
+			s.remove(src, pos)
 			delete(set, id)
+			freed = append(freed, pos)
 		}
 		i++
 	}
-	s.merge()
+	// Freed positions take new ids, as a scope reuses them.
+	for _, pos := range freed[:len(freed)/2] {
+		id := fmt.Sprintf("%08x", rng.Uint32())
+		if _, ok := set[id]; ok {
+			continue
+		}
+		src[pos] = id
+		set[id] = pos
+		s.insert(pos)
+	}
+	s.merge(src)
 	want := make([]string, 0, len(set))
 	for id := range set {
 		want = append(want, id)
@@ -38,16 +66,20 @@ func TestSortedIDsKeepsOrder(t *testing.T) {
 	slices.Sort(want)
 	got, more := s.page(0, len(want)+10)
 	assert.False(t, more)
-	require.Equal(t, want, got)
+	require.Equal(t, want, src.ids(got))
 	page, more := s.page(100, 50)
 	assert.True(t, more)
-	assert.Equal(t, want[100:150], page)
+	assert.Equal(t, want[100:150], src.ids(page))
 	page, more = s.page(len(want)-5, 50)
 	assert.False(t, more)
-	assert.Equal(t, want[len(want)-5:], page)
-	s.insert("00000000")
+	assert.Equal(t, want[len(want)-5:], src.ids(page))
+	src = append(src, "00000000")
+	s.insert(uint32(len(src) - 1))
 	assert.False(t, s.ready())
-	s.merge()
+	snap, more := s.snapshotPage(src, 0, 2)
+	assert.True(t, more)
+	assert.Equal(t, []string{"00000000", want[0]}, src.ids(snap))
+	s.merge(src)
 	first, _ := s.page(0, 1)
-	assert.Equal(t, []string{"00000000"}, first)
+	assert.Equal(t, []string{"00000000"}, src.ids(first))
 }

@@ -84,13 +84,14 @@ func TestIDTableGrowsWithoutAPause(t *testing.T) {
 // Ids that are UUIDs with capital letters are other aggregates than their
 // lowercase forms: they go to the scope's map, not the table.
 func TestScopeKeepsIDsThatDifferOnlyInCase(t *testing.T) {
-	sc := newScope("order")
+	bt := &blockTable{}
+	sc := newScope("order", bt)
 	lower := uuid.NewString()
 	upper := strings.ToUpper(lower)
 	require.True(t, keyOf(lower).canon)
 	require.False(t, keyOf(upper).canon)
-	a, pa := sc.add(keyOf(lower), &arena{})
-	b, pb := sc.add(keyOf(upper), &arena{})
+	a, pa := sc.add(keyOf(lower), &arena{blocks: bt})
+	b, pb := sc.add(keyOf(upper), &arena{blocks: bt})
 	require.NotEqual(t, pa, pb)
 	got, _ := sc.find(keyOf(lower))
 	require.Same(t, a, got)
@@ -109,23 +110,61 @@ func TestScopeKeepsIDsThatDifferOnlyInCase(t *testing.T) {
 // Buffers of small batches come from shared blocks; each holds exactly its
 // bytes, so a buffer never runs into the next one's.
 func TestArenaBuffersDoNotOverlap(t *testing.T) {
-	var a arena
-	var bufs [][]byte
+	bt := &blockTable{}
+	a := arena{blocks: bt}
+	var refs []bref
 	for i := range 100 {
 		n := 1 + i*37%arenaMax
-		b := a.alloc(n)
+		r, b := a.alloc(n)
 		require.Empty(t, b)
 		require.Equal(t, n, cap(b))
 		for range n {
 			b = append(b, byte(i))
 		}
-		bufs = append(bufs, b)
+		refs = append(refs, r)
 	}
-	big := a.alloc(arenaMax + 1)
-	require.Equal(t, arenaMax+1, cap(big))
-	for i, b := range bufs {
-		for _, c := range b {
+	big, b := a.alloc(arenaMax + 1)
+	require.Equal(t, arenaMax+1, cap(b))
+	require.NotEqual(t, a.cur, big.block, "a large buffer has a block of its own")
+	for i, r := range refs {
+		got := bt.bytes(r)
+		require.Len(t, got, 1+i*37%arenaMax)
+		for _, c := range got {
 			require.Equal(t, byte(i), c)
 		}
 	}
+}
+
+// A block is released when the last buffer in it is, except the block an
+// arena is still filling; its number is then reused for a new block.
+func TestBlocksAreReleasedWithTheirLastBuffer(t *testing.T) {
+	bt := &blockTable{}
+	a := arena{blocks: bt}
+	var refs []bref
+	for range 3 * (arenaBlock / 100) { // three blocks' worth
+		r, b := a.alloc(100)
+		_ = append(b, make([]byte, 100)...)
+		refs = append(refs, r)
+	}
+	big, _ := a.alloc(arenaMax + 1)
+	require.Equal(t, 1+4, len(bt.bufs), "three shared blocks and a large one, after number 0")
+	held := func() (n int) {
+		for _, b := range bt.bufs {
+			if b != nil {
+				n++
+			}
+		}
+		return n
+	}
+	bt.unref(big.block)
+	require.Equal(t, 3, held())
+	for _, r := range refs {
+		bt.unref(r.block)
+	}
+	require.Equal(t, 1, held(), "only the block the arena fills is kept")
+	require.NotNil(t, bt.bufs[a.cur])
+	require.Equal(t, 3, len(bt.free))
+	r, _ := a.alloc(arenaMax + 1)
+	require.Less(t, int(r.block), len(bt.bufs), "a released number is reused")
+	require.Equal(t, 5, len(bt.bufs))
 }

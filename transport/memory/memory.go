@@ -63,6 +63,7 @@ type Transport struct {
 	tokens  *deletetoken.Registry
 	feeds   map[string]*feedLog // by tenant
 	signal  commitsignal.Signal // notified after every commit
+	blocks  blockTable          // the bytes of ids and batches
 	arena   arena               // ids and small first batches
 	appends arena               // small later batches
 }
@@ -81,6 +82,7 @@ func New(opts ...Option) *Transport {
 		scopes: make(map[transport.Scope]*scopeState),
 		feeds:  make(map[string]*feedLog),
 	}
+	t.arena.blocks, t.appends.blocks = &t.blocks, &t.blocks
 	for _, o := range opts {
 		o(t)
 	}
@@ -95,12 +97,14 @@ func canceled(ctx context.Context, op string, ref transport.Ref) error {
 	return nil
 }
 
-func (t *Transport) stream(ref transport.Ref) *stream {
+// stream returns the stream of ref and its scope, or nil.
+func (t *Transport) stream(ref transport.Ref) (*scopeState, *stream) {
 	if sc := t.scopes[ref.Scope()]; sc != nil {
-		s, _ := sc.find(keyOf(ref.ID))
-		return s
+		if s, _ := sc.find(keyOf(ref.ID)); s != nil {
+			return sc, s
+		}
 	}
-	return nil
+	return nil, nil
 }
 
 // Load implements transport.Transport. A page stops before its events pass
@@ -116,11 +120,11 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	limit = transport.PageLimit(limit)
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	s := t.stream(ref)
+	sc, s := t.stream(ref)
 	if s == nil {
 		return transport.Page{}, transport.NewError(op, ref, transport.ErrNotFound)
 	}
-	v := s.version()
+	v := sc.version(s)
 	if since >= v {
 		return transport.Page{Events: []transport.Event{}, Version: since}, nil
 	}
@@ -128,7 +132,7 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	// Cut the page where its bytes would pass MaxPageBytes.
 	last, size, n := since, int64(0), 0
 	for last < to {
-		b := s.batch(last + 1)
+		b := sc.batch(s, last+1)
 		if last > since && size+b.bytes > transport.MaxPageBytes {
 			break
 		}
@@ -139,7 +143,7 @@ func (t *Transport) Load(ctx context.Context, ref transport.Ref, since int64, li
 	// A copy: the caller may change the page without changing the store.
 	events := make([]transport.Event, 0, n)
 	for ver := since + 1; ver <= last; ver++ {
-		events = s.batch(ver).decode(events)
+		events = sc.batch(s, ver).decode(&t.blocks, events)
 	}
 	return transport.Page{Events: events, Version: last, HasMore: last < v}, nil
 }
@@ -172,7 +176,7 @@ func (t *Transport) store(op string, ref transport.Ref, events []transport.Event
 	}
 	current := int64(0)
 	if s != nil {
-		current = s.version()
+		current = sc.version(s)
 	}
 	if !expected.Check(current) {
 		e := transport.NewError(op, ref, transport.ErrConflict)
@@ -190,7 +194,7 @@ func (t *Transport) store(op string, ref transport.Ref, events []transport.Event
 }
 
 func (t *Transport) newScopeLocked(scope transport.Scope) *scopeState {
-	sc := newScope(scope.Type)
+	sc := newScope(scope.Type, &t.blocks)
 	t.feedLocked(scope.Tenant).addScope(sc)
 	t.scopes[scope] = sc
 	return sc
@@ -199,24 +203,18 @@ func (t *Transport) newScopeLocked(scope transport.Scope) *scopeState {
 // appendLocked stores a batch; its time never goes back for an aggregate,
 // even if the clock does.
 func (t *Transport) appendLocked(tenant string, sc *scopeState, s *stream, pos uint32, events []transport.Event, now time.Time) {
-	v := s.version() + 1
+	v := sc.version(s) + 1
 	a := &t.arena
 	if v > 1 {
 		a = &t.appends // apart from first batches (see arena)
 	}
 	b := encodeBatch(events, a)
-	b.stored = now
+	b.stored = now.UnixNano()
 	if v > 1 {
-		if prev := s.updated(); !now.After(prev) {
-			b.stored = prev
-		}
+		b.stored = max(b.stored, sc.updated(s))
 	}
 	b.seq = t.recordLocked(tenant, sc, pos, v)
-	if v == 1 {
-		s.first = b
-	} else {
-		s.more = append(s.more, b)
-	}
+	sc.push(s, b)
 	s.events += int64(b.events)
 }
 
@@ -245,7 +243,7 @@ func (t *Transport) storeBulk(op string, scope transport.Scope, batches []transp
 		current := int64(0)
 		if sc != nil {
 			if s, _ := sc.find(keyOf(b.AggregateID)); s != nil {
-				current = s.version()
+				current = sc.version(s)
 			}
 		}
 		if !b.Expected.Check(current) {
@@ -280,7 +278,8 @@ func (t *Transport) Exists(ctx context.Context, ref transport.Ref) (bool, error)
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return t.stream(ref) != nil, nil
+	_, s := t.stream(ref)
+	return s != nil, nil
 }
 
 // RequestDelete implements transport.Transport. Like the API, it answers
@@ -320,13 +319,14 @@ func (t *Transport) ConfirmDelete(ctx context.Context, target transport.DeleteTa
 	switch {
 	case sc == nil:
 	case target.AllOfType:
-		sc.each(func(s *stream) { f.forgetLocked(s.seqs) })
+		sc.each(func(s *stream) { f.forgetLocked(sc.seqs(s)) })
+		sc.releaseAll()
 		f.forgetScope(sc)
 		delete(t.scopes, scope)
 	default:
 		key := keyOf(target.ID)
 		if s, pos := sc.find(key); s != nil {
-			f.forgetLocked(s.seqs)
+			f.forgetLocked(sc.seqs(s))
 			sc.remove(key, pos)
 			if sc.live == 0 {
 				// Its type's last aggregate: drop the scope as a delete of
@@ -361,7 +361,7 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 		t.mu.RUnlock()
 		t.mu.Lock()
 		if sc = t.scopes[scope]; sc != nil {
-			sc.ids.merge()
+			sc.ids.merge(sc)
 		}
 		t.mu.Unlock()
 		t.mu.RLock()
@@ -372,19 +372,20 @@ func (t *Transport) List(ctx context.Context, scope transport.Scope, skip, limit
 	if sc == nil {
 		return page, nil
 	}
-	var ids []string
+	var positions []uint32
 	var more bool
 	if sc.ids.ready() {
-		ids, more = sc.ids.page(skip, limit)
+		positions, more = sc.ids.page(skip, limit)
 	} else {
 		// More arrived between the merge and the read lock: page from a
-		// merged copy of the pending ids and a plain list of the rest.
-		ids, more = sc.ids.snapshotPage(skip, limit)
+		// sorted copy of all the ids.
+		positions, more = sc.ids.snapshotPage(sc, skip, limit)
 	}
-	for _, id := range ids {
-		s, _ := sc.find(keyOf(id))
+	page.Aggregates = make([]transport.AggregateInfo, 0, len(positions))
+	for _, pos := range positions {
+		s := sc.at(pos)
 		page.Aggregates = append(page.Aggregates, transport.AggregateInfo{
-			AggregateID: id, AggregateType: scope.Type, AggregateVersion: s.version(), LastUpdatedAt: s.updated(),
+			AggregateID: sc.id(s), AggregateType: scope.Type, AggregateVersion: sc.version(s), LastUpdatedAt: storedTime(sc.updated(s)),
 		})
 	}
 	page.HasMore = more
@@ -408,7 +409,7 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 		}
 		info := transport.FeedInfo{AggregateType: scope.Type, Aggregates: int64(sc.live)}
 		sc.each(func(s *stream) {
-			info.Batches += s.version()
+			info.Batches += sc.version(s)
 			info.Events += s.events
 		})
 		infos = append(infos, info)
@@ -416,3 +417,7 @@ func (t *Transport) FeedOverview(ctx context.Context, tenant string) ([]transpor
 	sort.Slice(infos, func(i, j int) bool { return infos[i].AggregateType < infos[j].AggregateType })
 	return infos, nil
 }
+
+// storedTime is a store time as kept (Unix nanoseconds) as a time.Time, in
+// the local time zone as time.Now gives it.
+func storedTime(n int64) time.Time { return time.Unix(0, n) }

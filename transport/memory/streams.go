@@ -2,8 +2,8 @@ package memory
 
 import (
 	"encoding/binary"
+	"iter"
 	"math/bits"
-	"time"
 	"unsafe"
 
 	"github.com/google/uuid"
@@ -13,63 +13,106 @@ import (
 
 // The layout below is chosen for a store of millions of aggregates: the
 // garbage collector's work grows with the pointers and objects the store
-// holds, so a small aggregate has no allocation of its own (its id and its
-// batches' bytes go into shared blocks, see arena), its stream lives by
-// value in a large chunk, and the id index and the feed hold no pointers
-// at all.
+// holds, so what the store keeps per aggregate holds no Go pointer at all.
+//
+//   - Bytes (ids and encoded batches) live in numbered blocks of a
+//     blockTable, one per transport: small buffers share 8 KB blocks
+//     (see arena), a large batch has a block of its own. A stream names
+//     its bytes by number (bref), not by a string or slice, so the only
+//     pointers are the table's, one per block.
+//   - A stream lives by value in a chunk of streamChunk streams; its first
+//     batch is in it, its later batches in its scope's side table (one
+//     slice per aggregate that has them), named by number too. Store times
+//     are Unix nanoseconds, not time.Time (whose Location is a pointer).
+//   - The id index (idTable), the sorted ids for List (sortedIDs, by
+//     position) and the feed (slots, sequence numbers) hold numbers only.
+//
+// So a full collection marks one pointer per 8 KB block, per 1024
+// streams, per aggregate of more than one batch and per aggregate whose id
+// is not a lowercase UUID (scopeState.odd), not a few per aggregate.
 
 // streamChunk is how many streams one chunk of a scope holds.
 const streamChunk = 1024
 
+// bref names n bytes at off in the block numbered block of a blockTable.
+// Block 0 is never used: a zero bref names nothing.
+type bref struct{ block, off, n uint32 }
+
+// blockTable holds the transport's byte blocks by number. A block is kept
+// while a stored buffer is in it (refs counts them, plus one while an
+// arena is filling it); then its number is released for reuse and the
+// table lets go of it. Strings and slices handed out from a block stay
+// valid after that (the collector keeps the array alive for them), and a
+// block's bytes are never written after they were handed out: a new
+// block under a reused number is a new array.
+type blockTable struct {
+	bufs [][]byte // by number; nil when released
+	refs []int32
+	free []uint32 // released numbers
+}
+
+// newBlock adds a block of size bytes with one reference, the caller's.
+func (bt *blockTable) newBlock(size int) uint32 {
+	buf := make([]byte, size)
+	if n := len(bt.free); n > 0 {
+		b := bt.free[n-1]
+		bt.free = bt.free[:n-1]
+		bt.bufs[b], bt.refs[b] = buf, 1
+		return b
+	}
+	if len(bt.bufs) == 0 {
+		bt.bufs, bt.refs = append(bt.bufs, nil), append(bt.refs, 0) // number 0: none
+	}
+	bt.bufs, bt.refs = append(bt.bufs, buf), append(bt.refs, 1)
+	return uint32(len(bt.bufs) - 1)
+}
+
+// unref drops one reference to block b (none for 0), releasing it at the
+// last.
+func (bt *blockTable) unref(b uint32) {
+	if b == 0 {
+		return
+	}
+	bt.refs[b]--
+	if bt.refs[b] == 0 {
+		bt.bufs[b] = nil
+		bt.free = append(bt.free, b)
+	}
+}
+
+// bytes returns the bytes r names, with no room past them.
+func (bt *blockTable) bytes(r bref) []byte {
+	return bt.bufs[r.block][r.off : r.off+r.n : r.off+r.n]
+}
+
+// str returns the bytes r names as a string sharing them.
+func (bt *blockTable) str(r bref) string { return str(bt.bytes(r), int(r.n)) }
+
 // batch is one stored batch: its events encoded in one buffer (see
-// encodeBatch), its feed sequence number and when it was stored.
+// encodeBatch), its feed sequence number and when it was stored (Unix
+// nanoseconds).
 type batch struct {
-	buf    []byte
-	seq    int64
-	stored time.Time
+	buf    bref
 	events int32 // how many events buf holds
-	bytes  int64 // what they count towards MaxPageBytes
+	seq    int64
+	stored int64
+	bytes  int64 // what the events count towards MaxPageBytes
 }
 
-// stream is one aggregate's history; id is empty for a free position, and
-// first.seq is 0 until its first batch is stored.
+// stream is one aggregate's history; id.block is 0 for a free position,
+// and first.seq is 0 until its first batch is stored.
 type stream struct {
-	id     string
+	id     bref
+	more   uint32 // its later batches: scopeState.more[more]; 0 for none
 	first  batch
-	more   []batch // batches 2 to version
-	events int64   // events in all batches
-}
-
-func (s *stream) version() int64 {
-	if s.first.seq == 0 {
-		return 0
-	}
-	return 1 + int64(len(s.more))
-}
-
-// batch returns the batch of version v (1 to version()).
-func (s *stream) batch(v int64) *batch {
-	if v == 1 {
-		return &s.first
-	}
-	return &s.more[v-2]
-}
-
-func (s *stream) updated() time.Time { return s.batch(s.version()).stored }
-
-// seqs returns the feed sequence numbers of the stream's batches.
-func (s *stream) seqs(yield func(int64) bool) {
-	for v := int64(1); v <= s.version(); v++ {
-		if !yield(s.batch(v).seq) {
-			return
-		}
-	}
+	events int64 // events in all batches
 }
 
 // scopeState is one tenant's aggregates of one type.
 type scopeState struct {
 	typ    string
 	fid    uint32 // its number in its tenant's feed (feedLog.scopes)
+	blocks *blockTable
 	index  idTable
 	odd    map[string]uint32 // ids that are not lowercase UUIDs
 	chunks [][]stream
@@ -77,14 +120,91 @@ type scopeState struct {
 	free   []uint32 // positions of deleted streams, for reuse
 	live   int      // streams
 	ids    sortedIDs
+	// more holds the batches 2 to version of each stream that has them
+	// (index 0 unused); moreFree lists emptied indexes for reuse.
+	more     [][]batch
+	moreFree []uint32
 }
 
-func newScope(typ string) *scopeState {
-	return &scopeState{typ: typ, index: newIDTable()}
+func newScope(typ string, blocks *blockTable) *scopeState {
+	return &scopeState{typ: typ, blocks: blocks, index: newIDTable()}
 }
 
 func (sc *scopeState) at(pos uint32) *stream {
 	return &sc.chunks[pos/streamChunk][pos%streamChunk]
+}
+
+// id returns the stream's id, sharing the store's bytes.
+func (sc *scopeState) id(s *stream) string { return sc.blocks.str(s.id) }
+
+// idAt returns the id of the stream at pos (for sortedIDs).
+func (sc *scopeState) idAt(pos uint32) string { return sc.id(sc.at(pos)) }
+
+func (sc *scopeState) version(s *stream) int64 {
+	switch {
+	case s.first.seq == 0:
+		return 0
+	case s.more == 0:
+		return 1
+	}
+	return 1 + int64(len(sc.more[s.more]))
+}
+
+// batch returns the stream's batch of version v (1 to version).
+func (sc *scopeState) batch(s *stream, v int64) *batch {
+	if v == 1 {
+		return &s.first
+	}
+	return &sc.more[s.more][v-2]
+}
+
+// updated returns when the stream's last batch was stored.
+func (sc *scopeState) updated(s *stream) int64 { return sc.batch(s, sc.version(s)).stored }
+
+// push adds b as the stream's next batch.
+func (sc *scopeState) push(s *stream, b batch) {
+	if s.first.seq == 0 {
+		s.first = b
+		return
+	}
+	if s.more == 0 {
+		if n := len(sc.moreFree); n > 0 {
+			s.more, sc.moreFree = sc.moreFree[n-1], sc.moreFree[:n-1]
+		} else {
+			if len(sc.more) == 0 {
+				sc.more = append(sc.more, nil) // index 0: none
+			}
+			sc.more = append(sc.more, nil)
+			s.more = uint32(len(sc.more) - 1)
+		}
+	}
+	sc.more[s.more] = append(sc.more[s.more], b)
+}
+
+// seqs returns the feed sequence numbers of the stream's batches.
+func (sc *scopeState) seqs(s *stream) iter.Seq[int64] {
+	return func(yield func(int64) bool) {
+		for v := int64(1); v <= sc.version(s); v++ {
+			if !yield(sc.batch(s, v).seq) {
+				return
+			}
+		}
+	}
+}
+
+// release drops the stream's references to its blocks and its side-table
+// entry; the stream must not be read afterwards.
+func (sc *scopeState) release(s *stream) {
+	bt := sc.blocks
+	bt.unref(s.id.block)
+	bt.unref(s.first.buf.block)
+	if s.more != 0 {
+		for _, b := range sc.more[s.more] {
+			bt.unref(b.buf.block)
+		}
+		sc.more[s.more] = nil
+		sc.moreFree = append(sc.moreFree, s.more)
+	}
 }
 
 // streamKey is an aggregate id as the scope looks it up: its 16 bytes
@@ -119,7 +239,8 @@ func (sc *scopeState) find(key streamKey) (*stream, uint32) {
 // copied into a, so the store does not keep the caller's string (an object
 // per aggregate for the collector).
 func (sc *scopeState) add(key streamKey, a *arena) (*stream, uint32) {
-	key.id = a.copy(key.id)
+	var id bref
+	id, key.id = a.copy(key.id)
 	var pos uint32
 	if n := len(sc.free); n > 0 {
 		pos, sc.free = sc.free[n-1], sc.free[:n-1]
@@ -139,29 +260,37 @@ func (sc *scopeState) add(key streamKey, a *arena) (*stream, uint32) {
 		sc.odd[key.id] = pos
 	}
 	s := sc.at(pos)
-	s.id = key.id
+	s.id = id
 	sc.live++
-	sc.ids.insert(key.id)
+	sc.ids.insert(pos)
 	return s, pos
 }
 
-// remove drops the stream of key at pos.
+// remove drops the stream of key at pos and releases its bytes.
 func (sc *scopeState) remove(key streamKey, pos uint32) {
+	sc.ids.remove(sc, pos) // while its id is still there to find it by
 	if key.canon {
 		sc.index.remove(key.k)
 	} else {
 		delete(sc.odd, key.id)
 	}
-	*sc.at(pos) = stream{}
+	s := sc.at(pos)
+	sc.release(s)
+	*s = stream{}
 	sc.free = append(sc.free, pos)
 	sc.live--
-	sc.ids.remove(key.id)
+}
+
+// releaseAll releases the bytes of every stream, for a scope dropped
+// whole.
+func (sc *scopeState) releaseAll() {
+	sc.each(sc.release)
 }
 
 // each calls f with every stream.
 func (sc *scopeState) each(f func(*stream)) {
 	for pos := uint32(0); pos < sc.used; pos++ {
-		if s := sc.at(pos); s.id != "" {
+		if s := sc.at(pos); s.id.block != 0 {
 			f(s)
 		}
 	}
@@ -180,8 +309,8 @@ func encodeBatch(events []transport.Event, a *arena) batch {
 			uvarintLen(uint64(len(e.Data))<<1|1) + len(e.Data) +
 			uvarintLen(uint64(len(e.EncryptedData))) + len(e.EncryptedData)
 	}
-	buf := a.alloc(size)
-	b := batch{events: int32(len(events))}
+	ref, buf := a.alloc(size)
+	b := batch{buf: ref, events: int32(len(events))}
 	for i := range events {
 		e := &events[i]
 		if e.EventID == "" {
@@ -201,55 +330,69 @@ func encodeBatch(events []transport.Event, a *arena) batch {
 		buf = append(buf, e.EncryptedData...)
 		b.bytes += int64(transport.EventBytes(e))
 	}
-	b.buf = buf
+	if len(buf) != size {
+		panic("memory: a batch's encoding is not the size computed for it")
+	}
 	return b
 }
 
 func uvarintLen(n uint64) int { return (bits.Len64(n|1) + 6) / 7 }
 
-// Small batches share blocks of arenaBlock bytes instead of having an
+// Small buffers share blocks of arenaBlock bytes instead of having an
 // allocation each: the collector has one object to mark per block, not one
-// per batch. The price: a block is freed only when none of its batches is
+// per batch. The price: a block is freed only when none of its buffers is
 // stored any more, so a deleted small aggregate's bytes (unreachable, never
 // read again) can stay in memory beside neighbours still stored: each
 // stored small buffer keeps at most one block alive.
 const (
 	arenaBlock = 8 << 10
-	arenaMax   = 512 // larger batches get an allocation of their own
+	arenaMax   = 512 // larger batches get a block of their own
 )
 
-// arena hands out the buffers of small batches. A transport has two: one
-// for ids and first batches, one for later batches (see appendLocked). In
-// one, an aggregate that lives on while its neighbours come and go would
-// keep a block alive per batch it receives (its batches spread over every
-// block that the churn of its neighbours fills); apart, its later batches
-// fill blocks of their own.
-type arena struct{ block []byte }
-
-// alloc returns an empty buffer with room for exactly n bytes, which no
-// other buffer shares.
-func (a *arena) alloc(n int) []byte {
-	if n > arenaMax {
-		return make([]byte, 0, n)
-	}
-	if cap(a.block)-len(a.block) < n {
-		a.block = make([]byte, 0, arenaBlock)
-	}
-	start := len(a.block)
-	a.block = a.block[:start+n]
-	return a.block[start : start : start+n]
+// arena hands out the buffers of ids and small batches from blocks of its
+// transport's blockTable. A transport has two: one for ids and first
+// batches, one for later batches (see appendLocked). In one, an aggregate
+// that lives on while its neighbours come and go would keep a block alive
+// per batch it receives (its batches spread over every block that the
+// churn of its neighbours fills); apart, its later batches fill blocks of
+// their own.
+type arena struct {
+	blocks *blockTable
+	cur    uint32 // the block being filled (the arena holds a reference); 0 before the first
+	used   uint32 // its bytes handed out
 }
 
-// copy returns a copy of s in the arena.
-func (a *arena) copy(s string) string {
-	b := append(a.alloc(len(s)), s...)
-	return str(b, len(b))
+// alloc returns room for exactly n bytes, which no other buffer shares:
+// the buffer to fill (empty, capacity n) and the reference that names it.
+// The block counts the reference; release it with blockTable.unref.
+func (a *arena) alloc(n int) (bref, []byte) {
+	bt := a.blocks
+	if n > arenaMax {
+		b := bt.newBlock(n)
+		return bref{block: b, n: uint32(n)}, bt.bufs[b][:0:n]
+	}
+	if a.cur == 0 || arenaBlock-int(a.used) < n {
+		bt.unref(a.cur) // the arena's own reference: done filling it
+		a.cur, a.used = bt.newBlock(arenaBlock), 0
+	}
+	r := bref{block: a.cur, off: a.used, n: uint32(n)}
+	a.used += r.n
+	bt.refs[a.cur]++
+	return r, bt.bufs[a.cur][r.off : r.off : r.off+r.n]
+}
+
+// copy returns a copy of s in the arena: its reference and the copy as a
+// string.
+func (a *arena) copy(s string) (bref, string) {
+	r, b := a.alloc(len(s))
+	b = append(b, s...)
+	return r, str(b, len(b))
 }
 
 // decode appends the batch's events to dst. Their strings and Data point
-// into the batch's buffer, which is never written again.
-func (b *batch) decode(dst []transport.Event) []transport.Event {
-	buf := b.buf
+// into the batch's block, whose bytes are never written again.
+func (b *batch) decode(bt *blockTable, dst []transport.Event) []transport.Event {
+	buf := bt.bytes(b.buf)
 	for range b.events {
 		var e transport.Event
 		e.EventID, buf = str(buf, 36), buf[36:]
