@@ -103,7 +103,13 @@ func TestAgainstAModel(t *testing.T) {
 	var ids []string
 	for range 12 {
 		base := uuid.NewString()
-		ids = append(ids, base, strings.ToUpper(base), mixCase(base, rng.Uint64()))
+		for _, id := range []string{base, strings.ToUpper(base), mixCase(base, rng.Uint64())} {
+			// mixCase changes no letter (or all) when its mask misses the
+			// id's letters (or covers them): the model would list it twice.
+			if !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
 	}
 	type feedEntry struct {
 		seq     int64
