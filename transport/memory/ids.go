@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 	"strings"
@@ -21,10 +22,11 @@ type idSource interface {
 
 // sortedIDs keeps a scope's aggregate ids in order for List without making
 // Create pay for it. It holds the streams' positions, not their ids (no
-// pointer per aggregate for the collector to follow), and reads an id
-// through its scope (idSource) to compare it: a position is in the list
-// exactly while its stream is stored, so it is taken out (remove) before
-// its stream is dropped and its position reused.
+// pointer per aggregate for the collector to follow), each sorted one with
+// its id's first 8 bytes, which decide most comparisons; the rest read the
+// id through the scope (idSource). A position is in the list exactly while
+// its stream is stored, so it is taken out (remove) before its stream is
+// dropped and its position reused.
 //
 // A new position goes to a pending list (fixed-size blocks, so adding
 // never copies what is there). The first List after new ids sorts them
@@ -32,27 +34,71 @@ type idSource interface {
 // chunk's worth, never the whole set); a page is found by walking the
 // chunks' lengths.
 type sortedIDs struct {
-	chunks  [][]uint32
+	chunks  [][]idRef
 	n       int // positions in chunks
 	pending [][]uint32
 	p       int // positions pending
 }
 
-// keyed is a position with its id, to sort by.
-type keyed struct {
-	id  string
-	pos uint32
+// idRef is a sorted position with its id's prefix (see prefixOf).
+type idRef struct {
+	prefix uint64
+	pos    uint32
 }
 
-func byID(a, b keyed) int { return strings.Compare(a.id, b.id) }
+// prefixOf is an id's first 8 bytes as a big-endian number, zero-padded:
+// ids whose prefixes differ are in the order of their prefixes.
+func prefixOf(id string) uint64 {
+	var k uint64
+	for i := range 8 {
+		k <<= 8
+		if i < len(id) {
+			k |= uint64(id[i])
+		}
+	}
+	return k
+}
+
+// compare orders the id of r against id, whose prefix is k.
+func compare(src idSource, r idRef, id string, k uint64) int {
+	if r.prefix != k {
+		return cmp.Compare(r.prefix, k)
+	}
+	return strings.Compare(src.idAt(r.pos), id)
+}
+
+// keyed is a position with its id, to sort by.
+type keyed struct {
+	prefix uint64
+	id     string
+	pos    uint32
+}
+
+func byID(a, b keyed) int {
+	if a.prefix != b.prefix {
+		return cmp.Compare(a.prefix, b.prefix)
+	}
+	return strings.Compare(a.id, b.id)
+}
+
+func (k keyed) ref() idRef { return idRef{prefix: k.prefix, pos: k.pos} }
 
 // sortedKeys returns the positions in lists with their ids, sorted.
-func sortedKeys(src idSource, n int, lists ...[][]uint32) []keyed {
+func sortedKeys(src idSource, n int, chunks [][]idRef, lists ...[][]uint32) []keyed {
 	all := make([]keyed, 0, n)
+	add := func(pos uint32) {
+		id := src.idAt(pos)
+		all = append(all, keyed{prefixOf(id), id, pos})
+	}
+	for _, c := range chunks {
+		for _, r := range c {
+			add(r.pos)
+		}
+	}
 	for _, list := range lists {
 		for _, b := range list {
 			for _, pos := range b {
-				all = append(all, keyed{src.idAt(pos), pos})
+				add(pos)
 			}
 		}
 	}
@@ -78,40 +124,40 @@ func (s *sortedIDs) merge(src idSource) {
 	if s.p == 0 {
 		return
 	}
-	add := sortedKeys(src, s.p, s.pending)
-	// Keep the first block for the next ids.
-	first := s.pending[0]
-	clear(s.pending[1:])
-	s.pending, s.p = append(s.pending[:0], first[:0]), 0
-	if len(add) < s.n/8 {
-		for _, k := range add {
-			s.put(src, k.id, k.pos)
+	if s.p < s.n/8 {
+		// Few new ids: insert them one by one (in any order: no copy to
+		// sort).
+		for _, b := range s.pending {
+			for _, pos := range b {
+				id := src.idAt(pos)
+				s.put(src, id, idRef{prefix: prefixOf(id), pos: pos})
+			}
 		}
+		s.clearPending()
 		return
 	}
+	add := sortedKeys(src, s.p, nil, s.pending)
+	s.clearPending()
 	// Many new ids: merge the two sorted lists and cut them into chunks
 	// anew, half full so that later inserts find room.
-	all := make([]uint32, 0, s.n+len(add))
+	all := make([]idRef, 0, s.n+len(add))
 	i := 0
 	for _, c := range s.chunks {
-		for _, pos := range c {
-			if i < len(add) {
-				id := src.idAt(pos)
-				for i < len(add) && add[i].id < id {
-					all = append(all, add[i].pos)
-					i++
-				}
+		for _, r := range c {
+			for i < len(add) && compare(src, r, add[i].id, add[i].prefix) > 0 {
+				all = append(all, add[i].ref())
+				i++
 			}
-			all = append(all, pos)
+			all = append(all, r)
 		}
 	}
 	for _, k := range add[i:] {
-		all = append(all, k.pos)
+		all = append(all, k.ref())
 	}
 	s.chunks = s.chunks[:0]
 	for len(all) > 0 {
 		k := min(len(all), idChunk/2)
-		c := make([]uint32, k, idChunk)
+		c := make([]idRef, k, idChunk)
 		copy(c, all[:k])
 		s.chunks = append(s.chunks, c)
 		all = all[k:]
@@ -119,46 +165,55 @@ func (s *sortedIDs) merge(src idSource) {
 	s.n += len(add)
 }
 
-// find returns the chunk that holds id or would.
-func (s *sortedIDs) find(src idSource, id string) int {
+// clearPending empties the pending list, keeping its first block for the
+// next ids.
+func (s *sortedIDs) clearPending() {
+	first := s.pending[0]
+	clear(s.pending[1:])
+	s.pending, s.p = append(s.pending[:0], first[:0]), 0
+}
+
+// find returns the chunk that holds id (whose prefix is k) or would.
+func (s *sortedIDs) find(src idSource, id string, k uint64) int {
 	i := sort.Search(len(s.chunks), func(i int) bool {
 		c := s.chunks[i]
-		return src.idAt(c[len(c)-1]) >= id
+		return compare(src, c[len(c)-1], id, k) >= 0
 	})
 	return min(i, len(s.chunks)-1)
 }
 
-// search returns where id is or would be in chunk c, and whether it is.
-func search(src idSource, c []uint32, id string) (int, bool) {
-	return slices.BinarySearchFunc(c, id, func(pos uint32, id string) int {
-		return strings.Compare(src.idAt(pos), id)
+// search returns where id (whose prefix is k) is or would be in chunk c,
+// and whether it is.
+func search(src idSource, c []idRef, id string, k uint64) (int, bool) {
+	return slices.BinarySearchFunc(c, id, func(r idRef, id string) int {
+		return compare(src, r, id, k)
 	})
 }
 
-// put inserts one position, of id, into the chunks.
-func (s *sortedIDs) put(src idSource, id string, pos uint32) {
+// put inserts r, the position of id, into the chunks.
+func (s *sortedIDs) put(src idSource, id string, r idRef) {
 	s.n++
 	if len(s.chunks) == 0 {
-		c := make([]uint32, 1, idChunk)
-		c[0] = pos
+		c := make([]idRef, 1, idChunk)
+		c[0] = r
 		s.chunks = append(s.chunks, c)
 		return
 	}
-	ci := s.find(src, id)
+	ci := s.find(src, id, r.prefix)
 	c := s.chunks[ci]
-	j, _ := search(src, c, id)
+	j, _ := search(src, c, id, r.prefix)
 	if len(c) < idChunk {
-		s.chunks[ci] = slices.Insert(c, j, pos)
+		s.chunks[ci] = slices.Insert(c, j, r)
 		return
 	}
-	lo := make([]uint32, idChunk/2, idChunk)
-	hi := make([]uint32, idChunk-idChunk/2, idChunk)
+	lo := make([]idRef, idChunk/2, idChunk)
+	hi := make([]idRef, idChunk-idChunk/2, idChunk)
 	copy(lo, c[:idChunk/2])
 	copy(hi, c[idChunk/2:])
 	if j <= len(lo) {
-		lo = slices.Insert(lo, j, pos)
+		lo = slices.Insert(lo, j, r)
 	} else {
-		hi = slices.Insert(hi, j-len(lo), pos)
+		hi = slices.Insert(hi, j-len(lo), r)
 	}
 	s.chunks[ci] = lo
 	s.chunks = slices.Insert(s.chunks, ci+1, hi)
@@ -172,10 +227,11 @@ func (s *sortedIDs) remove(src idSource, pos uint32) {
 		return
 	}
 	id := src.idAt(pos)
-	ci := s.find(src, id)
+	k := prefixOf(id)
+	ci := s.find(src, id, k)
 	c := s.chunks[ci]
-	j, ok := search(src, c, id)
-	if !ok || c[j] != pos {
+	j, ok := search(src, c, id, k)
+	if !ok || c[j].pos != pos {
 		return
 	}
 	s.n--
@@ -199,11 +255,11 @@ func (s *sortedIDs) page(skip, limit int) ([]uint32, bool) {
 			skip -= len(c)
 			continue
 		}
-		for _, pos := range c[skip:] {
+		for _, r := range c[skip:] {
 			if len(out) == limit {
 				return out, true
 			}
-			out = append(out, pos)
+			out = append(out, r.pos)
 		}
 		skip = 0
 	}
