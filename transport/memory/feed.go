@@ -194,7 +194,7 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 			scanned = seq
 			return true
 		}
-		e, b := f.entry(seq, sl)
+		e, b := f.entry(seq, sl) // without Stored, which Matches does not read
 		if len(q.EventTypes) > 0 {
 			scratch = b.decode(&t.blocks, scratch[:0])
 			e.Events = scratch
@@ -239,6 +239,7 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 	all := make([]transport.Event, 0, events)
 	for i, seq := range picked {
 		e, b := f.entry(seq, f.slot(seq))
+		e.Stored = storedTime(b.stored)
 		start := len(all)
 		all = b.decode(&t.blocks, all)
 		e.Events = all[start:len(all):len(all)]
@@ -247,13 +248,13 @@ func (t *Transport) readFeed(q transport.FeedQuery, limit int) (transport.FeedPa
 	return page, scanned
 }
 
-// entry is the feed entry numbered seq, kept in sl, without its events,
-// and its batch.
+// entry is the feed entry numbered seq, kept in sl, without its events
+// and store time, and its batch.
 func (f *feedLog) entry(seq int64, sl *slot) (transport.FeedEntry, *batch) {
 	sc := f.scopes[sl.fid]
 	s := sc.at(sl.pos)
 	b := sc.batch(s, sl.version)
-	return transport.FeedEntry{Sequence: seq, AggregateType: sc.typ, AggregateID: sc.id(s), Version: sl.version, Stored: storedTime(b.stored)}, b
+	return transport.FeedEntry{Sequence: seq, AggregateType: sc.typ, AggregateID: sc.id(s), Version: sl.version}, b
 }
 
 func (f *feedLog) head(feed string) int64 {

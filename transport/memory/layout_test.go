@@ -3,8 +3,11 @@ package memory
 import (
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sourced-go/sourced/transport"
 )
 
 // pointers returns the paths to the Go pointers a value of type t holds
@@ -54,4 +57,17 @@ func TestPerAggregateStorageHoldsNoPointers(t *testing.T) {
 	} {
 		require.Empty(t, pointers(typ, typ.String()), "%s holds pointers", name)
 	}
+}
+
+// A batch whose stored form would pass 4 GiB cannot be named by a bref
+// (uint32 offsets and lengths): Store refuses it rather than keep a
+// truncated length. The events only claim the size: checkSize reads
+// lengths, never bytes.
+func TestABatchTooLargeForABlockIsRefused(t *testing.T) {
+	var b [1]byte
+	huge := unsafe.Slice(&b[0], maxBatchBytes/2)
+	ref := transport.Ref{Type: "order", ID: "o-1"}
+	require.NoError(t, checkSize("store", ref, []transport.Event{{EventType: "Placed", Data: huge}}))
+	err := checkSize("store", ref, []transport.Event{{EventType: "Placed", Data: huge}, {EventType: "Placed", Data: huge}})
+	require.ErrorIs(t, err, transport.ErrInvalid)
 }

@@ -159,6 +159,9 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 	if err := transport.CheckStore(ref, events, expected); err != nil {
 		return err
 	}
+	if err := checkSize(op, ref, events); err != nil {
+		return err
+	}
 	if err := canceled(ctx, op, ref); err != nil {
 		return err
 	}
@@ -229,6 +232,11 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 	sref := transport.Ref{Tenant: scope.Tenant, Type: scope.Type}
 	if err := transport.CheckStoreBulk(scope, batches); err != nil {
 		return err
+	}
+	for _, b := range batches {
+		if err := checkSize(op, transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}, b.Events); err != nil {
+			return err
+		}
 	}
 	if err := canceled(ctx, op, sref); err != nil {
 		return err

@@ -3,6 +3,7 @@ package memory
 import (
 	"encoding/binary"
 	"iter"
+	"math"
 	"math/bits"
 	"unsafe"
 
@@ -302,13 +303,7 @@ func (sc *scopeState) each(f func(*stream)) {
 // doubled, plus one when it is not nil, so nil and empty come back as
 // they went in). The caller keeps its slices.
 func encodeBatch(events []transport.Event, a *arena) batch {
-	size := 0
-	for i := range events {
-		e := &events[i]
-		size += 36 + uvarintLen(uint64(len(e.EventType))) + len(e.EventType) +
-			uvarintLen(uint64(len(e.Data))<<1|1) + len(e.Data) +
-			uvarintLen(uint64(len(e.EncryptedData))) + len(e.EncryptedData)
-	}
+	size := encodedSize(events)
 	ref, buf := a.alloc(size)
 	b := batch{buf: ref, events: int32(len(events))}
 	for i := range events {
@@ -334,6 +329,32 @@ func encodeBatch(events []transport.Event, a *arena) batch {
 		panic("memory: a batch's encoding is not the size computed for it")
 	}
 	return b
+}
+
+// encodedSize is the size of the stored form of events (see encodeBatch).
+func encodedSize(events []transport.Event) int {
+	size := 0
+	for i := range events {
+		e := &events[i]
+		size += 36 + uvarintLen(uint64(len(e.EventType))) + len(e.EventType) +
+			uvarintLen(uint64(len(e.Data))<<1|1) + len(e.Data) +
+			uvarintLen(uint64(len(e.EncryptedData))) + len(e.EncryptedData)
+	}
+	return size
+}
+
+// maxBatchBytes is the largest stored form of a batch: a bref measures
+// bytes in uint32.
+const maxBatchBytes = math.MaxUint32
+
+// checkSize refuses a batch too large to store (ErrInvalid).
+func checkSize(op string, ref transport.Ref, events []transport.Event) error {
+	if int64(encodedSize(events)) > maxBatchBytes {
+		e := transport.NewError(op, ref, transport.ErrInvalid)
+		e.Messages = []string{"the batch is too large for the memory transport (4 GiB at most)"}
+		return e
+	}
+	return nil
 }
 
 func uvarintLen(n uint64) int { return (bits.Len64(n|1) + 6) / 7 }
