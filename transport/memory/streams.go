@@ -14,23 +14,27 @@ import (
 
 // The layout below is chosen for a store of millions of aggregates: the
 // garbage collector's work grows with the pointers and objects the store
-// holds, so what the store keeps per aggregate holds no Go pointer at all.
+// holds, so what the store keeps for an aggregate of one batch holds no Go
+// pointer at all, and the collector skips it (issue 20: with a string, a
+// slice and a time.Time per stream, a full collection at a million
+// aggregates chased about five million pointers).
 //
 //   - Bytes (ids and encoded batches) live in numbered blocks of a
 //     blockTable, one per transport: small buffers share 8 KB blocks
 //     (see arena), a large batch has a block of its own. A stream names
-//     its bytes by number (bref), not by a string or slice, so the only
-//     pointers are the table's, one per block.
+//     its bytes by number (bref), not by a string or slice; strings and
+//     slices are made from a block when an id or a page is read.
 //   - A stream lives by value in a chunk of streamChunk streams; its first
 //     batch is in it, its later batches in its scope's side table (one
 //     slice per aggregate that has them), named by number too. Store times
 //     are Unix nanoseconds, not time.Time (whose Location is a pointer).
-//   - The id index (idTable), the sorted ids for List (sortedIDs, by
-//     position) and the feed (slots, sequence numbers) hold numbers only.
+//   - The id index (idTable), the sorted ids for List (sortedIDs, stream
+//     positions) and the feed (slots, sequence numbers) hold numbers only.
 //
-// So a full collection marks one pointer per 8 KB block, per 1024
-// streams, per aggregate of more than one batch and per aggregate whose id
-// is not a lowercase UUID (scopeState.odd), not a few per aggregate.
+// So the pointers a collection follows are one per block of bytes (tens
+// of small aggregates), per chunk of streams, positions or feed entries
+// (hundreds to thousands), per aggregate of more than one batch and per
+// aggregate whose id is not a lowercase UUID (scopeState.odd).
 
 // streamChunk is how many streams one chunk of a scope holds.
 const streamChunk = 1024
