@@ -1,10 +1,15 @@
 package memory
 
 import (
+	"context"
+	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"unsafe"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sourced-go/sourced/transport"
@@ -70,4 +75,83 @@ func TestABatchTooLargeForABlockIsRefused(t *testing.T) {
 	require.NoError(t, checkSize("store", ref, []transport.Event{{EventType: "Placed", Data: huge}}))
 	err := checkSize("store", ref, []transport.Event{{EventType: "Placed", Data: huge}, {EventType: "Placed", Data: huge}})
 	require.ErrorIs(t, err, transport.ErrInvalid)
+}
+
+// TestBlockReferencesMatchTheStreams stores small, large and later batches,
+// deletes aggregates and whole types at random, and after each round counts
+// the references to each block that the stored streams and the two arenas
+// hold: every block's count is exactly that, a block with none is
+// released (and its number free for reuse), and none is released early.
+func TestBlockReferencesMatchTheStreams(t *testing.T) {
+	ctx := context.Background()
+	tr := New()
+	rng := rand.New(rand.NewPCG(7, 20))
+	types := []string{"order", "item"}
+	var refs []transport.Ref
+	check := func(round int) {
+		want := make([]int32, len(tr.blocks.bufs))
+		count := func(r bref) {
+			require.NotZero(t, r.block, "round %d: a stored buffer without a block", round)
+			want[r.block]++
+		}
+		for _, sc := range tr.scopes {
+			sc.each(func(s *stream) {
+				count(s.id)
+				count(s.first.buf)
+				if s.more != 0 {
+					for _, b := range sc.more[s.more] {
+						count(b.buf)
+					}
+				}
+			})
+		}
+		for _, a := range []*arena{&tr.arena, &tr.appends} {
+			if a.cur != 0 {
+				want[a.cur]++
+			}
+		}
+		free := map[uint32]bool{}
+		for _, b := range tr.blocks.free {
+			require.False(t, free[b], "round %d: block %d freed twice", round, b)
+			free[b] = true
+		}
+		for b := 1; b < len(want); b++ {
+			require.Equal(t, want[b], tr.blocks.refs[b], "round %d: references to block %d", round, b)
+			require.Equal(t, want[b] == 0, tr.blocks.bufs[b] == nil, "round %d: block %d released", round, b)
+			require.Equal(t, want[b] == 0, free[uint32(b)], "round %d: block %d's number free", round, b)
+		}
+	}
+	for round := range 30 {
+		for range 200 {
+			switch op := rng.IntN(10); {
+			case op < 6 || len(refs) == 0:
+				ref := transport.Ref{Type: types[rng.IntN(2)], ID: uuid.NewString()}
+				if len(refs) > 0 && rng.IntN(2) == 0 {
+					ref = refs[rng.IntN(len(refs))] // a later batch
+				} else {
+					refs = append(refs, ref)
+				}
+				data := []byte(`{"n":1}`)
+				if rng.IntN(8) == 0 {
+					data = []byte(`"` + strings.Repeat("x", arenaMax) + `"`) // a block of its own
+				}
+				require.NoError(t, tr.Store(ctx, ref, []transport.Event{{EventType: "Noted", Data: data}}, transport.Any))
+			case op < 9:
+				i := rng.IntN(len(refs))
+				target := transport.DeleteAggregate(refs[i])
+				tok, err := tr.RequestDelete(ctx, target)
+				require.NoError(t, err)
+				require.NoError(t, tr.ConfirmDelete(ctx, target, tok))
+				refs = slices.Delete(refs, i, i+1)
+			default:
+				typ := types[rng.IntN(2)]
+				target := transport.DeleteAllOfType(transport.Scope{Type: typ})
+				tok, err := tr.RequestDelete(ctx, target)
+				require.NoError(t, err)
+				require.NoError(t, tr.ConfirmDelete(ctx, target, tok))
+				refs = slices.DeleteFunc(refs, func(r transport.Ref) bool { return r.Type == typ })
+			}
+		}
+		check(round)
+	}
 }
