@@ -158,7 +158,7 @@ func (t *Transport) Store(ctx context.Context, ref transport.Ref, events []trans
 	if err := transport.CheckStore(ref, events, expected); err != nil {
 		return err
 	}
-	if err := checkSize(op, ref, events); err != nil {
+	if err := checkSize(op, ref, int64(encodedSize(events))); err != nil {
 		return err
 	}
 	if err := canceled(ctx, op, ref); err != nil {
@@ -233,7 +233,7 @@ func (t *Transport) StoreBulk(ctx context.Context, scope transport.Scope, batche
 		return err
 	}
 	for _, b := range batches {
-		if err := checkSize(op, transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}, b.Events); err != nil {
+		if err := checkSize(op, transport.Ref{Tenant: scope.Tenant, Type: scope.Type, ID: b.AggregateID}, int64(encodedSize(b.Events))); err != nil {
 			return err
 		}
 	}

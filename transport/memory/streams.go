@@ -351,9 +351,10 @@ func encodedSize(events []transport.Event) int {
 // bytes in uint32.
 const maxBatchBytes = math.MaxUint32
 
-// checkSize refuses a batch too large to store (ErrInvalid).
-func checkSize(op string, ref transport.Ref, events []transport.Event) error {
-	if int64(encodedSize(events)) > maxBatchBytes {
+// checkSize refuses a batch whose stored form (see encodedSize) has size
+// bytes if that is too large to store (ErrInvalid).
+func checkSize(op string, ref transport.Ref, size int64) error {
+	if size > maxBatchBytes {
 		e := transport.NewError(op, ref, transport.ErrInvalid)
 		e.Messages = []string{"the batch is too large for the memory transport (4 GiB at most)"}
 		return e
