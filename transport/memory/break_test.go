@@ -52,8 +52,8 @@ func requireSameEvents(t *testing.T, want, got []transport.Event, msg string) {
 }
 
 // randomEvents makes a batch whose size falls on either side of the arena's
-// 512-byte limit, some of 8 KB, with nil, empty and non-empty Data and
-// EncryptedData.
+// 512-byte limit and of its 8 KB blocks, with nil, empty and non-empty Data
+// and EncryptedData.
 func randomEvents(rng *rand.Rand) []transport.Event {
 	n := 1 + rng.IntN(3)
 	es := make([]transport.Event, n)

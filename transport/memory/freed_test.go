@@ -47,10 +47,10 @@ func TestDeletingEveryAggregateFreesTheirMemory(t *testing.T) {
 }
 
 // TestALongLivedAggregateDoesNotPinDeletedNeighbours appends a small batch
-// to one aggregate, then stores and deletes a hundred small aggregates,
-// 200 times over: what the store holds afterwards must be of the order of
-// the one live aggregate's bytes (plus a block or two), not a shared block
-// kept alive by each of its batches.
+// to one aggregate, then stores and deletes a block's worth of small
+// aggregates, 200 times over: what the store holds afterwards must be of
+// the order of the one live aggregate's bytes (plus a block or two), not a
+// shared 8 KB block kept alive by each of its batches.
 func TestALongLivedAggregateDoesNotPinDeletedNeighbours(t *testing.T) {
 	const rounds, neighbours = 200, 100
 	ctx := context.Background()
@@ -76,9 +76,8 @@ func TestALongLivedAggregateDoesNotPinDeletedNeighbours(t *testing.T) {
 	t.Logf("heap: %d B held for one aggregate of %d small batches", held, rounds)
 	// About 0.75 MB is the feed's: the live aggregate has an entry in each
 	// of the feed's 4096-entry blocks, which keeps them, and its type's
-	// index keeps every number. Its batches pinning an arena block each
-	// (in the arena of first batches) came to 2.4 MB with 8 KB blocks,
-	// 2.6 MB with 32 KB ones.
+	// index keeps every number. Its batches pinning an 8 KB arena block
+	// each came to 2.4 MB.
 	require.Less(t, held, int64(1500<<10), "bytes held for one live aggregate of %d small batches", rounds)
 	runtime.KeepAlive(tr)
 }

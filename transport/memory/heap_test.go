@@ -53,7 +53,7 @@ func scannableHeap() int64 {
 // aggregates took ~70 ms chasing the pointers in the shared stream chunks
 // (an id string, a batch's slice and time.Time's Location per aggregate),
 // so the store must hold no pointer per aggregate: what is scanned grows
-// by a pointer per block of bytes and per 1024 streams, well under a byte per
+// by a pointer per 8 KB block and per 1024 streams, well under a byte per
 // aggregate (it was about a hundred).
 func TestAStoredAggregateHoldsNoPointers(t *testing.T) {
 	const n = 50_000

@@ -13,14 +13,14 @@
 // blocks, so a store never copies what is already stored, and the cost of a
 // Create stays the same as the store grows to millions of aggregates: no
 // index is rebuilt at once, and what the store keeps for an aggregate of one
-// batch holds no Go pointer (its bytes are in shared 32 KB blocks named by
+// batch holds no Go pointer (its bytes are in shared 8 KB blocks named by
 // number, its indexes hold numbers), so a garbage collection follows a
-// pointer per block of hundreds of aggregates, not several per aggregate
-// (see streams.go). Store times keep nanoseconds but not the clock's time
-// zone or monotonic reading: they come back as time.Unix gives them. Pages
-// that Load and ReadFeed return are the caller's (their Event and FeedEntry
-// values are copies); the Data of returned events is shared with the store
-// and must be treated as read-only.
+// pointer per block of tens of aggregates, not several per aggregate (see
+// streams.go). Store times keep nanoseconds but not the clock's time zone or
+// monotonic reading: they come back as time.Unix gives them. Pages that Load
+// and ReadFeed return are the caller's (their Event and FeedEntry values are
+// copies); the Data of returned events is shared with the store and must be
+// treated as read-only.
 package memory
 
 import (

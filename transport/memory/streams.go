@@ -20,7 +20,7 @@ import (
 // aggregates chased about five million pointers).
 //
 //   - Bytes (ids and encoded batches) live in numbered blocks of a
-//     blockTable, one per transport: small buffers share 32 KB blocks
+//     blockTable, one per transport: small buffers share 8 KB blocks
 //     (see arena), a large batch has a block of its own. A stream names
 //     its bytes by number (bref), not by a string or slice; strings and
 //     slices are made from a block when an id or a page is read.
@@ -31,8 +31,8 @@ import (
 //   - The id index (idTable), the sorted ids for List (sortedIDs, stream
 //     positions) and the feed (slots, sequence numbers) hold numbers only.
 //
-// So the pointers a collection follows are one per block of bytes (a
-// couple of hundred small aggregates), per chunk of streams, positions or feed entries
+// So the pointers a collection follows are one per block of bytes (tens
+// of small aggregates), per chunk of streams, positions or feed entries
 // (hundreds to thousands), per aggregate of more than one batch and per
 // aggregate whose id is not a lowercase UUID (scopeState.odd).
 
@@ -365,17 +365,13 @@ func checkSize(op string, ref transport.Ref, size int64) error {
 func uvarintLen(n uint64) int { return (bits.Len64(n|1) + 6) / 7 }
 
 // Small buffers share blocks of arenaBlock bytes instead of having an
-// allocation each: the collector has one object to mark and one span to
-// sweep per block, not one per batch. The price: a block is freed only
-// when none of its buffers is stored any more, so a deleted small
-// aggregate's bytes (unreachable, never read again) can stay in memory
-// beside neighbours still stored: each stored small buffer keeps at most
-// one block alive. 32 KB rather than 8: once the store held no pointers,
-// sweeping the 18,000 blocks of a million small aggregates was most of a
-// full collection (~6-15 ms on a loaded 2-core machine, against ~4-7 ms
-// with a quarter of the blocks).
+// allocation each: the collector has one object to mark per block, not one
+// per batch. The price: a block is freed only when none of its buffers is
+// stored any more, so a deleted small aggregate's bytes (unreachable, never
+// read again) can stay in memory beside neighbours still stored: each
+// stored small buffer keeps at most one block alive.
 const (
-	arenaBlock = 32 << 10
+	arenaBlock = 8 << 10
 	arenaMax   = 512 // larger batches get a block of their own
 )
 
