@@ -523,7 +523,7 @@ const sequencerTimeout = "60s"
 // third of the table must not make it read all of them).
 func (t *Transport) queueSequencer(b *pgx.Batch) {
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true), set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true)")
+	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true), set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)")
 	b.Queue(t.q.lockAndMark, t.q.lock)
 	b.Queue(t.q.sequence, t.q.channel, t.origin, t.chunk.Load())
 	b.Queue("COMMIT")
