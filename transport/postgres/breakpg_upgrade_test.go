@@ -113,6 +113,21 @@ func (s *schema4) store(ids ...string) {
 	}))
 }
 
+// open stores version 1 of each id in a transaction it leaves open, as
+// that release's bulk store did, and returns the commit.
+func (s *schema4) open(ids ...string) (commit func()) {
+	ctx := context.Background()
+	tx, err := s.pool.Begin(ctx)
+	require.NoError(s.t, err)
+	for _, id := range ids {
+		_, err := tx.Exec(ctx, `WITH b AS (INSERT INTO `+s.quoted+`batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload, tx)
+			VALUES ('', 'order', $1, 1, now(), 1, '{OrderPlaced}', 0, '\x01'::bytea, pg_current_xact_id()) RETURNING tx, id)
+			INSERT INTO `+s.quoted+`pending (tx, id) SELECT tx, id FROM b`, id)
+		require.NoError(s.t, err)
+	}
+	return func() { require.NoError(s.t, tx.Commit(ctx)) }
+}
+
 // sequence runs that release's sequencer once, numbering chunk batches at
 // most, and returns how many it numbered and whether more waited.
 func (s *schema4) sequence(chunk int) (numbered int64, more bool) {
@@ -194,4 +209,26 @@ func TestUpgradeOfARestoredSchema4(t *testing.T) {
 	got, infos := s.feedOf()
 	assert.Equal(t, []string{a, b, c}, got, "each batch numbered once, in order")
 	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 3, Batches: 3, Events: 3}}, infos)
+}
+
+// TestUpgradeAfterARunWentBack: the version 4 sequencer, when a chunked
+// run stopped in a transaction of scan_also, set scan_from back to it,
+// below batches numbered before; the process stopped before the next run.
+// After migration 5, each batch is numbered once.
+func TestUpgradeAfterARunWentBack(t *testing.T) {
+	s := newSchema4(t)
+	x1, x2, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
+	commit := s.open(x1, x2) // below b, open while b is numbered
+	s.store(b)
+	n, _ := s.sequence(10)
+	require.EqualValues(t, 1, n)
+	s.store(c)
+	commit()
+	n, more := s.sequence(1) // x1 and x2's transaction alone: scan_from goes back to it
+	require.EqualValues(t, 2, n)
+	require.True(t, more)
+
+	got, infos := s.feedOf()
+	assert.Equal(t, []string{b, x1, x2, c}, got, "each batch numbered once")
+	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 4, Batches: 4, Events: 4}}, infos)
 }
