@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -50,11 +51,16 @@ func (f *feedState) run(chunk int) int64 {
 // check checks the promises (see feedState).
 func (f *feedState) check() {
 	f.t.Helper()
-	ctx := context.Background()
+	require.NoError(f.t, f.broken(context.Background()))
+}
+
+// broken tells which promise (see feedState) the feed breaks, read in one
+// statement (one snapshot): every committed state must keep them all.
+func (f *feedState) broken(ctx context.Context) error {
 	s := f.schema
 	var twice, numberedWhereLooked, lost int64
 	var stats, counted string
-	require.NoError(f.t, f.tr.Pool().QueryRow(ctx, `SELECT
+	err := f.tr.Pool().QueryRow(ctx, `SELECT
 			(SELECT count(*) FROM (SELECT batch_id FROM `+s+`feed GROUP BY batch_id HAVING count(*) > 1) d),
 			(SELECT count(*) FROM `+s+`batches b JOIN `+s+`feed f ON f.tx = b.tx AND f.batch_id = b.id, `+s+`feed_counter c
 				WHERE NOT (b.tx < c.scan_from AND b.tx <> ALL (c.scan_also))),
@@ -66,11 +72,20 @@ func (f *feedState) check() {
 			coalesce((SELECT string_agg(format('%s/%s:%s,%s,%s', tenant, aggregate_type, a, n, e), ' ' ORDER BY tenant, aggregate_type) FROM (
 				SELECT b.tenant, b.aggregate_type, count(*) FILTER (WHERE b.version = 1) AS a, count(*) AS n, sum(b.event_count) AS e
 				FROM `+s+`batches b JOIN `+s+`feed f ON f.tx = b.tx AND f.batch_id = b.id GROUP BY 1, 2) x), '')`).
-		Scan(&twice, &numberedWhereLooked, &lost, &stats, &counted))
-	require.Zero(f.t, twice, "batches numbered twice")
-	require.Zero(f.t, numberedWhereLooked, "numbered batches where the runs look for unnumbered ones")
-	require.Zero(f.t, lost, "committed batches without a number where no run looks")
-	require.Equal(f.t, counted, stats, "counts are those of the numbered batches")
+		Scan(&twice, &numberedWhereLooked, &lost, &stats, &counted)
+	switch {
+	case err != nil:
+		return err
+	case twice > 0:
+		return fmt.Errorf("%d batches numbered twice", twice)
+	case numberedWhereLooked > 0:
+		return fmt.Errorf("%d numbered batches where the runs look for unnumbered ones", numberedWhereLooked)
+	case lost > 0:
+		return fmt.Errorf("%d committed batches without a number where no run looks", lost)
+	case stats != counted:
+		return fmt.Errorf("counts %q, numbered batches %q", stats, counted)
+	}
+	return nil
 }
 
 // opened is a store held open before its commit (its batches written, its
@@ -165,4 +180,106 @@ func TestRunsBelowScanFrom(t *testing.T) {
 	infos, err := tr.FeedOverview(ctx, "")
 	require.NoError(t, err)
 	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 6, Batches: 6, Events: 6}}, infos)
+}
+
+// TestPromisesKeptUnderConcurrency (issue 23): three processes with
+// chunked runs (their sequencers, and their readers' own runs), writers of
+// single and bulk stores, one of them holding each store open while a
+// store of another process commits and is numbered above it, and
+// deleters of aggregates and of a type, in two tenants. A checker reads,
+// over and over, in one snapshot each time, whether a committed state
+// breaks a promise (numbered twice, numbered where runs look, committed
+// and where no run looks, counts not those of the numbered batches), and
+// at the end every batch left has exactly one number.
+func TestPromisesKeptUnderConcurrency(t *testing.T) {
+	tr := fresh(t)
+	other, third := sameStore(t, tr), sameStore(t, tr)
+	postgres.SetSequencerChunk(tr, 2)
+	postgres.SetSequencerChunk(other, 3)
+	postgres.SetSequencerChunk(third, 1)
+	ctx := context.Background()
+	f := &feedState{t: t, tr: tr, schema: pgx.Identifier{tr.Schema()}.Sanitize() + "."}
+	// slow's stores stay open while a store of another type (no lock of
+	// theirs in common) commits and is numbered above them: they end in
+	// scan_also.
+	slow := sameStore(t, tr)
+	postgres.SetSequencerChunk(slow, 2)
+	postgres.SetBeforeCommit(slow, func(ctx context.Context, tx pgx.Tx) {
+		assert.NoError(t, third.Store(ctx, transport.Ref{Type: "audit", ID: uuid.NewString()}, placed, transport.MustNotExist))
+		_, err := third.FeedHead(ctx, transport.Scope{Type: transport.AllTypes})
+		assert.NoError(t, err)
+	})
+	tenants := []string{"", uuid.NewString()}
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	const writers, rounds = 4, 30
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tp := []*postgres.Transport{slow, other, third, tr}[w]
+			for r := range rounds {
+				tenant := tenants[(w+r)%2]
+				id := ids[(w*7+r)%len(ids)]
+				var err error
+				if r%3 == 0 {
+					err = tp.StoreBulk(ctx, transport.Scope{Tenant: tenant, Type: "order"}, []transport.Batch{
+						{AggregateID: id, Events: placed}, {AggregateID: ids[(w*7+r+1)%len(ids)], Events: placed},
+					})
+				} else {
+					err = tp.Store(ctx, transport.Ref{Tenant: tenant, Type: "order", ID: id}, placed, transport.Any)
+				}
+				if !assert.NoError(t, err) {
+					return
+				}
+				if r%5 == 0 {
+					_, err := tp.FeedOverview(ctx, tenant)
+					assert.NoError(t, err)
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // the deleter
+		defer wg.Done()
+		for r := range rounds {
+			target := transport.DeleteAggregate(transport.Ref{Tenant: tenants[r%2], Type: "order", ID: ids[r%len(ids)]})
+			if r%10 == 9 {
+				target = transport.DeleteAllOfType(transport.Scope{Tenant: tenants[1], Type: "order"})
+			}
+			tp := []*postgres.Transport{tr, other, third}[r%3]
+			token, err := tp.RequestDelete(ctx, target)
+			if assert.NoError(t, err) {
+				assert.NoError(t, tp.ConfirmDelete(ctx, target, token))
+			}
+		}
+	}()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	checks := 0
+	var broken error
+	for finished := false; !finished; checks++ {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		if err := f.broken(ctx); err != nil && broken == nil {
+			broken = fmt.Errorf("after %d checks: %w", checks, err)
+		}
+	}
+	require.NoError(t, broken)
+	t.Logf("%d checks", checks)
+	for _, tenant := range tenants {
+		_, err := tr.FeedOverview(ctx, tenant) // numbers what is left
+		require.NoError(t, err)
+	}
+	f.check()
+	var unnumbered int64
+	require.NoError(t, tr.Pool().QueryRow(ctx, `SELECT count(*) FROM `+f.schema+`batches b
+		WHERE NOT EXISTS (SELECT 1 FROM `+f.schema+`feed f WHERE f.tx = b.tx AND f.batch_id = b.id)`).Scan(&unnumbered))
+	assert.Zero(t, unnumbered, "every batch left numbered")
 }
