@@ -14,8 +14,8 @@
 // with ErrSchemaTooNew). Tables: batches (one row per stored batch, its
 // events framed byte for byte in a bytea, so Data and EncryptedData come
 // back exactly as given; never updated), feed (a narrow row per numbered
-// batch),
-// feed_counter, feed_stats, delete_tokens (so two-step deletes survive a
+// batch), feed_counter (the last number given, and where batches without
+// one can be), feed_stats, delete_tokens (so two-step deletes survive a
 // restart) and schema_migrations.
 //
 // # Concurrency

@@ -43,3 +43,7 @@ func SetSequencerChunk(t *Transport, n int) { t.chunk.Store(int64(n)) }
 // FeedQueries returns the numbering run's statement and the readers'
 // check for unnumbered batches (tests only).
 func FeedQueries(t *Transport) (sequence, pendingNow string) { return t.q.sequence, t.q.pendingNow }
+
+// SequencerLock returns the key of the sequencers' advisory lock on schema
+// (tests only).
+func SequencerLock(schema string) int64 { return lockKey("sourced.sequencer." + schema) }
