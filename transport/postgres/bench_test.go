@@ -114,7 +114,13 @@ func BenchmarkFeedCatchUp(b *testing.B) {
 // that row into a table defined like ours (its keys and indexes, the
 // feed's among them). The three take turns in
 // short rounds, so that the machine's drift hits them alike. It reports
-// each rate and ours as a ratio of each. Run it once:
+// each rate and ours as a ratio of each. Beside the rates, which follow
+// whatever else the machine is doing, it reports what each transaction
+// cost in CPU time (the server's processes, and the client's: this
+// process for ours, pgbench for pgbench; ours includes numbering the
+// batches for the feed, drain included), and the ratio of pgbench's cost
+// to ours (cpu_ratio_*, 1 when ours costs what a bare insert does): a
+// steadier figure on a busy machine. Run it once:
 //
 //	go test -run '^$' -bench Writers32 -benchtime 1x ./transport/postgres/
 //
@@ -133,7 +139,11 @@ func BenchmarkWriters32(b *testing.B) {
 	}
 	for b.Loop() {
 		// The same concurrency as pgbench's: 32 connections.
-		tr := freshAt(b, url+"&pool_max_conns=32")
+		// No periodic runs: between the writers' rounds the sequencer
+		// has nothing to do but would still poll, in pgbench's time (an
+		// earlier release's run cost pgbench's rounds 20 to 40% of their
+		// rate); commits still wake it.
+		tr := freshAt(b, url+"&pool_max_conns=32", postgres.WithSequencerInterval(time.Hour))
 		ctx := context.Background()
 		schema := tr.Schema()
 		refs := make([]transport.Ref, clients)
@@ -200,21 +210,67 @@ func BenchmarkWriters32(b *testing.B) {
 			}
 		}
 		var ours, elapsed, drain, bareTPS, keyedTPS, sameTPS float64
-		for range rounds {
-			n, d := writers()
-			ours += float64(n)
-			elapsed += d.Seconds()
-			// Number what the writers left before pgbench runs (FeedHead
-			// numbers every committed batch first), so that our sequencing
-			// does not run into pgbench's round and slow it down.
-			start := time.Now()
-			if _, err := tr.FeedHead(ctx, transport.Scope{Type: transport.AllTypes}); err != nil {
-				b.Fatal(err)
+		var total int64 // batches stored so far: the feed's head once all are numbered
+		// CPU time spent, and transactions done, by ours and each pgbench
+		// script.
+		cpu, done := map[string]time.Duration{}, map[string]float64{}
+		measure := func(name string, f func() float64) {
+			server, ok := cluster.ServerCPU()
+			self, children := processCPU()
+			n := f()
+			if !ok {
+				return
 			}
-			drain += time.Since(start).Seconds() * 1000 / float64(rounds)
-			bareTPS += pgbenchTPS("bare", bare) / float64(rounds)
-			keyedTPS += pgbenchTPS("keyed", keyed) / float64(rounds)
-			sameTPS += pgbenchTPS("same", same) / float64(rounds)
+			server2, _ := cluster.ServerCPU()
+			self2, children2 := processCPU()
+			cpu[name] += server2 - server + self2 - self + children2 - children
+			done[name] += n
+		}
+		tps := func(name, insert string) float64 {
+			var r float64
+			measure(name, func() float64 {
+				r = pgbenchTPS(name, insert)
+				return r * float64(seconds)
+			})
+			return r
+		}
+		for range rounds {
+			measure("ours", func() float64 {
+				n, d := writers()
+				ours += float64(n)
+				elapsed += d.Seconds()
+				// Number what the writers left before pgbench runs
+				// (FeedHead numbers every committed batch first), so that
+				// our sequencing does not run into pgbench's round and
+				// slow it down.
+				// Wait for all of it: a sequencer still busy with this
+				// round's batches would spend its time in pgbench's.
+				total += n
+				start := time.Now()
+				for {
+					head, err := tr.FeedHead(ctx, transport.Scope{Type: transport.AllTypes})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if head >= total {
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+				drain += time.Since(start).Seconds() * 1000 / float64(rounds)
+				return float64(n)
+			})
+			bareTPS += tps("bare", bare) / float64(rounds)
+			keyedTPS += tps("keyed", keyed) / float64(rounds)
+			sameTPS += tps("same", same) / float64(rounds)
+		}
+		perTx := func(name string) float64 { return float64(cpu[name].Microseconds()) / done[name] }
+		if done["ours"] > 0 {
+			b.ReportMetric(perTx("ours"), "ours_cpu_us/tx")
+			b.ReportMetric(perTx("bare"), "pgbench_cpu_us/tx")
+			b.ReportMetric(perTx("bare")/perTx("ours"), "cpu_ratio_bare")
+			b.ReportMetric(perTx("keyed")/perTx("ours"), "cpu_ratio_keyed")
+			b.ReportMetric(perTx("same")/perTx("ours"), "cpu_ratio_same_table")
 		}
 		ours /= elapsed
 		b.ReportMetric(ours, "ours_tx/s")

@@ -13,9 +13,9 @@
 // read, so a role without CREATE rights can open it; a newer one is refused
 // with ErrSchemaTooNew). Tables: batches (one row per stored batch, its
 // events framed byte for byte in a bytea, so Data and EncryptedData come
-// back exactly as given; never updated), pending (the batches still
-// without a feed number), feed (a narrow row per numbered batch),
-// feed_counter, feed_stats, delete_tokens (so two-step deletes survive a
+// back exactly as given; never updated), feed (a narrow row per numbered
+// batch), feed_counter (the last number given, and where batches without
+// one can be), feed_stats, delete_tokens (so two-step deletes survive a
 // restart) and schema_migrations.
 //
 // # Concurrency
@@ -45,15 +45,15 @@
 // A sequence number taken when a batch is inserted would be unsafe: two
 // transactions take 7 and 8, the one with 8 commits first, a reader sees 8
 // and moves past 7, and 7 commits afterwards, skipped for good. Here a
-// batch is inserted without a number, and the same statement writes a row
-// naming it (its transaction's id, pg_current_xact_id, and its id) into
-// pending: the two commit together or not at all. A sequencer gives
-// numbers afterwards, in one short transaction of its own: it takes an
-// advisory lock (so sequencers take turns), and one statement, whose
-// snapshot is taken after the lock, numbers the pending rows it sees (the
-// batches that have committed), in (transaction id, id) order after the
-// last number given, writes their feed rows and deletes their pending
-// rows. Readers read numbered batches only.
+// batch is inserted without a number, with its transaction's id
+// (pg_current_xact_id, in batches.tx). A sequencer gives numbers
+// afterwards, in one short transaction of its own: it takes an advisory
+// lock (so sequencers take turns), and one statement, whose snapshot is
+// taken after the lock, numbers the batches without a number that it sees
+// (those that have committed), in (transaction id, id) order after the
+// last number given, and writes their feed rows. Readers read numbered
+// batches only. Where the batches without a number are is kept beside the
+// last number (feed_counter, see below), so a run reads only them.
 //
 // No number falls behind one already given: each run starts after the
 // last one's commit and numbers above the counter it left, and a run's
@@ -82,8 +82,8 @@
 // version n had committed before version n+1's transaction did; a
 // sequencer's snapshot that holds n+1 as committed holds n too (PostgreSQL
 // makes transactions visible in the order they end, and n ended first).
-// So when a run sees n+1 pending, n is either numbered already or pending
-// in the same run, where its lower transaction id sorts it first. A run
+// So when a run sees n+1 without a number, n is either numbered already or
+// numbered in the same run, where its lower transaction id sorts it first. A run
 // that numbers a bounded chunk takes a prefix of that order (see below),
 // so it never takes n+1 without n. A bulk store's batches all carry one
 // transaction id, each of a different aggregate (a second version of one
@@ -93,8 +93,8 @@
 // fails the same way, so its version cannot be numbered before its
 // predecessor. A delete takes its target's lock exclusively (so no store
 // of it is in flight) and the sequencers' lock, and deletes the target's
-// pending rows with its batches; counts lose only the numbered ones (the
-// batches with no pending row). TestVersionsAscendUnderConcurrency races
+// batches; counts lose only the numbered ones (those not where the runs
+// look, below). TestVersionsAscendUnderConcurrency races
 // writers of all three kinds on a few aggregates.
 //
 // Writers never wait for the feed. After a commit, the transport's
@@ -103,26 +103,32 @@
 // it looks for batches that other processes left without numbers. A
 // batch is nevertheless in the feed once its Store has returned, for any
 // reader in any process: ReadFeed, FeedHead and FeedOverview first check,
-// in the same round trip as their query, whether pending holds a committed
-// row, and if so run the sequencer themselves in that round trip before
+// in the same round trip as their query, whether a committed batch has no
+// number, and if so run the sequencer themselves in that round trip before
 // they read (again while a backlog takes more than one run); they never
 // wait for another transaction. Sequence numbers are global to the
 // database (unique and rising per tenant; a tenant's feed skips the
 // others' numbers) and never reused. A run numbers at most 10,000 batches
 // (more when one transaction alone stored more: a transaction's batches
-// are never split), always a prefix of the pending rows in (transaction
-// id, id) order.
+// are never split), always a prefix of the batches without a number in
+// (transaction id, id) order.
 //
-// A run looks for pending rows only where unnumbered ones can be: at or
+// A run looks for batches without a number only where they can be: at or
 // past scan_from (kept in feed_counter: the end of the last run's
 // snapshot, pg_snapshot_xmax, or where a chunked run stopped) and in
-// scan_also (the transactions still open below it then, pg_snapshot_xip).
-// Any other transaction below scan_from had ended by that snapshot, so
-// its batches, if it committed, were visible to that run and taken. The
-// pending rows the runs deleted lie below, and are never read again,
-// however long an open transaction keeps VACUUM from removing them; a
-// run deletes its rows by address and finds each batch by its key, so no
-// run scans pending or batches. Feed reads check the same places.
+// scan_also (the transactions still open below it then, pg_snapshot_xip,
+// and those a chunked run stopped before). Any other transaction below
+// scan_from had ended by that snapshot, so its batches, if it committed,
+// were visible to that run and numbered; and no batch at or past
+// scan_from or in scan_also has a number. scan_from never goes back. A
+// run reads an ordered, limited range of batches' (tx, id) index from
+// scan_from, and the index entries of scan_also's transactions, so
+// however many batches lie below, no run reads them (the run's
+// transaction also forbids sequential scans;
+// TestFeedPlansDoNotReadEveryBatch checks the plans). Feed reads check the
+// same places. (Migration 4 kept a table of pending rows, written by every
+// store and deleted when numbered; migration 5 dropped it: a store now
+// writes its batch alone.)
 //
 // The guarantee needs stores to commit durably (synchronous_commit on or
 // local, PostgreSQL's default). A run's own commit waits for the flush

@@ -39,3 +39,11 @@ func SetOnRun(t *Transport, f func(numbered int64)) { t.onRun.Store(&f) }
 // SetSequencerChunk sets the most batches one numbering run numbers
 // (tests only).
 func SetSequencerChunk(t *Transport, n int) { t.chunk.Store(int64(n)) }
+
+// FeedQueries returns the numbering run's statement and the readers'
+// check for unnumbered batches (tests only).
+func FeedQueries(t *Transport) (sequence, pendingNow string) { return t.q.sequence, t.q.pendingNow }
+
+// SequencerLock returns the key of the sequencers' advisory lock on schema
+// (tests only).
+func SequencerLock(schema string) int64 { return lockKey("sourced.sequencer." + schema) }

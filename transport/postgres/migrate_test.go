@@ -141,10 +141,77 @@ func TestUpgradeFromSchema3(t *testing.T) {
 	infos, err := tr.FeedOverview(ctx, "")
 	require.NoError(t, err)
 	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 2, Batches: 3, Events: 3}}, infos)
-	var pending, feedRows int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+s+`.pending), (SELECT count(*) FROM `+s+`.feed)`).Scan(&pending, &feedRows))
-	assert.Equal(t, 0, pending)
+	var feedRows int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+s+`.feed`).Scan(&feedRows))
 	assert.Equal(t, 3, feedRows, "nothing numbered twice")
+}
+
+// TestUpgradeFromSchema4 (issue 23): a schema at version 4 with batches
+// numbered, one committed and pending (at or past scan_from), and one of
+// a transaction that was open below scan_from when the last run took its
+// snapshot (in scan_also), is migrated to version 5, which drops pending:
+// the numbered keep their numbers, the other two are numbered next, once
+// each, and nothing below scan_from is numbered again.
+func TestUpgradeFromSchema4(t *testing.T) {
+	url := database(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	schema := fmt.Sprintf("up%d_%d", os.Getpid(), schemas.Add(1))
+	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 4))
+
+	s := pgx.Identifier{schema}.Sanitize()
+	// insert stores a batch as the version 4 release did, batch and
+	// pending row in one statement, and returns its transaction id.
+	insert := func(id string, version int64) string {
+		var tx string
+		require.NoError(t, pool.QueryRow(ctx, `WITH b AS (INSERT INTO `+s+`.batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload, tx)
+			VALUES ('', 'order', $1, $2, now(), 1, '{OrderPlaced}', 0, '\x01'::bytea, pg_current_xact_id()) RETURNING tx, id)
+			INSERT INTO `+s+`.pending (tx, id) SELECT tx, id FROM b RETURNING tx::text`, id, version).Scan(&tx))
+		return tx
+	}
+	a, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	insert(a, 1)
+	open := insert(c, 1) // the one that was open below scan_from
+	insert(b, 1)
+	// What the version 4 sequencer left: a and b numbered (their pending
+	// rows taken), scan_from past them, c's transaction in scan_also.
+	for _, q := range []string{
+		`INSERT INTO ` + s + `.feed (tenant, seq, aggregate_type, tx, batch_id)
+			SELECT tenant, row_number() OVER (ORDER BY tx, id), aggregate_type, tx, id FROM ` + s + `.batches WHERE aggregate_id <> '` + c + `'`,
+		`DELETE FROM ` + s + `.pending p USING ` + s + `.batches b WHERE (p.tx, p.id) = (b.tx, b.id) AND b.aggregate_id <> '` + c + `'`,
+		`INSERT INTO ` + s + `.feed_stats (tenant, aggregate_type, aggregates, batches, events, head) VALUES ('', 'order', 2, 2, 2, 2)`,
+		`UPDATE ` + s + `.feed_counter SET seq = 2, scan_from = (SELECT (max(tx)::text::bigint + 1)::text::xid8 FROM ` + s + `.batches),
+			scan_also = ARRAY['` + open + `'::xid8]`,
+	} {
+		_, err := pool.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+	insert(a, 2) // committed after that run: pending, past scan_from
+
+	tr, err := postgres.Open(ctx, url, postgres.WithSchema(schema))
+	require.NoError(t, err)
+	defer tr.Close()
+	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.NoError(t, err)
+	type entry struct {
+		id      string
+		version int64
+	}
+	var got []entry
+	for _, e := range p.Entries {
+		got = append(got, entry{e.AggregateID, e.Version})
+	}
+	assert.Equal(t, []entry{{a, 1}, {b, 1}, {c, 1}, {a, 2}}, got)
+	infos, err := tr.FeedOverview(ctx, "")
+	require.NoError(t, err)
+	assert.Equal(t, []transport.FeedInfo{{AggregateType: "order", Aggregates: 3, Batches: 4, Events: 4}}, infos)
+	var feedRows int
+	var pendingLeft bool
+	require.NoError(t, pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+s+`.feed), to_regclass($1) IS NOT NULL`, schema+".pending").Scan(&feedRows, &pendingLeft))
+	assert.Equal(t, 4, feedRows, "nothing numbered twice")
+	assert.False(t, pendingLeft, "migration 5 drops pending")
 }
 
 // TestMigration2BlocksStores measures how long migration 2 keeps stores

@@ -47,7 +47,7 @@ var ErrSchemaTooNew = errors.New("postgres transport: the database schema is new
 // SchemaVersion is the newest schema migration this release knows and
 // applies: Open and New bring an older schema up to it, and refuse a newer
 // one with ErrSchemaTooNew.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // maxIdentifier is PostgreSQL's longest identifier, in bytes (NAMEDATALEN-1).
 const maxIdentifier = 63
@@ -515,12 +515,15 @@ const sequencerTimeout = "60s"
 // advisory lock, numbers, moves the counter and notifies other processes.
 // It is a transaction of its own, READ COMMITTED whatever the session's
 // default, since each statement must take a snapshot of its own (the
-// numbering one after the lock), with its own timeouts, and without JIT
+// numbering one after the lock), with its own timeouts, without JIT
 // compilation (the planner's estimates for its small tables can pass
-// jit_above_cost, and compiling costs far more than the run).
+// jit_above_cost, and compiling costs far more than the run), and without
+// sequential scans (it reads a few rows at the end of batches' (tx, id)
+// index, however many batches there are; a guess that the range is a
+// third of the table must not make it read all of them).
 func (t *Transport) queueSequencer(b *pgx.Batch) {
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true), set_config('jit', 'off', true)")
+	b.Queue("SELECT set_config('statement_timeout', '" + sequencerTimeout + "', true), set_config('lock_timeout', '0', true), set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)")
 	b.Queue(t.q.lockAndMark, t.q.lock)
 	b.Queue(t.q.sequence, t.q.channel, t.origin, t.chunk.Load())
 	b.Queue("COMMIT")

@@ -34,10 +34,6 @@ func newQueries(schema string) queries {
 	s := pgx.Identifier{schema}.Sanitize() + "."
 	lock := lockKey("sourced.sequencer." + schema)
 	same := `tenant = $1 AND aggregate_type = $2 AND aggregate_id = $3`
-	// Every store names its batch in pending, in its own transaction (so
-	// the row commits with the batch): the sequencer numbers what it finds
-	// there. The statement's count is the batches stored.
-	queue := `INSERT INTO ` + s + `pending (tx, id) SELECT tx, id FROM b`
 	return queries{
 		channel: schema + channelSuffix,
 		lock:    lock,
@@ -47,12 +43,13 @@ func newQueries(schema string) queries {
 		// The sequencer's statement, run after it took the lock, so its
 		// snapshot sees what the sequencer before it committed and every
 		// store committed by then (see the package doc). It numbers the
-		// committed pending batches in (tx, id) order, at most $3 of them
-		// (more when one transaction alone stored more: a transaction's
-		// batches are never split), and takes their pending rows, in this
-		// one statement. $1 is the notification channel, $2 this
-		// transport's origin. It returns how many batches it numbered, the
-		// last number, and whether more wait.
+		// committed batches without a number in (tx, id) order, at most $3
+		// of them (more when one transaction alone stored more: a
+		// transaction's batches are never split), in this one statement,
+		// and moves scan_from and scan_also past them. $1 is the
+		// notification channel, $2 this transport's origin. It returns how
+		// many batches it numbered, the last number, and whether more
+		// wait.
 		//
 		// Its commit waits for the flush (synchronous_commit as the
 		// session has it) unless the numbering is a function of settled
@@ -65,58 +62,62 @@ func newQueries(schema string) queries {
 		// that saw the lost numbers would then miss it.
 		sequence: `WITH counter AS (
 				SELECT seq, scan_from, scan_also FROM ` + s + `feed_counter
-			), waiting AS NOT MATERIALIZED (
-				` + scanPending(s) + `
-				ORDER BY tx, id
+			), head AS MATERIALIZED (
+				-- The first $3 + 1 batches without a number.
+				` + unnumbered(s, "$3 + 1") + `
 			), kth AS (
-				SELECT tx FROM waiting OFFSET $3 LIMIT 1
+				SELECT tx FROM head ORDER BY tx, id OFFSET $3 LIMIT 1
 			), bound AS (
 				-- The run takes the transactions before the $3+1-th
-				-- pending batch's (all of them when there are no more), or
-				-- the first pending transaction alone when it holds more.
-				SELECT k.tx AS kth, k.tx = (SELECT tx FROM waiting LIMIT 1) AS alone FROM (SELECT) one LEFT JOIN kth k ON true
+				-- batch's (all of them when there are no more), or the
+				-- first transaction alone when it holds more.
+				SELECT k.tx AS kth, k.tx = (SELECT tx FROM head ORDER BY tx, id LIMIT 1) AS alone FROM (SELECT) one LEFT JOIN kth k ON true
 			), chosen AS (
-				SELECT w.ctid FROM waiting w, bound
-				WHERE bound.kth IS NULL OR w.tx < bound.kth OR (bound.alone AND w.tx = bound.kth)
-			), taken AS (
-				-- By their row addresses: never a scan of pending, whose
-				-- deleted rows a long transaction keeps.
-				DELETE FROM ` + s + `pending WHERE ctid = ANY (ARRAY(SELECT ctid FROM chosen))
-				RETURNING tx, id
+				SELECT h.tx, h.id, h.tenant, h.aggregate_type, h.version, h.event_count FROM head h, bound
+				WHERE bound.kth IS NULL OR h.tx < bound.kth
+				UNION ALL
+				SELECT b.tx, b.id, b.tenant, b.aggregate_type, b.version, b.event_count FROM ` + s + `batches b, bound
+				WHERE bound.alone AND b.tx = bound.kth
 			), settled AS (
-				-- Each batch by its key (LIMIT 1 keeps the planner from
-				-- joining otherwise, which could scan every batch).
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
-				FROM taken t CROSS JOIN LATERAL (
-					SELECT id, tx, tenant, aggregate_type, version, event_count FROM ` + s + `batches
-					WHERE tx = t.tx AND id = t.id LIMIT 1
-				) b, counter c
+				FROM chosen b, counter c
 			` + recordSettled(s) + `
 			), next AS (
-				-- Where the next run looks: past this snapshot's
-				-- transactions, but also at those still open below it; with
-				-- more to come, from the first transaction not taken.
-				SELECT coalesce(kth, pg_snapshot_xmax(pg_current_snapshot())) AS scan_from FROM bound
+				-- Where the next run looks. low: past this snapshot's
+				-- transactions; with more to come, from the first
+				-- transaction not taken (past it when it was taken alone).
+				-- scan_from never goes back (a run that stopped in
+				-- scan_also's transactions leaves it where it was), and
+				-- scan_also keeps, below it, the transactions still open
+				-- and those at or past low, where this run did not look.
+				SELECT greatest(c.scan_from, f.low) AS scan_from, f.low FROM counter c, (
+					SELECT CASE WHEN kth IS NULL THEN pg_snapshot_xmax(pg_current_snapshot())
+						WHEN alone THEN ((kth::text::numeric + 1)::text)::xid8
+						ELSE kth END AS low FROM bound) f
+			), open AS (
+				SELECT pg_snapshot_xip(pg_current_snapshot()) AS x
 			), moved AS (
 				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq),
 					scan_from = (SELECT scan_from FROM next),
-					scan_also = ARRAY(SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) x WHERE x < (SELECT scan_from FROM next) ORDER BY x)
-				WHERE EXISTS (SELECT 1 FROM taken)
+					scan_also = ARRAY(
+						SELECT u.x FROM (SELECT unnest(scan_also) AS x FROM counter UNION SELECT x FROM open) u, next n
+						WHERE u.x < n.scan_from AND (u.x >= n.low OR u.x IN (SELECT x FROM open))
+						ORDER BY u.x)
+				WHERE EXISTS (SELECT 1 FROM chosen)
 				RETURNING CASE WHEN seq > (SELECT seq FROM counter) THEN pg_notify($1, $2) END
 			)
 			SELECT count(*), (SELECT seq FROM counter) + count(*), EXISTS (SELECT 1 FROM kth),
-				CASE WHEN (SELECT max(tx) FROM taken) < pg_snapshot_xmin(pg_current_snapshot())
+				CASE WHEN (SELECT max(tx) FROM chosen) < pg_snapshot_xmin(pg_current_snapshot())
 					THEN set_config('synchronous_commit', 'off', true) END
 			FROM numbered`,
 		// Whether any committed batch has no number yet (no lock taken).
 		pendingNow: `WITH counter AS (
 				SELECT scan_from, scan_also FROM ` + s + `feed_counter
-			) SELECT EXISTS (` + scanPending(s) + `)`,
+			) SELECT EXISTS (` + unnumbered(s, "1") + `)`,
 
 		load: `SELECT version, payload, events FROM ` + s + `batches WHERE ` + same + ` AND version > $4 ORDER BY version LIMIT $5`,
 		// Version 1: a second writer of it breaks the unique key.
-		storeNew: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + ` VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8, pg_current_xact_id())
-			RETURNING tx, id) ` + queue,
+		storeNew: `INSERT INTO ` + s + `batches ` + batchColumns + ` VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8, pg_current_xact_id())`,
 		// Version $9 + 1 (with $9 > 0), only if version $9 is there: the
 		// row of version $9 is the source of the insert, so none is
 		// inserted without it; a second writer of $9 + 1 breaks the unique
@@ -126,21 +127,19 @@ func newQueries(schema string) queries {
 		// $9 was written, the feed would otherwise order $9 + 1 before $9.
 		// The time is never before the source's (clocks of processes
 		// differ): an aggregate's batches are dated in order.
-		storeExactly: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + `
+		storeExactly: `INSERT INTO ` + s + `batches ` + batchColumns + `
 			SELECT $1, $2, $3, $9 + 1, greatest($5, stored_at), $4, $6, $7, $8, pg_current_xact_id() FROM ` + s + `batches
-			WHERE ` + same + ` AND version = $9 AND tx < pg_current_xact_id()
-			RETURNING tx, id) ` + queue,
+			WHERE ` + same + ` AND version = $9 AND tx < pg_current_xact_id()`,
 		// The next version, whatever it is. Under the aggregate's lock
 		// taken exclusively (see lockAnyOne) no other store of it is in
 		// flight, so it cannot lose a race; the last version must be of an
 		// older transaction, as for storeExactly.
-		storeAny: `WITH b AS (INSERT INTO ` + s + `batches ` + batchColumns + `
+		storeAny: `INSERT INTO ` + s + `batches ` + batchColumns + `
 			SELECT $1, $2, $3, coalesce(last.version, 0) + 1, greatest($5, last.stored_at), $4, $6, $7, $8, pg_current_xact_id()
 			FROM (SELECT) one LEFT JOIN LATERAL (
 				SELECT version, tx, stored_at FROM ` + s + `batches WHERE ` + same + ` ORDER BY version DESC LIMIT 1
 			) last ON true
-			WHERE last.tx IS NULL OR last.tx < pg_current_xact_id()
-			RETURNING tx, id) ` + queue,
+			WHERE last.tx IS NULL OR last.tx < pg_current_xact_id()`,
 		// The locks a store takes before it writes, each statement in
 		// its own: shared on its type ($1) and on its aggregate ($2),
 		// exclusive on the aggregate for an Any store. A delete takes the
@@ -174,22 +173,20 @@ func newQueries(schema string) queries {
 		// A delete runs under its target's lock (so no store of it is in
 		// flight, see lockOne) and the sequencers' lock, so no numbering runs
 		// beside it, and takes off the counts what was numbered: the
-		// batches not pending. Their pending rows go with them. Feed rows
-		// of deleted batches stay behind, never joined again.
+		// batches that are not where a run looks for unnumbered ones (see
+		// numberedWhere). Feed rows of deleted batches stay behind, never
+		// joined again.
 		deleteOne: []string{
 			`UPDATE ` + s + `feed_stats st SET aggregates = st.aggregates - d.aggregates, batches = st.batches - d.batches, events = st.events - d.events
 				FROM (SELECT count(*) FILTER (WHERE version = 1) AS aggregates, count(*) AS batches, coalesce(sum(event_count), 0) AS events
-					FROM ` + s + `batches b WHERE ` + same + `
-					AND NOT EXISTS (SELECT 1 FROM ` + s + `pending p WHERE p.tx = b.tx AND p.id = b.id)) d
+					FROM ` + s + `batches b, ` + s + `feed_counter c WHERE ` + same + ` AND ` + numberedWhere + `) d
 				WHERE st.tenant = $1 AND st.aggregate_type = $2 AND d.batches > 0`,
-			`DELETE FROM ` + s + `pending p USING ` + s + `batches b WHERE p.tx = b.tx AND p.id = b.id AND b.tenant = $1 AND b.aggregate_type = $2 AND b.aggregate_id = $3`,
 			`DELETE FROM ` + s + `batches WHERE ` + same,
 		},
 		deleteType: []string{
 			// The head stays: numbers are never reused.
 			`UPDATE ` + s + `feed_stats SET aggregates = 0, batches = 0, events = 0 WHERE tenant = $1 AND aggregate_type = $2`,
 			`DELETE FROM ` + s + `feed WHERE tenant = $1 AND aggregate_type = $2`,
-			`DELETE FROM ` + s + `pending p USING ` + s + `batches b WHERE p.tx = b.tx AND p.id = b.id AND b.tenant = $1 AND b.aggregate_type = $2`,
 			`DELETE FROM ` + s + `batches WHERE tenant = $1 AND aggregate_type = $2`,
 		},
 
@@ -211,18 +208,30 @@ func newQueries(schema string) queries {
 	}
 }
 
-// scanPending selects the pending rows (ctid, tx, id) a numbering run may find
-// committed, given a CTE "counter" with feed_counter's scan_from and
-// scan_also: every pending row not numbered yet is of a transaction at or
-// past scan_from, or of one in scan_also (open below scan_from when the
-// last run that took rows took its snapshot; see the package doc). Rows
-// the runs deleted lie below, never read again, however long VACUUM must
-// keep them. s is the schema's quoted name with its dot.
-func scanPending(s string) string {
-	return `SELECT ctid, tx, id FROM ` + s + `pending WHERE tx >= (SELECT scan_from FROM counter)
-				UNION ALL
-				SELECT ctid, tx, id FROM ` + s + `pending WHERE tx = ANY ((SELECT scan_also FROM counter)::xid8[]) AND tx < (SELECT scan_from FROM counter)`
+// unnumbered selects, in (tx, id) order, the first limit batches (tx, id,
+// tenant, aggregate_type, version, event_count) that a numbering run may
+// find committed without a number, given a CTE "counter" with
+// feed_counter's scan_from and scan_also: every batch not numbered yet is
+// of a transaction at or past scan_from, or of one in scan_also (open
+// below scan_from when the last run that numbered took its snapshot; see
+// the package doc). Each part is an ordered, limited range of the (tx, id)
+// index, so the planner walks the index from scan_from, whatever it
+// guesses of the range: no run and no check reads the numbered batches
+// below. s is the schema's quoted name with its dot.
+func unnumbered(s, limit string) string {
+	cols := `tx, id, tenant, aggregate_type, version, event_count`
+	return `SELECT ` + cols + ` FROM (
+					(SELECT ` + cols + ` FROM ` + s + `batches WHERE tx >= (SELECT scan_from FROM counter) ORDER BY tx, id LIMIT ` + limit + `)
+					UNION ALL
+					(SELECT ` + cols + ` FROM ` + s + `batches WHERE tx = ANY ((SELECT scan_also FROM counter)::xid8[]) AND tx < (SELECT scan_from FROM counter)
+						ORDER BY tx, id LIMIT ` + limit + `)
+				) u ORDER BY tx, id LIMIT ` + limit
 }
+
+// numberedWhere holds for a batch b that has its number, given
+// feed_counter as c (read under the sequencers' lock): the complement of
+// where unnumbered looks.
+const numberedWhere = `b.tx < c.scan_from AND b.tx <> ALL (c.scan_also)`
 
 // recordSettled is the part of a numbering statement that the sequencer and
 // the restore repair share: given a CTE "settled" of batches with their new

@@ -13,6 +13,11 @@ import (
 // that of every transaction the cluster will start.
 const restoredTx = "3"
 
+// restoredScanFrom is where the sequencer looks for batches without a
+// number after a restore: past the rebased ones, below every transaction
+// the cluster will start.
+const restoredScanFrom = "4"
+
 // restoreQueries are the statements of repairRestore.
 type restoreQueries struct {
 	check, number, rebaseBatches, rebaseFeed string
@@ -27,21 +32,19 @@ func newRestoreQueries(schema string) restoreQueries {
 		// yet. Never true in the cluster that wrote them.
 		check: `SELECT c.scan_from > x.next OR coalesce((SELECT max(tx) FROM ` + s + `batches) >= x.next, false)
 			FROM ` + s + `feed_counter c, (SELECT pg_snapshot_xmax(pg_current_snapshot()) AS next) x`,
-		// Numbers every pending batch (all of them committed in the
-		// cluster that wrote them) as the sequencer would have: in (tx, id)
-		// order after the last number. The sequencer looks from the
-		// rebased id on.
+		// Numbers every batch without a number (all of them committed in
+		// the cluster that wrote them) as the sequencer would have: in (tx,
+		// id) order after the last number. The sequencer looks from past
+		// the rebased id on.
 		number: `WITH counter AS (
-				SELECT seq FROM ` + s + `feed_counter
-			), taken AS (
-				DELETE FROM ` + s + `pending RETURNING tx, id
+				SELECT seq, scan_from, scan_also FROM ` + s + `feed_counter
 			), settled AS (
 				SELECT b.id, b.tx, b.tenant, b.aggregate_type, b.version, b.event_count, c.seq + row_number() OVER (ORDER BY b.tx, b.id) AS seq
-				FROM taken t JOIN ` + s + `batches b ON b.tx = t.tx AND b.id = t.id, counter c
+				FROM ` + s + `batches b, counter c WHERE NOT (` + numberedWhere + `)
 			` + recordSettled(s) + `
 			), moved AS (
 				UPDATE ` + s + `feed_counter SET seq = coalesce((SELECT max(seq) FROM settled), seq),
-					scan_from = '` + restoredTx + `', scan_also = '{}'
+					scan_from = '` + restoredScanFrom + `', scan_also = '{}'
 			)
 			SELECT count(*) FROM numbered`,
 		rebaseBatches: `UPDATE ` + s + `batches SET tx = '` + restoredTx + `' WHERE tx <> '` + restoredTx + `'`,
@@ -51,7 +54,7 @@ func newRestoreQueries(schema string) restoreQueries {
 
 // repairRestore mends a schema restored (pg_dump, pg_restore) into another
 // cluster than the one that wrote it. Its tables keep transaction ids
-// (batches.tx, feed.tx, pending.tx) of the old cluster, which a new
+// (batches.tx, feed.tx) of the old cluster, which a new
 // cluster gives out again from far below: a store after a batch of the old
 // cluster would find that batch's transaction not older than its own (and
 // fail with ErrConflict for ever). When the check (one query, no lock)

@@ -60,7 +60,6 @@ func TestRestoreIntoAnotherCluster(t *testing.T) {
 	for _, q := range []string{
 		`UPDATE ` + s + `.batches SET tx = (tx::text::bigint + 1000000000)::text::xid8`,
 		`UPDATE ` + s + `.feed SET tx = (tx::text::bigint + 1000000000)::text::xid8`,
-		`UPDATE ` + s + `.pending SET tx = (tx::text::bigint + 1000000000)::text::xid8`,
 		`UPDATE ` + s + `.feed_counter SET scan_from = (scan_from::text::bigint + 1000000000)::text::xid8`,
 	} {
 		_, err := admin.Exec(ctx, q)

@@ -54,3 +54,37 @@ func TestAnOlderReleaseStoreFailsAfterMigration4(t *testing.T) {
 		require.Contains(t, ids, late, "an older release's store after migration 4 was acknowledged but never numbered")
 	}
 }
+
+// TestAnOlderReleaseStoreFailsAfterMigration5 (issue 23): a process of the
+// release before migration 5, still running after another process
+// migrated the schema, stores with its own statement, which also writes a
+// pending row: it fails (pending is gone) rather than leave a row no one
+// reads. The statement is the schema-4 release's storeNew, word for word.
+func TestAnOlderReleaseStoreFailsAfterMigration5(t *testing.T) {
+	url := database(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	schema := fmt.Sprintf("old%d_%d", os.Getpid(), schemas.Add(1))
+	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 4))
+	s := pgx.Identifier{schema}.Sanitize() + "."
+	oldStoreNew := `WITH b AS (INSERT INTO ` + s + `batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload, tx) VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8, pg_current_xact_id())
+			RETURNING tx, id) INSERT INTO ` + s + `pending (tx, id) SELECT tx, id FROM b`
+	store := func(id string) error {
+		_, err := pool.Exec(ctx, oldStoreNew, "", "order", id, 1, "2026-12-02T00:00:00Z", []string{"OrderPlaced"}, 0, []byte{1})
+		return err
+	}
+	first := uuid.NewString()
+	require.NoError(t, store(first), "the old release stores at version 4")
+
+	tr, err := postgres.Open(ctx, url, postgres.WithSchema(schema)) // migrates to 5
+	require.NoError(t, err)
+	defer tr.Close()
+	require.Error(t, store(uuid.NewString()), "a version 4 store after migration 5")
+
+	p, err := tr.ReadFeed(ctx, transport.FeedQuery{Feed: transport.Scope{Type: "order"}})
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 1, "the batch the old release stored before the migration is numbered")
+	require.Equal(t, first, p.Entries[0].AggregateID)
+}
