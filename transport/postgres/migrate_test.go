@@ -23,13 +23,8 @@ import (
 // a Transport opens it: the numbers given stay, the batch left over gets
 // the next one, and storing, numbering, counting and deleting go on.
 func TestUpgradeFromTheFirstSchema(t *testing.T) {
-	url := database(t)
+	url, pool, schema := olderSchema(t, "up", 1)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	schema := fmt.Sprintf("up%d_%d", os.Getpid(), schemas.Add(1))
-	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 1))
 
 	s := pgx.Identifier{schema}.Sanitize()
 	a, b := uuid.NewString(), uuid.NewString()
@@ -93,13 +88,8 @@ func TestUpgradeFromTheFirstSchema(t *testing.T) {
 // numbered yet), is migrated to version 4: the numbered keep their
 // numbers, the other becomes pending and is numbered next, once.
 func TestUpgradeFromSchema3(t *testing.T) {
-	url := database(t)
+	url, pool, schema := olderSchema(t, "up", 3)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	schema := fmt.Sprintf("up%d_%d", os.Getpid(), schemas.Add(1))
-	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 3))
 
 	s := pgx.Identifier{schema}.Sanitize()
 	a, b := uuid.NewString(), uuid.NewString()
@@ -153,13 +143,8 @@ func TestUpgradeFromSchema3(t *testing.T) {
 // the numbered keep their numbers, the other two are numbered next, once
 // each, and nothing below scan_from is numbered again.
 func TestUpgradeFromSchema4(t *testing.T) {
-	url := database(t)
+	url, pool, schema := olderSchema(t, "up", 4)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	schema := fmt.Sprintf("up%d_%d", os.Getpid(), schemas.Add(1))
-	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 4))
 
 	s := pgx.Identifier{schema}.Sanitize()
 	// insert stores a batch as the version 4 release did, batch and
@@ -224,16 +209,11 @@ func TestMigration2BlocksStores(t *testing.T) {
 	if rows == 0 {
 		t.Skip("set SOURCED_PG_MIGRATION_ROWS to measure")
 	}
-	url := database(t)
+	_, pool, schema := olderSchema(t, "mig", 1)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	schema := fmt.Sprintf("mig%d_%d", os.Getpid(), schemas.Add(1))
-	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 1))
 	s := pgx.Identifier{schema}.Sanitize()
 	start := time.Now()
-	_, err = pool.Exec(ctx, `INSERT INTO `+s+`.batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events)
+	_, err := pool.Exec(ctx, `INSERT INTO `+s+`.batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, events)
 		SELECT '', 'order', md5(i::text), 1, now(), 1, '{OrderPlaced}', 0, '[{"eventId":"0b8f5f2e-6a0c-4d8e-9f5e-3a7c2d1b4e6f","eventType":"OrderPlaced","data":{"by":1}}]'
 		FROM generate_series(1, $1) i`, rows)
 	require.NoError(t, err)
@@ -277,4 +257,18 @@ func TestMigration2BlocksStores(t *testing.T) {
 	close(stop)
 	<-done
 	t.Logf("migration 2 over %d batches took %v; the longest store beside it waited %v (%d stores went through)", rows, took, longest, inserts)
+}
+
+// olderSchema makes a schema named after prefix with the migrations up to
+// version only, as an older release left it, and returns the database's
+// URL, a pool on it (closed when the test ends) and the schema's name.
+func olderSchema(t *testing.T, prefix string, version int) (url string, pool *pgxpool.Pool, schema string) {
+	t.Helper()
+	url = database(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	schema = fmt.Sprintf("%s%d_%d", prefix, os.Getpid(), schemas.Add(1))
+	require.NoError(t, postgres.MigrateTo(context.Background(), pool, schema, version))
+	return url, pool, schema
 }

@@ -2,13 +2,10 @@ package postgres_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sourced-go/sourced/transport"
@@ -22,13 +19,8 @@ import (
 // acknowledged without ever reaching the feed: the store fails instead.
 // The statement is the schema-3 release's storeNew, word for word.
 func TestAnOlderReleaseStoreFailsAfterMigration4(t *testing.T) {
-	url := database(t)
+	url, pool, schema := olderSchema(t, "old", 3)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	schema := fmt.Sprintf("old%d_%d", os.Getpid(), schemas.Add(1))
-	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 3))
 	s := pgx.Identifier{schema}.Sanitize() + "."
 	oldStoreNew := `INSERT INTO ` + s + `batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload) VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8)`
 	store := func(id string) error {
@@ -61,13 +53,8 @@ func TestAnOlderReleaseStoreFailsAfterMigration4(t *testing.T) {
 // pending row: it fails (pending is gone) rather than leave a row no one
 // reads. The statement is the schema-4 release's storeNew, word for word.
 func TestAnOlderReleaseStoreFailsAfterMigration5(t *testing.T) {
-	url := database(t)
+	url, pool, schema := olderSchema(t, "old", 4)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	schema := fmt.Sprintf("old%d_%d", os.Getpid(), schemas.Add(1))
-	require.NoError(t, postgres.MigrateTo(ctx, pool, schema, 4))
 	s := pgx.Identifier{schema}.Sanitize() + "."
 	oldStoreNew := `WITH b AS (INSERT INTO ` + s + `batches (tenant, aggregate_type, aggregate_id, version, stored_at, event_count, event_types, id_hash, payload, tx) VALUES ($1, $2, $3, 1, $5, $4, $6, $7, $8, pg_current_xact_id())
 			RETURNING tx, id) INSERT INTO ` + s + `pending (tx, id) SELECT tx, id FROM b`
