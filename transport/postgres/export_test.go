@@ -47,3 +47,7 @@ func FeedQueries(t *Transport) (sequence, pendingNow string) { return t.q.sequen
 // SequencerLock returns the key of the sequencers' advisory lock on schema
 // (tests only).
 func SequencerLock(schema string) int64 { return lockKey("sourced.sequencer." + schema) }
+
+// MigrationLock is the advisory lock key migrations of schema take (tests
+// only).
+func MigrationLock(schema string) int64 { return lockKey("sourced.migrate." + schema) }

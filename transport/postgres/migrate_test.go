@@ -272,3 +272,37 @@ func olderSchema(t *testing.T, prefix string, version int) (url string, pool *pg
 	require.NoError(t, postgres.MigrateTo(context.Background(), pool, schema, version))
 	return url, pool, schema
 }
+
+// TestMigrationsIgnoreAShortStatementTimeout: a role whose sessions have
+// a short statement_timeout (100 ms here) still migrates, however long the
+// migration takes or waits: each start would otherwise fail the same way,
+// and migration 2 or 5 on a large store never finish. Here the migration
+// waits for another process's migration lock (held by the test) until it
+// has waited twice the timeout.
+func TestMigrationsIgnoreAShortStatementTimeout(t *testing.T) {
+	_, pool, schema := olderSchema(t, "short", 3)
+	ctx := context.Background()
+	holder, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback(ctx) }()
+	_, err = holder.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", postgres.MigrationLock(schema))
+	require.NoError(t, err)
+
+	opened := make(chan error, 1)
+	go func() {
+		tr, err := postgres.Open(ctx, database(t)+"&statement_timeout=100", postgres.WithSchema(schema))
+		if err == nil {
+			err = tr.Close()
+		}
+		opened <- err
+	}()
+	// Until the migration has waited for the lock twice the timeout.
+	require.Eventually(t, func() bool {
+		var waited bool
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'advisory' AND NOT l.granted AND now() - a.query_start > interval '200 milliseconds')`).Scan(&waited)
+		return err == nil && waited
+	}, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, holder.Rollback(ctx))
+	require.NoError(t, <-opened, "the migration went on after the wait")
+}

@@ -300,7 +300,15 @@ func (t *Transport) migrateTo(ctx context.Context, upTo int) error {
 	sort.Strings(files)
 	// READ COMMITTED: what is read after the lock must be what the process
 	// before us left.
+	// No statement_timeout: a migration runs once, and the one that
+	// rewrites every batch (2), or numbers what an older release left (5),
+	// takes as long as the data is large, and the lock waits for another
+	// process's migration; a role's short timeout would only make each
+	// start fail the same way (the context still bounds it).
 	return pgx.BeginTxFunc(ctx, t.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('statement_timeout', '0', true)"); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey("sourced.migrate."+t.schema)); err != nil {
 			return err
 		}
