@@ -168,3 +168,41 @@ func TestBlocksAreReleasedWithTheirLastBuffer(t *testing.T) {
 	require.Less(t, int(r.block), len(bt.bufs), "a released number is reused")
 	require.Equal(t, 5, len(bt.bufs))
 }
+
+// TestIDTableGetDuringAMove looks ids up after every insert while moves
+// are under way (no removes, which finish a move first): every id put is
+// found with its position, whether its slot of the old table is copied
+// yet or not, and ids never put are not.
+func TestIDTableGetDuringAMove(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 3))
+	tab := newIDTable()
+	var keys []idKey
+	moving := 0
+	for n := range 20000 {
+		k := idKey{rng.Uint64(), rng.Uint64()}
+		keys = append(keys, k)
+		tab.put(k, uint32(n))
+		if tab.old == nil {
+			continue
+		}
+		moving++
+		// The newest, the oldest, and a few at random (all of them now
+		// and then).
+		check := []int{n, 0, rng.IntN(n + 1), rng.IntN(n + 1)}
+		if n%97 == 0 {
+			check = check[:0]
+			for i := range keys {
+				check = append(check, i)
+			}
+		}
+		for _, i := range check {
+			pos, ok := tab.get(keys[i])
+			if !ok || pos != uint32(i) {
+				t.Fatalf("after %d inserts (%d of %d old slots moved): id %d got %d %v", n+1, tab.moved, len(tab.old), i, pos, ok)
+			}
+		}
+		_, ok := tab.get(idKey{rng.Uint64(), rng.Uint64()})
+		require.False(t, ok)
+	}
+	require.Greater(t, moving, 10000, "most lookups ran during a move")
+}
